@@ -1,0 +1,277 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::domain::MailDomain;
+use crate::error::ConfigError;
+use crate::mailbox::Mailboxes;
+use crate::value;
+
+/// Where the relay's daemons look for chatmail.ini unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/usr/local/lib/chatmaild/chatmail.ini";
+
+const SECTION: &str = "params";
+
+/// Keys used by the deployment tooling rather than by a daemon. They are
+/// accepted so that one chatmail.ini serves both, and otherwise ignored.
+const DEPLOYMENT_KEYS: &[&str] = &[
+    "www_folder",
+    "acme_email",
+    "mtail_address",
+    "tls_external_cert_and_key",
+];
+const DEPLOYMENT_PREFIXES: &[&str] = &["privacy_"];
+
+/// Every setting of chatmail.ini, typed, with the defaults of the relay we
+/// replace. Sizes are bytes, ages are days.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from, for messages.
+    pub path: PathBuf,
+    pub mail_domain: MailDomain,
+    pub max_user_send_per_minute: u32,
+    pub max_user_send_burst_size: u32,
+    pub max_mailbox_size: u64,
+    pub max_message_size: u64,
+    pub delete_mails_after: u32,
+    pub delete_large_after: u32,
+    pub delete_inactive_users_after: u32,
+    pub username_min_length: usize,
+    pub username_max_length: usize,
+    pub password_min_length: usize,
+    pub filtermail_smtp_port: u16,
+    pub filtermail_smtp_port_incoming: u16,
+    pub filtermail_http_port_incoming: u16,
+    pub filtermail_lmtp_port_transport: u16,
+    pub postfix_reinject_port: u16,
+    pub postfix_reinject_port_incoming: u16,
+    pub filtermail_host: String,
+    pub postfix_host: String,
+    pub mailboxes_dir: PathBuf,
+    pub passdb_path: PathBuf,
+    pub turn_socket_path: PathBuf,
+    pub iroh_relay: String,
+    pub max_load_1m: f64,
+    pub min_available_memory: u64,
+    pub min_free_disk_space: u64,
+    pub max_imap_connections: u32,
+    pub max_smtp_connections: u32,
+    pub disable_ipv6: bool,
+    pub imap_rawlog: bool,
+    pub imap_compress: bool,
+    /// Keys present in the file that no part of the relay knows, sorted.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Reads and parses `path`, warning once about unknown keys.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_ini_str(&text, path)?;
+        if !config.unknown_keys.is_empty() {
+            tracing::warn!(
+                file = %path.display(),
+                keys = %config.unknown_keys.join(", "),
+                "ignoring unknown keys in config file"
+            );
+        }
+        Ok(config)
+    }
+
+    /// Parses the text of a chatmail.ini; `path` is only used in errors.
+    pub fn from_ini_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut params = Params::parse(text, path)?;
+        let mail_domain = params.required("mail_domain", MailDomain::parse)?;
+        let config = Self {
+            max_user_send_per_minute: params.number("max_user_send_per_minute", 60)?,
+            max_user_send_burst_size: params.number("max_user_send_burst_size", 10)?,
+            max_mailbox_size: params.get("max_mailbox_size", value::size, 500 << 20)?,
+            max_message_size: params.get("max_message_size", value::size, 31_457_280)?,
+            delete_mails_after: params.number("delete_mails_after", 20)?,
+            delete_large_after: params.number("delete_large_after", 7)?,
+            delete_inactive_users_after: params.number("delete_inactive_users_after", 90)?,
+            username_min_length: params.number("username_min_length", 9)?,
+            username_max_length: params.number("username_max_length", 9)?,
+            password_min_length: params.number("password_min_length", 9)?,
+            filtermail_smtp_port: params.get("filtermail_smtp_port", value::port, 10080)?,
+            filtermail_smtp_port_incoming: params.get(
+                "filtermail_smtp_port_incoming",
+                value::port,
+                10081,
+            )?,
+            filtermail_http_port_incoming: params.get(
+                "filtermail_http_port_incoming",
+                value::port,
+                10082,
+            )?,
+            filtermail_lmtp_port_transport: params.get(
+                "filtermail_lmtp_port_transport",
+                value::port,
+                10083,
+            )?,
+            postfix_reinject_port: params.get("postfix_reinject_port", value::port, 10025)?,
+            postfix_reinject_port_incoming: params.get(
+                "postfix_reinject_port_incoming",
+                value::port,
+                10026,
+            )?,
+            filtermail_host: params.get("filtermail_host", value::host, "127.0.0.1".into())?,
+            postfix_host: params.get("postfix_host", value::host, "127.0.0.1".into())?,
+            mailboxes_dir: params.get(
+                "mailboxes_dir",
+                value::path,
+                PathBuf::from(format!("/home/vmail/mail/{mail_domain}")),
+            )?,
+            passdb_path: params.get(
+                "passdb_path",
+                value::path,
+                "/home/vmail/passdb.sqlite".into(),
+            )?,
+            turn_socket_path: params.get(
+                "turn_socket_path",
+                value::path,
+                "/run/chatmail-turn/turn.socket".into(),
+            )?,
+            iroh_relay: params.get(
+                "iroh_relay",
+                |text| Ok(text.trim().to_owned()),
+                format!("https://{mail_domain}"),
+            )?,
+            max_load_1m: params.get("max_load_1m", value::float, 5.0)?,
+            min_available_memory: params.get("min_available_memory", value::size, 200 << 20)?,
+            min_free_disk_space: params.get("min_free_disk_space", value::size, 1 << 30)?,
+            max_imap_connections: params.number("max_imap_connections", 10_000)?,
+            max_smtp_connections: params.number("max_smtp_connections", 1_000)?,
+            disable_ipv6: params.get("disable_ipv6", value::boolean, false)?,
+            imap_rawlog: params.get("imap_rawlog", value::boolean, false)?,
+            imap_compress: params.get("imap_compress", value::boolean, false)?,
+            unknown_keys: Vec::new(),
+            path: path.to_owned(),
+            mail_domain,
+        };
+        if config.username_min_length > config.username_max_length {
+            return Err(ConfigError::BadValue {
+                path: path.to_owned(),
+                key: "username_min_length".into(),
+                value: config.username_min_length.to_string(),
+                reason: format!(
+                    "is larger than username_max_length ({})",
+                    config.username_max_length
+                ),
+            });
+        }
+        Ok(Self {
+            unknown_keys: params.into_unknown_keys(),
+            ..config
+        })
+    }
+
+    /// The mailbox directory layout under `mailboxes_dir`.
+    #[must_use]
+    pub fn mailboxes(&self) -> Mailboxes {
+        Mailboxes::new(&self.mailboxes_dir)
+    }
+}
+
+/// The `[params]` section as raw strings; typed getters consume keys so
+/// that whatever is left over is unknown.
+struct Params<'a> {
+    path: &'a Path,
+    values: BTreeMap<String, String>,
+}
+
+impl<'a> Params<'a> {
+    fn parse(text: &str, path: &'a Path) -> Result<Self, ConfigError> {
+        let options = ini::ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            ..ini::ParseOption::default()
+        };
+        let ini = ini::Ini::load_from_str_opt(text, options).map_err(|err| {
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                message: err.to_string(),
+            }
+        })?;
+        let section = ini
+            .section(Some(SECTION))
+            .ok_or_else(|| ConfigError::MissingSection {
+                path: path.to_owned(),
+            })?;
+        let mut values = BTreeMap::new();
+        for (key, value) in section {
+            let key = key.trim().to_ascii_lowercase();
+            if values.insert(key.clone(), value.to_owned()).is_some() {
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    key,
+                    value: value.to_owned(),
+                    reason: "the key appears more than once".into(),
+                });
+            }
+        }
+        Ok(Self { path, values })
+    }
+
+    fn take<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(raw) = self.values.remove(key) else {
+            return Ok(None);
+        };
+        parse(&raw).map(Some).map_err(|reason| ConfigError::BadValue {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            value: raw,
+            reason,
+        })
+    }
+
+    fn get<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.take(key, parse)?.unwrap_or(default))
+    }
+
+    fn required<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        self.take(key, parse)?.ok_or_else(|| ConfigError::MissingKey {
+            path: self.path.to_owned(),
+            key,
+        })
+    }
+
+    fn number<T: TryFrom<u64>>(&mut self, key: &str, default: T) -> Result<T, ConfigError> {
+        self.get(
+            key,
+            |text| {
+                let number = value::unsigned(text)?;
+                T::try_from(number).map_err(|_| "the number is too large".to_owned())
+            },
+            default,
+        )
+    }
+
+    fn into_unknown_keys(self) -> Vec<String> {
+        self.values
+            .into_keys()
+            .filter(|key| {
+                !DEPLOYMENT_KEYS.contains(&key.as_str())
+                    && !DEPLOYMENT_PREFIXES
+                        .iter()
+                        .any(|prefix| key.starts_with(prefix))
+            })
+            .collect()
+    }
+}

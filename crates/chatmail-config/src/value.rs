@@ -1,0 +1,62 @@
+//! Typed readers for single chatmail.ini values. Each returns the reason a
+//! value is unusable; the caller adds key and file.
+
+use std::net::IpAddr;
+
+pub fn unsigned(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| "expected a whole number".into())
+}
+
+pub fn float(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err("expected a non-negative number".into()),
+    }
+}
+
+pub fn size(text: &str) -> Result<u64, String> {
+    crate::size::parse_size(text).ok_or_else(|| "expected a size such as 500M or 1G".into())
+}
+
+pub fn port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err("expected a TCP port between 1 and 65535".into()),
+        Ok(port) => Ok(port),
+    }
+}
+
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Ok(true),
+        "0" | "no" | "false" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// A host we listen on or connect to: an IP address or a DNS name.
+pub fn host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.parse::<IpAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let name_ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if name_ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected an IP address or host name".into())
+    }
+}
+
+pub fn path(text: &str) -> Result<std::path::PathBuf, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        Err("expected a path".into())
+    } else {
+        Ok(text.into())
+    }
+}

@@ -1,0 +1,290 @@
+use std::path::{Path, PathBuf};
+
+use chatmail_config::{Config, ConfigError, MailDomain};
+
+fn parse(body: &str) -> Result<Config, ConfigError> {
+    Config::from_ini_str(&format!("[params]\n{body}"), Path::new("/etc/chatmail.ini"))
+}
+
+fn parse_ok(body: &str) -> Config {
+    parse(body).expect("config should parse")
+}
+
+/// Asserts that `body` fails on `key`, and that the message names key,
+/// value and file.
+fn assert_bad_value(body: &str, key: &str, value: &str) {
+    let err = parse(body).expect_err("config should be refused");
+    match &err {
+        ConfigError::BadValue {
+            key: got_key,
+            value: got_value,
+            path,
+            ..
+        } => {
+            assert_eq!(got_key, key);
+            assert_eq!(got_value.trim(), value);
+            assert_eq!(path, Path::new("/etc/chatmail.ini"));
+        }
+        other => panic!("expected a bad value for {key}, got {other:?}"),
+    }
+    let message = err.to_string();
+    for part in [key, value, "/etc/chatmail.ini"] {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn every_default() {
+    let config = parse_ok("mail_domain = chat.example.org\n");
+    assert_eq!(config.mail_domain, MailDomain::Name("chat.example.org".into()));
+    assert_eq!(config.max_user_send_per_minute, 60);
+    assert_eq!(config.max_user_send_burst_size, 10);
+    assert_eq!(config.max_mailbox_size, 500 * 1024 * 1024);
+    assert_eq!(config.max_message_size, 31_457_280);
+    assert_eq!(config.delete_mails_after, 20);
+    assert_eq!(config.delete_large_after, 7);
+    assert_eq!(config.delete_inactive_users_after, 90);
+    assert_eq!(config.username_min_length, 9);
+    assert_eq!(config.username_max_length, 9);
+    assert_eq!(config.password_min_length, 9);
+    assert_eq!(config.filtermail_smtp_port, 10080);
+    assert_eq!(config.filtermail_smtp_port_incoming, 10081);
+    assert_eq!(config.filtermail_http_port_incoming, 10082);
+    assert_eq!(config.filtermail_lmtp_port_transport, 10083);
+    assert_eq!(config.postfix_reinject_port, 10025);
+    assert_eq!(config.postfix_reinject_port_incoming, 10026);
+    assert_eq!(config.filtermail_host, "127.0.0.1");
+    assert_eq!(config.postfix_host, "127.0.0.1");
+    assert_eq!(
+        config.mailboxes_dir,
+        PathBuf::from("/home/vmail/mail/chat.example.org")
+    );
+    assert_eq!(config.passdb_path, PathBuf::from("/home/vmail/passdb.sqlite"));
+    assert_eq!(
+        config.turn_socket_path,
+        PathBuf::from("/run/chatmail-turn/turn.socket")
+    );
+    assert_eq!(config.iroh_relay, "https://chat.example.org");
+    assert!((config.max_load_1m - 5.0).abs() < f64::EPSILON);
+    assert_eq!(config.min_available_memory, 200 * 1024 * 1024);
+    assert_eq!(config.min_free_disk_space, 1024 * 1024 * 1024);
+    assert_eq!(config.max_imap_connections, 10_000);
+    assert_eq!(config.max_smtp_connections, 1_000);
+    assert!(!config.disable_ipv6);
+    assert!(!config.imap_rawlog);
+    assert!(!config.imap_compress);
+    assert!(config.unknown_keys.is_empty());
+    assert_eq!(config.mailboxes().root(), config.mailboxes_dir);
+}
+
+#[test]
+fn every_key_can_be_set() {
+    let config = parse_ok(
+        "mail_domain = example.org
+max_user_send_per_minute = 120
+max_user_send_burst_size = 20
+max_mailbox_size = 1G
+max_message_size = 10M
+delete_mails_after = 40
+delete_large_after = 3
+delete_inactive_users_after = 365
+username_min_length = 6
+username_max_length = 20
+password_min_length = 12
+filtermail_smtp_port = 20080
+filtermail_smtp_port_incoming = 20081
+filtermail_http_port_incoming = 20082
+filtermail_lmtp_port_transport = 20083
+postfix_reinject_port = 20025
+postfix_reinject_port_incoming = 20026
+filtermail_host = ::1
+postfix_host = localhost
+mailboxes_dir = /srv/mail
+passdb_path = /srv/passdb.sqlite
+turn_socket_path = /run/turn.sock
+iroh_relay = https://iroh.example.org
+max_load_1m = 2.5
+min_available_memory = 1G
+min_free_disk_space = 500MB
+max_imap_connections = 50000
+max_smtp_connections = 3000
+disable_ipv6 = True
+imap_rawlog = YES
+imap_compress = off
+",
+    );
+    assert_eq!(config.max_user_send_per_minute, 120);
+    assert_eq!(config.max_user_send_burst_size, 20);
+    assert_eq!(config.max_mailbox_size, 1 << 30);
+    assert_eq!(config.max_message_size, 10 << 20);
+    assert_eq!(config.delete_mails_after, 40);
+    assert_eq!(config.delete_large_after, 3);
+    assert_eq!(config.delete_inactive_users_after, 365);
+    assert_eq!(config.username_min_length, 6);
+    assert_eq!(config.username_max_length, 20);
+    assert_eq!(config.password_min_length, 12);
+    assert_eq!(config.filtermail_smtp_port, 20080);
+    assert_eq!(config.filtermail_smtp_port_incoming, 20081);
+    assert_eq!(config.filtermail_http_port_incoming, 20082);
+    assert_eq!(config.filtermail_lmtp_port_transport, 20083);
+    assert_eq!(config.postfix_reinject_port, 20025);
+    assert_eq!(config.postfix_reinject_port_incoming, 20026);
+    assert_eq!(config.filtermail_host, "::1");
+    assert_eq!(config.postfix_host, "localhost");
+    assert_eq!(config.mailboxes_dir, PathBuf::from("/srv/mail"));
+    assert_eq!(config.passdb_path, PathBuf::from("/srv/passdb.sqlite"));
+    assert_eq!(config.turn_socket_path, PathBuf::from("/run/turn.sock"));
+    assert_eq!(config.iroh_relay, "https://iroh.example.org");
+    assert!((config.max_load_1m - 2.5).abs() < f64::EPSILON);
+    assert_eq!(config.min_available_memory, 1 << 30);
+    assert_eq!(config.min_free_disk_space, 500 << 20);
+    assert_eq!(config.max_imap_connections, 50_000);
+    assert_eq!(config.max_smtp_connections, 3_000);
+    assert!(config.disable_ipv6);
+    assert!(config.imap_rawlog);
+    assert!(!config.imap_compress);
+}
+
+#[test]
+fn ipv4_domain_makes_an_ip_only_relay() {
+    let config = parse_ok("mail_domain = 127.0.0.1\n");
+    assert_eq!(config.mail_domain.address_domain(), "[127.0.0.1]");
+    assert_eq!(config.mail_domain.hostname(), "1.0.0.127.in-addr.arpa");
+    assert_eq!(config.mailboxes_dir, PathBuf::from("/home/vmail/mail/127.0.0.1"));
+    assert_eq!(config.iroh_relay, "https://127.0.0.1");
+}
+
+#[test]
+fn comments_case_and_whitespace() {
+    let config = parse_ok(
+        "# a comment line\n; another\n  MAIL_DOMAIN   =   Example.ORG  \n\nMax_Message_Size=1000\n",
+    );
+    assert_eq!(config.mail_domain.address_domain(), "example.org");
+    assert_eq!(config.max_message_size, 1000);
+}
+
+#[test]
+fn deployment_keys_are_accepted_silently() {
+    let config = parse_ok(
+        "mail_domain = example.org
+privacy_mail = privacy@example.org
+privacy_postal = Street 1
+privacy_supervisor = someone
+privacy_pdo = someone
+www_folder = /var/www
+acme_email = admin@example.org
+mtail_address = 127.0.0.1
+tls_external_cert_and_key = /a.pem /b.pem
+",
+    );
+    assert!(config.unknown_keys.is_empty(), "{:?}", config.unknown_keys);
+}
+
+#[test]
+fn unknown_keys_are_listed_not_refused() {
+    let config = parse_ok("mail_domain = example.org\nzeta = 1\nalpha = 2\n");
+    assert_eq!(config.unknown_keys, ["alpha", "zeta"]);
+}
+
+#[test]
+fn other_sections_are_ignored() {
+    let config = parse_ok("mail_domain = example.org\n[other]\nfoo = bar\n");
+    assert!(config.unknown_keys.is_empty());
+}
+
+#[test]
+fn missing_mail_domain() {
+    let err = parse("max_message_size = 10\n").expect_err("must fail");
+    assert!(matches!(err, ConfigError::MissingKey { key: "mail_domain", .. }));
+    assert!(err.to_string().contains("mail_domain"));
+}
+
+#[test]
+fn missing_params_section() {
+    let err = Config::from_ini_str("[other]\nmail_domain = x.org\n", Path::new("/x.ini"))
+        .expect_err("must fail");
+    assert!(matches!(err, ConfigError::MissingSection { .. }));
+    assert!(err.to_string().contains("/x.ini"));
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let err = Config::load("/nonexistent/chatmail.ini").expect_err("must fail");
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/chatmail.ini"));
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chatmail.ini");
+    std::fs::write(&path, "[params]\nmail_domain = example.org\nbogus = 1\n").expect("write");
+    let config = Config::load(&path).expect("loads");
+    assert_eq!(config.path, path);
+    assert_eq!(config.unknown_keys, ["bogus"]);
+}
+
+#[test]
+fn duplicate_key_is_an_error() {
+    assert_bad_value(
+        "mail_domain = example.org\nmax_message_size = 1\nmax_message_size = 2\n",
+        "max_message_size",
+        "2",
+    );
+}
+
+#[test]
+fn bad_values_name_key_value_and_file() {
+    let cases = [
+        ("mail_domain", "not a domain"),
+        ("mail_domain", "[example.org]"),
+        ("max_user_send_per_minute", "-1"),
+        ("max_user_send_per_minute", "99999999999"),
+        ("max_user_send_burst_size", "ten"),
+        ("max_mailbox_size", "500X"),
+        ("max_message_size", "big"),
+        ("delete_mails_after", "2.5"),
+        ("delete_large_after", ""),
+        ("delete_inactive_users_after", "x"),
+        ("username_min_length", "a"),
+        ("username_max_length", "-9"),
+        ("password_min_length", "nine"),
+        ("filtermail_smtp_port", "0"),
+        ("filtermail_smtp_port_incoming", "65536"),
+        ("filtermail_http_port_incoming", "http"),
+        ("filtermail_lmtp_port_transport", "-1"),
+        ("postfix_reinject_port", "1.5"),
+        ("postfix_reinject_port_incoming", ""),
+        ("filtermail_host", "bad host!"),
+        ("postfix_host", ""),
+        ("mailboxes_dir", ""),
+        ("passdb_path", ""),
+        ("turn_socket_path", ""),
+        ("max_load_1m", "high"),
+        ("max_load_1m", "-1"),
+        ("min_available_memory", "lots"),
+        ("min_free_disk_space", "1Q"),
+        ("max_imap_connections", "many"),
+        ("max_smtp_connections", "-5"),
+        ("disable_ipv6", "maybe"),
+        ("imap_rawlog", "2"),
+        ("imap_compress", "y e s"),
+    ];
+    for (key, value) in cases {
+        let body = if key == "mail_domain" {
+            format!("mail_domain = {value}\n")
+        } else {
+            format!("mail_domain = example.org\n{key} = {value}\n")
+        };
+        assert_bad_value(&body, key, value);
+    }
+}
+
+#[test]
+fn username_lengths_must_be_ordered() {
+    assert_bad_value(
+        "mail_domain = example.org\nusername_min_length = 10\nusername_max_length = 5\n",
+        "username_min_length",
+        "10",
+    );
+}
