@@ -190,12 +190,11 @@ impl<'a> Params<'a> {
             enabled_escape: false,
             ..ini::ParseOption::default()
         };
-        let ini = ini::Ini::load_from_str_opt(text, options).map_err(|err| {
-            ConfigError::Syntax {
+        let ini =
+            ini::Ini::load_from_str_opt(text, options).map_err(|err| ConfigError::Syntax {
                 path: path.to_owned(),
                 message: err.to_string(),
-            }
-        })?;
+            })?;
         let section = ini
             .section(Some(SECTION))
             .ok_or_else(|| ConfigError::MissingSection {
@@ -224,12 +223,14 @@ impl<'a> Params<'a> {
         let Some(raw) = self.values.remove(key) else {
             return Ok(None);
         };
-        parse(&raw).map(Some).map_err(|reason| ConfigError::BadValue {
-            path: self.path.to_owned(),
-            key: key.to_owned(),
-            value: raw,
-            reason,
-        })
+        parse(&raw)
+            .map(Some)
+            .map_err(|reason| ConfigError::BadValue {
+                path: self.path.to_owned(),
+                key: key.to_owned(),
+                value: raw,
+                reason,
+            })
     }
 
     fn get<T>(
@@ -246,10 +247,11 @@ impl<'a> Params<'a> {
         key: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        self.take(key, parse)?.ok_or_else(|| ConfigError::MissingKey {
-            path: self.path.to_owned(),
-            key,
-        })
+        self.take(key, parse)?
+            .ok_or_else(|| ConfigError::MissingKey {
+                path: self.path.to_owned(),
+                key,
+            })
     }
 
     fn number<T: TryFrom<u64>>(&mut self, key: &str, default: T) -> Result<T, ConfigError> {

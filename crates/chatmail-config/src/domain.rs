@@ -107,7 +107,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_domains() {
-        for bad in ["", "exa mple.org", "a..b", "-a.org", "[::1]", "[example.org]", "a/b", "x@y"] {
+        for bad in [
+            "",
+            "exa mple.org",
+            "a..b",
+            "-a.org",
+            "[::1]",
+            "[example.org]",
+            "a/b",
+            "x@y",
+        ] {
             assert!(MailDomain::parse(bad).is_err(), "{bad:?}");
         }
     }

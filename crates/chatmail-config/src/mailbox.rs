@@ -67,7 +67,10 @@ fn check_address(addr: &str) -> Result<(), AddressError> {
     if !addr.contains('@') {
         return Err(AddressError::NoAt);
     }
-    if addr.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+    if addr
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
         return Err(AddressError::UnsafeCharacter);
     }
     if addr.contains("..") {
@@ -178,9 +181,7 @@ pub fn day_start(unix_time: u64) -> u64 {
 /// renames it over `path`, so that readers never see a partial file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)?;
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     temp.write_all(data)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|err| err.error)?;

@@ -50,7 +50,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "M", "-1", "1.5G", "10X", "ten", "1GG", "99999999999999999999", "16777216T"] {
+        for bad in [
+            "",
+            "M",
+            "-1",
+            "1.5G",
+            "10X",
+            "ten",
+            "1GG",
+            "99999999999999999999",
+            "16777216T",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }

@@ -36,7 +36,10 @@ fn assert_bad_value(body: &str, key: &str, value: &str) {
 #[test]
 fn every_default() {
     let config = parse_ok("mail_domain = chat.example.org\n");
-    assert_eq!(config.mail_domain, MailDomain::Name("chat.example.org".into()));
+    assert_eq!(
+        config.mail_domain,
+        MailDomain::Name("chat.example.org".into())
+    );
     assert_eq!(config.max_user_send_per_minute, 60);
     assert_eq!(config.max_user_send_burst_size, 10);
     assert_eq!(config.max_mailbox_size, 500 * 1024 * 1024);
@@ -59,7 +62,10 @@ fn every_default() {
         config.mailboxes_dir,
         PathBuf::from("/home/vmail/mail/chat.example.org")
     );
-    assert_eq!(config.passdb_path, PathBuf::from("/home/vmail/passdb.sqlite"));
+    assert_eq!(
+        config.passdb_path,
+        PathBuf::from("/home/vmail/passdb.sqlite")
+    );
     assert_eq!(
         config.turn_socket_path,
         PathBuf::from("/run/chatmail-turn/turn.socket")
@@ -150,7 +156,10 @@ fn ipv4_domain_makes_an_ip_only_relay() {
     let config = parse_ok("mail_domain = 127.0.0.1\n");
     assert_eq!(config.mail_domain.address_domain(), "[127.0.0.1]");
     assert_eq!(config.mail_domain.hostname(), "1.0.0.127.in-addr.arpa");
-    assert_eq!(config.mailboxes_dir, PathBuf::from("/home/vmail/mail/127.0.0.1"));
+    assert_eq!(
+        config.mailboxes_dir,
+        PathBuf::from("/home/vmail/mail/127.0.0.1")
+    );
     assert_eq!(config.iroh_relay, "https://127.0.0.1");
 }
 
@@ -195,7 +204,13 @@ fn other_sections_are_ignored() {
 #[test]
 fn missing_mail_domain() {
     let err = parse("max_message_size = 10\n").expect_err("must fail");
-    assert!(matches!(err, ConfigError::MissingKey { key: "mail_domain", .. }));
+    assert!(matches!(
+        err,
+        ConfigError::MissingKey {
+            key: "mail_domain",
+            ..
+        }
+    ));
     assert!(err.to_string().contains("mail_domain"));
 }
 

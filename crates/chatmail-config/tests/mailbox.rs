@@ -36,11 +36,19 @@ fn unsafe_addresses_are_refused() {
 #[test]
 fn safe_addresses_stay_inside_the_root() {
     let (_dir, mailboxes) = layout();
-    for addr in ["user@example.org", "abc123xyz@[127.0.0.1]", "a.b-c_d@x.org", ".hidden@x.org"] {
+    for addr in [
+        "user@example.org",
+        "abc123xyz@[127.0.0.1]",
+        "a.b-c_d@x.org",
+        ".hidden@x.org",
+    ] {
         let mailbox = mailboxes.mailbox(addr).expect("safe");
         assert_eq!(mailbox.address(), addr);
         assert_eq!(mailbox.dir().parent(), Some(mailboxes.root()));
-        assert_eq!(mailbox.dir().file_name().and_then(|n| n.to_str()), Some(addr));
+        assert_eq!(
+            mailbox.dir().file_name().and_then(|n| n.to_str()),
+            Some(addr)
+        );
     }
 }
 
@@ -51,13 +59,20 @@ fn password_round_trip_is_atomic() {
     assert_eq!(mailbox.password_hash().expect("read"), None);
     assert_eq!(mailbox.last_login().expect("read"), None);
 
-    mailbox.write_password_hash("{SHA512-CRYPT}$6$abc$def").expect("write");
+    mailbox
+        .write_password_hash("{SHA512-CRYPT}$6$abc$def")
+        .expect("write");
     assert_eq!(
         mailbox.password_hash().expect("read").as_deref(),
         Some("{SHA512-CRYPT}$6$abc$def")
     );
-    mailbox.write_password_hash("{PLAIN}second").expect("overwrite");
-    assert_eq!(mailbox.password_hash().expect("read").as_deref(), Some("{PLAIN}second"));
+    mailbox
+        .write_password_hash("{PLAIN}second")
+        .expect("overwrite");
+    assert_eq!(
+        mailbox.password_hash().expect("read").as_deref(),
+        Some("{PLAIN}second")
+    );
 
     let leftovers: Vec<_> = fs::read_dir(mailbox.dir())
         .expect("list")
