@@ -1,0 +1,32 @@
+//! A harness for tests against the real mail servers of Debian 12: it runs
+//! private Postfix and Dovecot instances as subprocesses under a temporary
+//! directory, on loopback ports picked at random, and never touches a
+//! system-wide instance. Every instance stops when its handle is dropped
+//! (also when a test panics), and then prints its log if the test failed.
+//!
+//! Instances are independent, so tests using them run in parallel.
+//! Starting them needs root, as Postfix and Dovecot switch users.
+
+mod dovecot;
+mod imap;
+mod postfix;
+mod process;
+mod smtp;
+mod tls;
+mod workdir;
+
+pub use dovecot::{Dovecot, DovecotOptions};
+pub use imap::ImapClient;
+pub use postfix::{Postfix, PostfixOptions};
+pub use process::{free_port, wait_for_path, wait_for_port};
+pub use smtp::send_mail;
+pub use tls::SelfSignedCert;
+pub use workdir::{VmailUser, WorkDir};
+
+/// The root of this repository, for reading the integration files we ship.
+#[must_use]
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
+}

@@ -1,0 +1,175 @@
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{dump_log, free_port, wait_for_port};
+use crate::workdir::WorkDir;
+
+/// How a private Postfix instance is set up. The defaults make an IP-only
+/// relay for `[127.0.0.1]` that delivers local mail over LMTP and refuses
+/// to send anything elsewhere.
+#[derive(Debug, Clone)]
+pub struct PostfixOptions {
+    /// `mydestination`: the domains delivered locally.
+    pub mydestination: String,
+    /// Where local mail goes, relative paths being inside the queue
+    /// directory (`lmtp:unix:private/dovecot-lmtp`).
+    pub local_transport: String,
+    /// Extra `main.cf` lines, appended last so they override.
+    pub main_cf: String,
+    /// Extra `master.cf` lines (filters, reinjection services).
+    pub master_cf: String,
+}
+
+impl Default for PostfixOptions {
+    fn default() -> Self {
+        Self {
+            mydestination: "[127.0.0.1]".into(),
+            local_transport: "lmtp:unix:private/dovecot-lmtp".into(),
+            main_cf: String::new(),
+            master_cf: String::new(),
+        }
+    }
+}
+
+/// The services Postfix needs to queue and deliver, none chrooted: a
+/// private queue directory has no chroot skeleton.
+const MASTER_CF_SERVICES: &str = "\
+pickup     unix  n - n 60   1 pickup
+cleanup    unix  n - n -    0 cleanup
+qmgr       unix  n - n 300  1 qmgr
+rewrite    unix  - - n -    - trivial-rewrite
+bounce     unix  - - n -    0 bounce
+defer      unix  - - n -    0 bounce
+trace      unix  - - n -    0 bounce
+verify     unix  - - n -    1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -    - proxymap
+proxywrite unix  - - n -    1 proxymap
+smtp       unix  - - n -    - smtp
+relay      unix  - - n -    - smtp
+showq      unix  n - n -    - showq
+error      unix  - - n -    - error
+retry      unix  - - n -    - error
+discard    unix  - - n -    - discard
+lmtp       unix  - - n -    - lmtp
+anvil      unix  - - n -    1 anvil
+scache     unix  - - n -    1 scache
+postlog    unix-dgram n - n - 1 postlogd
+";
+
+/// A running private Postfix; stopped on drop.
+pub struct Postfix {
+    work: WorkDir,
+    config_dir: PathBuf,
+    smtp_port: u16,
+}
+
+impl Postfix {
+    pub fn start(options: &PostfixOptions) -> Result<Self> {
+        let work = WorkDir::new()?;
+        let config_dir = work.subdir("etc", 0o755)?;
+        let queue_dir = work.subdir("queue", 0o755)?;
+        let data_dir = work.subdir("data", 0o700)?;
+        let postfix_user = nix::unistd::User::from_name("postfix")?
+            .context("user postfix does not exist; is the postfix package installed?")?;
+        nix::unistd::chown(&data_dir, Some(postfix_user.uid), None)?;
+        let smtp_port = free_port()?;
+        let log = work.path().join("postfix.log");
+
+        let mut main_cf = String::new();
+        writeln!(main_cf, "compatibility_level = 3.6")?;
+        writeln!(main_cf, "queue_directory = {}", queue_dir.display())?;
+        writeln!(main_cf, "data_directory = {}", data_dir.display())?;
+        writeln!(main_cf, "maillog_file = {}", log.display())?;
+        writeln!(main_cf, "maillog_file_prefixes = {}", work.path().display())?;
+        writeln!(main_cf, "myhostname = localhost")?;
+        writeln!(main_cf, "mydomain = localdomain")?;
+        writeln!(main_cf, "myorigin = {}", options.mydestination)?;
+        writeln!(main_cf, "mydestination = {}", options.mydestination)?;
+        writeln!(main_cf, "local_transport = {}", options.local_transport)?;
+        main_cf.push_str(
+            "inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+alias_maps =
+alias_database =
+default_transport = error:remote delivery is disabled in tests
+smtp_dns_support_level = disabled
+biff = no
+append_dot_mydomain = no
+",
+        );
+        main_cf.push_str(&options.main_cf);
+        fs::write(config_dir.join("main.cf"), main_cf)?;
+
+        let mut master_cf = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n");
+        master_cf.push_str(MASTER_CF_SERVICES);
+        master_cf.push_str(&options.master_cf);
+        fs::write(config_dir.join("master.cf"), master_cf)?;
+
+        let postfix = Self {
+            work,
+            config_dir,
+            smtp_port,
+        };
+        postfix.command("start")?;
+        wait_for_port(smtp_port, Duration::from_secs(15))?;
+        Ok(postfix)
+    }
+
+    fn command(&self, action: &str) -> Result<()> {
+        let output = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg(action)
+            .output()
+            .context("running postfix; is the postfix package installed?")?;
+        if !output.status.success() {
+            bail!(
+                "postfix {action} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The port of the smtpd that accepts mail for the test.
+    #[must_use]
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port
+    }
+
+    /// `<queue>/private`, where Postfix expects its unix-socket peers.
+    #[must_use]
+    pub fn private_dir(&self) -> PathBuf {
+        self.work.path().join("queue/private")
+    }
+
+    #[must_use]
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    #[must_use]
+    pub fn log_path(&self) -> PathBuf {
+        self.work.path().join("postfix.log")
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_log("postfix", &self.log_path());
+        }
+        if let Err(err) = self.command("stop") {
+            eprintln!("stopping postfix: {err:#}");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+/// A loopback port that was free a moment ago. Parallel tests may race for
+/// it in theory; the kernel hands out ephemeral ports in rotation, which
+/// makes that rare enough for tests.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {limit:?}")
+}
+
+/// Waits until `path` exists.
+pub fn wait_for_path(path: &Path, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{} did not appear after {limit:?}", path.display())
+}
+
+/// Prints a server's log to stderr, which the test runner shows for
+/// failed tests.
+pub fn dump_log(name: &str, path: &Path) {
+    match fs::read_to_string(path) {
+        Ok(text) => eprintln!(
+            "----- {name} log ({}) -----\n{text}----- end of {name} log -----",
+            path.display()
+        ),
+        Err(err) => eprintln!("----- {name} log {} unreadable: {err}", path.display()),
+    }
+}
