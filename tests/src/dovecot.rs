@@ -19,6 +19,9 @@ pub struct DovecotOptions {
     /// An extra LMTP unix listener (usually inside Postfix's `private/`
     /// directory), owned by the postfix user as Postfix expects.
     pub lmtp_socket: Option<PathBuf>,
+    /// An extra auth (SASL) unix listener for Postfix, usually
+    /// `<postfix queue>/private/auth`.
+    pub auth_socket: Option<PathBuf>,
     /// Configuration appended to the base: passdb/userdb sections, plugins.
     pub config: String,
 }
@@ -84,6 +87,14 @@ mail_location = maildir:~
                 socket.display()
             )?;
         }
+        if let Some(socket) = &options.auth_socket {
+            writeln!(
+                config,
+                "service auth {{\n  unix_listener {} {{\n    user = postfix\n    \
+                 group = postfix\n    mode = 0660\n  }}\n}}",
+                socket.display()
+            )?;
+        }
         config.push_str(&options.config);
         let config_path = work.path().join("dovecot.conf");
         fs::write(&config_path, config)?;
@@ -105,7 +116,7 @@ mail_location = maildir:~
             config_path,
         };
         wait_for_port(imaps_port, START_LIMIT).map_err(|err| dovecot.startup_error(err))?;
-        if let Some(socket) = &options.lmtp_socket {
+        for socket in options.lmtp_socket.iter().chain(&options.auth_socket) {
             wait_for_path(socket, START_LIMIT).map_err(|err| dovecot.startup_error(err))?;
         }
         Ok(dovecot)

@@ -7,6 +7,7 @@
 //! Instances are independent, so tests using them run in parallel.
 //! Starting them needs root, as Postfix and Dovecot switch users.
 
+mod daemon;
 mod dovecot;
 mod imap;
 mod postfix;
@@ -15,11 +16,12 @@ mod smtp;
 mod tls;
 mod workdir;
 
+pub use daemon::{Daemon, daemon_binary};
 pub use dovecot::{Dovecot, DovecotOptions};
 pub use imap::ImapClient;
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{free_port, wait_for_path, wait_for_port};
-pub use smtp::send_mail;
+pub use smtp::{SmtpClient, SmtpReply, send_mail};
 pub use tls::SelfSignedCert;
 pub use workdir::{VmailUser, WorkDir};
 

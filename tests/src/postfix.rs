@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::process::{dump_log, free_port, wait_for_port};
+use crate::tls::SelfSignedCert;
 use crate::workdir::WorkDir;
 
 /// How a private Postfix instance is set up. The defaults make an IP-only
@@ -23,6 +24,9 @@ pub struct PostfixOptions {
     pub main_cf: String,
     /// Extra `master.cf` lines (filters, reinjection services).
     pub master_cf: String,
+    /// Adds a submission service with implicit TLS (as on port 465) that
+    /// authenticates through Dovecot SASL at `private/auth`.
+    pub sasl_submission: bool,
 }
 
 impl Default for PostfixOptions {
@@ -32,6 +36,7 @@ impl Default for PostfixOptions {
             local_transport: "lmtp:unix:private/dovecot-lmtp".into(),
             main_cf: String::new(),
             master_cf: String::new(),
+            sasl_submission: false,
         }
     }
 }
@@ -48,6 +53,7 @@ defer      unix  - - n -    0 bounce
 trace      unix  - - n -    0 bounce
 verify     unix  - - n -    1 verify
 flush      unix  n - n 1000? 0 flush
+tlsmgr     unix  - - n 1000? 1 tlsmgr
 proxymap   unix  - - n -    - proxymap
 proxywrite unix  - - n -    1 proxymap
 smtp       unix  - - n -    - smtp
@@ -67,6 +73,8 @@ pub struct Postfix {
     work: WorkDir,
     config_dir: PathBuf,
     smtp_port: u16,
+    submission_port: Option<u16>,
+    cert: SelfSignedCert,
 }
 
 impl Postfix {
@@ -108,7 +116,29 @@ append_dot_mydomain = no
         main_cf.push_str(&options.main_cf);
         fs::write(config_dir.join("main.cf"), main_cf)?;
 
+        let cert = SelfSignedCert::generate(work.path())?;
         let mut master_cf = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n");
+        let submission_port = if options.sasl_submission {
+            let port = free_port()?;
+            write!(
+                master_cf,
+                "127.0.0.1:{port} inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_cert_file={cert}
+  -o smtpd_tls_key_file={key}
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=private/auth
+  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+",
+                cert = cert.cert_path.display(),
+                key = cert.key_path.display(),
+            )?;
+            Some(port)
+        } else {
+            None
+        };
         master_cf.push_str(MASTER_CF_SERVICES);
         master_cf.push_str(&options.master_cf);
         fs::write(config_dir.join("master.cf"), master_cf)?;
@@ -117,9 +147,13 @@ append_dot_mydomain = no
             work,
             config_dir,
             smtp_port,
+            submission_port,
+            cert,
         };
         postfix.command("start")?;
-        wait_for_port(smtp_port, Duration::from_secs(15))?;
+        for port in std::iter::once(smtp_port).chain(submission_port) {
+            wait_for_port(port, Duration::from_secs(15))?;
+        }
         Ok(postfix)
     }
 
@@ -144,6 +178,18 @@ append_dot_mydomain = no
     #[must_use]
     pub fn smtp_port(&self) -> u16 {
         self.smtp_port
+    }
+
+    /// The implicit-TLS submission port, with `sasl_submission`.
+    #[must_use]
+    pub fn submission_port(&self) -> Option<u16> {
+        self.submission_port
+    }
+
+    /// The certificate Postfix presents on TLS ports.
+    #[must_use]
+    pub fn cert(&self) -> &SelfSignedCert {
+        &self.cert
     }
 
     /// `<queue>/private`, where Postfix expects its unix-socket peers.

@@ -1,75 +1,150 @@
-use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
-/// Reads one (possibly multi-line) SMTP reply and returns its code and
-/// full text.
-async fn read_reply<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<(u16, String)> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await? == 0 {
-            bail!("connection closed; reply so far: {text:?}");
-        }
-        text.push_str(&line);
-        let code = line
-            .get(..3)
-            .and_then(|code| code.parse::<u16>().ok())
-            .with_context(|| format!("malformed SMTP reply line {line:?}"))?;
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok((code, text));
-        }
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::SelfSignedCert;
+
+/// One SMTP reply: its code and full text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub text: String,
+}
+
+/// Just enough of an SMTP client to drive Postfix in tests.
+pub struct SmtpClient<S> {
+    stream: BufReader<S>,
+}
+
+impl SmtpClient<TcpStream> {
+    /// Connects in cleartext and reads the greeting.
+    pub async fn connect(port: u16) -> Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        Self::greet(stream).await
     }
 }
 
-/// Sends one message over plain SMTP to 127.0.0.1:`port` and returns the
-/// server's reply to the end of DATA. Any unexpected reply is an error
-/// naming the command. `message` uses LF or CRLF line endings; lines
-/// starting with a dot are stuffed.
-pub async fn send_mail(port: u16, from: &str, to: &[&str], message: &str) -> Result<String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut stream = BufReader::new(stream);
-    let expect = |step: &str, (code, text): (u16, String), want: u16| {
-        if code == want {
-            Ok(text)
-        } else {
-            bail!("{step}: expected {want}, got {text:?}")
-        }
-    };
-    expect("greeting", read_reply(&mut stream).await?, 220)?;
-    let command =
-        async |stream: &mut BufReader<TcpStream>, line: String| -> Result<(u16, String)> {
-            stream.get_mut().write_all(line.as_bytes()).await?;
-            read_reply(stream).await
+impl SmtpClient<tokio_rustls::client::TlsStream<TcpStream>> {
+    /// Connects with implicit TLS (port 465 style), trusting only `cert`.
+    pub async fn connect_tls(port: u16, cert: &SelfSignedCert) -> Result<Self> {
+        let connector = TlsConnector::from(Arc::new(cert.client_config()?));
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let tls = connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await
+            .context("TLS handshake")?;
+        Self::greet(tls).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
+    async fn greet(stream: S) -> Result<Self> {
+        let mut client = Self {
+            stream: BufReader::new(stream),
         };
-    expect(
-        "EHLO",
-        command(&mut stream, "EHLO test.localhost\r\n".into()).await?,
-        250,
-    )?;
-    expect(
-        "MAIL",
-        command(&mut stream, format!("MAIL FROM:<{from}>\r\n")).await?,
-        250,
-    )?;
-    for rcpt in to {
-        expect(
-            "RCPT",
-            command(&mut stream, format!("RCPT TO:<{rcpt}>\r\n")).await?,
-            250,
-        )?;
+        client.expect("greeting", 220).await?;
+        Ok(client)
     }
-    expect("DATA", command(&mut stream, "DATA\r\n".into()).await?, 354)?;
-    let mut body = String::with_capacity(message.len() + 64);
-    for line in message.lines() {
-        if line.starts_with('.') {
-            body.push('.');
+
+    async fn read_reply(&mut self) -> Result<SmtpReply> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                bail!("connection closed; reply so far: {text:?}");
+            }
+            text.push_str(&line);
+            let code = line
+                .get(..3)
+                .and_then(|code| code.parse::<u16>().ok())
+                .with_context(|| format!("malformed SMTP reply line {line:?}"))?;
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(SmtpReply { code, text });
+            }
         }
-        body.push_str(line);
-        body.push_str("\r\n");
     }
-    body.push_str(".\r\n");
-    let done = expect("end of DATA", command(&mut stream, body).await?, 250)?;
-    let _ = command(&mut stream, "QUIT\r\n".into()).await;
-    Ok(done)
+
+    async fn expect(&mut self, step: &str, want: u16) -> Result<SmtpReply> {
+        let reply = self.read_reply().await?;
+        if reply.code != want {
+            bail!("{step}: expected {want}, got {:?}", reply.text);
+        }
+        Ok(reply)
+    }
+
+    /// Sends one command line (CRLF added) and returns the reply.
+    pub async fn command(&mut self, line: &str) -> Result<SmtpReply> {
+        self.stream
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
+        self.read_reply().await
+    }
+
+    pub async fn ehlo(&mut self) -> Result<SmtpReply> {
+        let reply = self.command("EHLO test.localhost").await?;
+        if reply.code != 250 {
+            bail!("EHLO refused: {:?}", reply.text);
+        }
+        Ok(reply)
+    }
+
+    /// `AUTH PLAIN`; returns the server's reply (235 on success).
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> Result<SmtpReply> {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.command(&format!("AUTH PLAIN {token}")).await
+    }
+
+    /// Sends one message and returns the reply to the end of DATA. Lines
+    /// of `message` may end in LF or CRLF; leading dots are stuffed.
+    pub async fn send(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        let mail = self.command(&format!("MAIL FROM:<{from}>")).await?;
+        if mail.code != 250 {
+            bail!("MAIL refused: {:?}", mail.text);
+        }
+        for rcpt in to {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            if reply.code != 250 {
+                bail!("RCPT {rcpt} refused: {:?}", reply.text);
+            }
+        }
+        let data = self.command("DATA").await?;
+        if data.code != 354 {
+            bail!("DATA refused: {:?}", data.text);
+        }
+        let mut body = String::with_capacity(message.len() + 64);
+        for line in message.lines() {
+            if line.starts_with('.') {
+                body.push('.');
+            }
+            body.push_str(line);
+            body.push_str("\r\n");
+        }
+        body.push_str(".\r\n");
+        self.stream.get_mut().write_all(body.as_bytes()).await?;
+        self.read_reply().await
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.command("QUIT").await;
+    }
+}
+
+/// Sends one message over cleartext SMTP to 127.0.0.1:`port` and returns
+/// the reply text to the end of DATA, failing on anything but 250.
+pub async fn send_mail(port: u16, from: &str, to: &[&str], message: &str) -> Result<String> {
+    let mut client = SmtpClient::connect(port).await?;
+    client.ehlo().await?;
+    let reply = client.send(from, to, message).await?;
+    if reply.code != 250 {
+        bail!("end of DATA: {:?}", reply.text);
+    }
+    client.quit().await;
+    Ok(reply.text)
 }

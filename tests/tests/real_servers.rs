@@ -200,6 +200,7 @@ async fn postfix_delivers_through_dovecot_lmtp_into_maildir() -> Result<()> {
     let _dovecot = Dovecot::start(&DovecotOptions {
         lmtp_socket: Some(postfix.private_dir().join("dovecot-lmtp")),
         config: auth_config(&accounts.work, &socket)?,
+        ..DovecotOptions::default()
     })?;
 
     let marker = format!("harness-{}", std::process::id());

@@ -58,6 +58,11 @@ pub struct Config {
     pub disable_ipv6: bool,
     pub imap_rawlog: bool,
     pub imap_compress: bool,
+    /// While this file exists, no new accounts are created.
+    pub nocreate_file: PathBuf,
+    /// Whether the relay's TLS certificate is self-signed, so that clients
+    /// must be told to accept it. Defaults to true for IP-only relays.
+    pub tls_self_signed: bool,
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
 }
@@ -148,6 +153,12 @@ impl Config {
             disable_ipv6: params.get("disable_ipv6", value::boolean, false)?,
             imap_rawlog: params.get("imap_rawlog", value::boolean, false)?,
             imap_compress: params.get("imap_compress", value::boolean, false)?,
+            nocreate_file: params.get(
+                "nocreate_file",
+                value::path,
+                "/etc/chatmail-nocreate".into(),
+            )?,
+            tls_self_signed: params.get("tls_self_signed", value::boolean, mail_domain.is_ip())?,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,

@@ -123,6 +123,27 @@ impl Mailbox {
         write_atomic(&self.password_path(), hash.as_bytes())
     }
 
+    /// Creates the account with `hash` unless it exists already, and marks
+    /// it as refusing cleartext mail. Safe against concurrent creators,
+    /// in this process or another: the password file appears atomically
+    /// and is never replaced, so exactly one caller gets `Ok(true)`.
+    pub fn create_account(&self, hash: &str) -> io::Result<bool> {
+        fs::create_dir_all(&self.dir)?;
+        // The flag exists before the account does, so no reader ever sees
+        // a new account that accepts cleartext.
+        self.set_enforce_e2ee_incoming()?;
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tmp-password-")
+            .tempfile_in(&self.dir)?;
+        temp.write_all(hash.as_bytes())?;
+        temp.as_file().sync_all()?;
+        match temp.persist_noclobber(self.password_path()) {
+            Ok(_) => Ok(true),
+            Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(err.error),
+        }
+    }
+
     /// Whether cleartext mail to this address is refused.
     pub fn enforces_e2ee_incoming(&self) -> io::Result<bool> {
         self.dir.join(ENFORCE_E2EE_FILE).try_exists()

@@ -79,6 +79,11 @@ fn every_default() {
     assert!(!config.disable_ipv6);
     assert!(!config.imap_rawlog);
     assert!(!config.imap_compress);
+    assert_eq!(
+        config.nocreate_file,
+        PathBuf::from("/etc/chatmail-nocreate")
+    );
+    assert!(!config.tls_self_signed);
     assert!(config.unknown_keys.is_empty());
     assert_eq!(config.mailboxes().root(), config.mailboxes_dir);
 }
@@ -117,6 +122,8 @@ max_smtp_connections = 3000
 disable_ipv6 = True
 imap_rawlog = YES
 imap_compress = off
+nocreate_file = /srv/nocreate
+tls_self_signed = yes
 ",
     );
     assert_eq!(config.max_user_send_per_minute, 120);
@@ -149,6 +156,8 @@ imap_compress = off
     assert!(config.disable_ipv6);
     assert!(config.imap_rawlog);
     assert!(!config.imap_compress);
+    assert_eq!(config.nocreate_file, PathBuf::from("/srv/nocreate"));
+    assert!(config.tls_self_signed);
 }
 
 #[test]
@@ -161,6 +170,7 @@ fn ipv4_domain_makes_an_ip_only_relay() {
         PathBuf::from("/home/vmail/mail/127.0.0.1")
     );
     assert_eq!(config.iroh_relay, "https://127.0.0.1");
+    assert!(config.tls_self_signed);
 }
 
 #[test]
@@ -284,6 +294,8 @@ fn bad_values_name_key_value_and_file() {
         ("disable_ipv6", "maybe"),
         ("imap_rawlog", "2"),
         ("imap_compress", "y e s"),
+        ("nocreate_file", ""),
+        ("tls_self_signed", "sometimes"),
     ];
     for (key, value) in cases {
         let body = if key == "mail_domain" {

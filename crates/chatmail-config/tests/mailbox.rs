@@ -159,3 +159,46 @@ fn addresses_lists_only_mailbox_directories() {
     found.sort();
     assert_eq!(found, ["a@example.org", "b@example.org"]);
 }
+
+#[test]
+fn create_account_happens_once() {
+    let (_dir, mailboxes) = layout();
+    let mailbox = mailboxes.mailbox("new@example.org").expect("safe");
+    assert!(
+        mailbox
+            .create_account("{SHA512-CRYPT}first")
+            .expect("create")
+    );
+    assert!(
+        !mailbox
+            .create_account("{SHA512-CRYPT}second")
+            .expect("exists")
+    );
+    assert_eq!(
+        mailbox.password_hash().expect("read").as_deref(),
+        Some("{SHA512-CRYPT}first")
+    );
+    assert!(mailbox.enforces_e2ee_incoming().expect("stat"));
+}
+
+#[test]
+fn concurrent_creators_make_one_account() {
+    let (_dir, mailboxes) = layout();
+    let created: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..32)
+            .map(|i| {
+                let mailboxes = &mailboxes;
+                scope.spawn(move || {
+                    let mailbox = mailboxes.mailbox("race@example.org").expect("safe");
+                    usize::from(mailbox.create_account(&format!("hash{i}")).expect("create"))
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("thread")).sum()
+    });
+    assert_eq!(created, 1);
+    let entries = fs::read_dir(mailboxes.mailbox("race@example.org").expect("safe").dir())
+        .expect("list")
+        .count();
+    assert_eq!(entries, 2, "only password and enforceE2EEincoming remain");
+}

@@ -9,6 +9,7 @@
 //! - [`serve`]: the unix-socket listener and connection loop.
 
 mod command;
+pub mod daemon;
 pub mod escape;
 mod handler;
 mod listener;

@@ -1,0 +1,84 @@
+//! What every dict daemon's `main` shares: the command line of the
+//! daemons we replace (`NAME SOCKET_PATH CONFIG_PATH`), logging, and
+//! serving until SIGTERM or SIGINT.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::handler::DictHandler;
+use crate::listener::{SocketOptions, bind};
+use crate::server::{ServerLimits, serve};
+
+/// Positional arguments as in the Python daemons, plus optional socket
+/// settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DictDaemonArgs {
+    /// Unix socket to listen on (Dovecot's `proxy:<path>:<name>` dict URI).
+    pub socket_path: PathBuf,
+    /// The relay's chatmail.ini.
+    pub config_path: PathBuf,
+    /// Octal file mode of the socket. Every Dovecot process that uses the
+    /// dict must be able to connect.
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal file mode such as 660"))
+}
+
+/// Logs to stderr (journald adds time stamps) at the level set by
+/// `RUST_LOG`, `info` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// Binds the socket and serves `handler` until SIGTERM or SIGINT.
+pub fn run(args: &DictDaemonArgs, handler: impl DictHandler) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let options = SocketOptions {
+            mode: args.socket_mode,
+            ..SocketOptions::default()
+        };
+        let listener = bind(&args.socket_path, options)?;
+        tracing::info!(socket = %args.socket_path.display(), "listening");
+        serve(
+            listener,
+            Arc::new(handler),
+            ServerLimits::default(),
+            shutdown_signal(),
+        )
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; running until killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {},
+        _ = interrupt.recv() => {},
+    }
+}

@@ -1,0 +1,111 @@
+use std::fs;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::process::dump_log;
+use crate::workdir::VmailUser;
+
+/// One of our daemons, run from the workspace's build output as the vmail
+/// user (as systemd runs it); stopped on drop, its stderr shown when the
+/// test fails.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The path of a binary built from this workspace. `cargo test
+/// --workspace` builds every daemon; tests/run builds them first too.
+pub fn daemon_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test binary location")?;
+    let binary = profile_dir.join(name);
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build the daemons first (cargo build --workspace --bins)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+impl Daemon {
+    /// Starts `name` with `args` as vmail and waits until `ready` exists
+    /// (its socket).
+    pub fn start(
+        name: &str,
+        args: &[&std::ffi::OsStr],
+        ready: &Path,
+        log_dir: &Path,
+    ) -> Result<Self> {
+        let vmail = VmailUser::lookup()?;
+        let log = log_dir.join(format!("{name}.log"));
+        let child = Command::new(daemon_binary(name)?)
+            .args(args)
+            .uid(vmail.uid)
+            .gid(vmail.gid)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let mut daemon = Self {
+            name: name.to_owned(),
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                let log = fs::read_to_string(&daemon.log).unwrap_or_default();
+                bail!("{name} exited with {status}: {log}");
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not create {}", ready.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(daemon)
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    #[must_use]
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_log(&self.name, &self.log);
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
