@@ -45,7 +45,9 @@ fn free_space(dir: &Path) -> io::Result<u64> {
         .find(|path| path.exists())
         .unwrap_or_else(|| Path::new("/"));
     let stats = nix::sys::statvfs::statvfs(existing)?;
-    Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
+    Ok(stats
+        .blocks_available()
+        .saturating_mul(stats.fragment_size()))
 }
 
 #[cfg(test)]

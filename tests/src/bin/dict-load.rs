@@ -128,7 +128,9 @@ async fn client(
         // Every 16th sample keeps the latency record small.
         if result.lookups % 16 == 0 {
             let micros = started.elapsed().as_micros();
-            result.latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
+            result
+                .latencies_us
+                .push(u32::try_from(micros).unwrap_or(u32::MAX));
         }
     }
     Ok(result)
@@ -139,7 +141,11 @@ fn percentile(sorted: &[u32], fraction: f64) -> u32 {
         return 0;
     }
     let last = sorted.len() - 1;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let at = ((last as f64) * fraction).round() as usize;
     sorted.get(at.min(last)).copied().unwrap_or(0)
 }
