@@ -126,7 +126,7 @@ async fn client(
         }
         result.lookups += 1;
         // Every 16th sample keeps the latency record small.
-        if result.lookups % 16 == 0 {
+        if result.lookups.is_multiple_of(16) {
             let micros = started.elapsed().as_micros();
             result
                 .latencies_us
