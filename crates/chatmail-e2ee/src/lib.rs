@@ -1,0 +1,9 @@
+//! Which messages a chatmail relay carries: OpenPGP-encrypted mail, plus a
+//! few cleartext kinds the protocol needs (SecureJoin requests, a
+//! self-sent Autocrypt Setup Message, mailer-daemon reports). Pure: bytes
+//! and envelope in, a [`Verdict`] out; malformed input is a verdict too.
+
+mod armor;
+mod classify;
+
+pub use classify::{Direction, Envelope, Verdict, classify};
