@@ -1,0 +1,290 @@
+//! Reinjection into Postfix: a small SMTP client with a pool of reusable
+//! connections that pipelines the envelope when the server offers it.
+//! Postfix's own answer is returned exactly; our failures become 4xx so
+//! that nothing is lost.
+
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use smtp_proto::response::parser::ResponseReceiver;
+use smtp_proto::{EXT_PIPELINING, EhloResponse};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::reply::Reply;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+struct Connection {
+    stream: BufReader<TcpStream>,
+    pipelining: bool,
+}
+
+/// Where the failure happened: before the message was committed (safe to
+/// retry on a fresh connection) or after (must not be resent).
+enum Failure {
+    BeforeCommit(ClientError),
+    AfterCommit(ClientError),
+}
+
+impl Connection {
+    async fn open(addr: &str, helo: &str) -> Result<Self, ClientError> {
+        let stream = timed(TcpStream::connect(addr)).await??;
+        let _ = stream.set_nodelay(true);
+        let mut connection = Self {
+            stream: BufReader::new(stream),
+            pipelining: false,
+        };
+        let (greeting, _) = connection.read_reply().await?;
+        if greeting.code != 220 {
+            return Err(ClientError::Unexpected(greeting.to_string()));
+        }
+        connection
+            .write(format!("EHLO {helo}\r\n").as_bytes())
+            .await?;
+        let (ehlo, raw) = connection.read_reply().await?;
+        if ehlo.code != 250 {
+            return Err(ClientError::Unexpected(ehlo.to_string()));
+        }
+        connection.pipelining = EhloResponse::parse(&mut raw.iter())
+            .is_ok_and(|response| response.capabilities & EXT_PIPELINING != 0);
+        Ok(connection)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        timed(self.stream.get_mut().write_all(bytes)).await??;
+        Ok(())
+    }
+
+    /// Reads one possibly multi-line reply, returning it and its raw bytes.
+    async fn read_reply(&mut self) -> Result<(Reply, Vec<u8>), ClientError> {
+        let mut raw = Vec::new();
+        loop {
+            let before = raw.len();
+            let read = timed(self.stream.read_until(b'\n', &mut raw)).await??;
+            if read == 0 {
+                return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            if raw.len() > MAX_REPLY_BYTES {
+                return Err(ClientError::Unexpected("reply too long".into()));
+            }
+            let line = raw.get(before..).unwrap_or_default();
+            if line.get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        let response = ResponseReceiver::default()
+            .parse(&mut raw.iter())
+            .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&raw).into_owned()))?;
+        let [a, b, c] = response.esc;
+        let enhanced = if a == 0 {
+            String::new()
+        } else {
+            format!("{a}.{b}.{c}")
+        };
+        Ok((Reply::owned(response.code, enhanced, response.message), raw))
+    }
+
+    /// Runs one transaction; the flag says whether the connection may be
+    /// reused afterwards.
+    async fn transaction(
+        &mut self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<(Reply, bool), Failure> {
+        let before = Failure::BeforeCommit;
+        let mut mail = format!("MAIL FROM:<{mail_from}> BODY=8BITMIME");
+        if !mail_from.is_ascii() || rcpt_to.iter().any(|rcpt| !rcpt.is_ascii()) {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let rcpts: Vec<String> = rcpt_to
+            .iter()
+            .map(|rcpt| format!("RCPT TO:<{rcpt}>\r\n"))
+            .collect();
+
+        let mut refusal = None;
+        if self.pipelining {
+            let mut batch = mail.into_bytes();
+            for rcpt in &rcpts {
+                batch.extend_from_slice(rcpt.as_bytes());
+            }
+            batch.extend_from_slice(b"DATA\r\n");
+            self.write(&batch).await.map_err(before)?;
+            for _ in 0..=rcpts.len() {
+                let (reply, _) = self.read_reply().await.map_err(before)?;
+                if !reply.is_positive() && refusal.is_none() {
+                    refusal = Some(reply);
+                }
+            }
+            let (data, _) = self.read_reply().await.map_err(before)?;
+            if let Some(refusal) = refusal {
+                if data.code == 354 {
+                    // The server wants the message now; the only way to
+                    // not deliver it to the other recipients is to hang up.
+                    return Ok((refusal, false));
+                }
+                self.reset().await.map_err(before)?;
+                return Ok((refusal, true));
+            }
+            if data.code != 354 {
+                self.reset().await.map_err(before)?;
+                return Ok((data, true));
+            }
+        } else {
+            for command in std::iter::once(&mail).chain(&rcpts) {
+                self.write(command.as_bytes()).await.map_err(before)?;
+                let (reply, _) = self.read_reply().await.map_err(before)?;
+                if !reply.is_positive() {
+                    self.reset().await.map_err(before)?;
+                    return Ok((reply, true));
+                }
+            }
+            self.write(b"DATA\r\n").await.map_err(before)?;
+            let (data, _) = self.read_reply().await.map_err(before)?;
+            if data.code != 354 {
+                self.reset().await.map_err(before)?;
+                return Ok((data, true));
+            }
+        }
+        let after = Failure::AfterCommit;
+        self.write(&dot_stuff(message)).await.map_err(after)?;
+        let (reply, _) = self.read_reply().await.map_err(after)?;
+        Ok((reply, true))
+    }
+
+    async fn reset(&mut self) -> Result<(), ClientError> {
+        self.write(b"RSET\r\n").await?;
+        self.read_reply().await.map(drop)
+    }
+}
+
+async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientError> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| ClientError::Timeout)
+}
+
+/// The message in DATA form: leading dots doubled, ending in CRLF, then
+/// the terminating dot line.
+fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    let mut at_line_start = true;
+    for &byte in message {
+        if at_line_start && byte == b'.' {
+            out.push(b'.');
+        }
+        out.push(byte);
+        at_line_start = byte == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Sends messages to one SMTP server, keeping idle connections for reuse.
+pub struct Reinjector {
+    addr: String,
+    helo: String,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Reinjector {
+    #[must_use]
+    pub fn new(addr: impl Into<String>, helo: impl Into<String>, max_idle: usize) -> Self {
+        Self {
+            addr: addr.into(),
+            helo: helo.into(),
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    fn take_idle(&self) -> Option<Connection> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put_idle(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(connection);
+        }
+    }
+
+    /// Sends one message. Returns the server's reply to it (which may be a
+    /// refusal), or a 4xx when we could not get an answer, so the sender
+    /// keeps the message and tries again.
+    pub async fn send(&self, mail_from: &str, rcpt_to: &[String], message: &[u8]) -> Reply {
+        // A pooled connection may have been closed by the server while
+        // idle; then one fresh attempt follows.
+        let mut pooled = self.take_idle();
+        loop {
+            let reused = pooled.is_some();
+            let mut connection = match pooled.take() {
+                Some(connection) => connection,
+                None => match Connection::open(&self.addr, &self.helo).await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tracing::warn!(addr = %self.addr, %error, "cannot connect for reinjection");
+                        return Reply::new(
+                            451,
+                            "4.4.1",
+                            "Cannot reach the mail queue, try again later",
+                        );
+                    }
+                },
+            };
+            match connection.transaction(mail_from, rcpt_to, message).await {
+                Ok((reply, reusable)) => {
+                    if reusable {
+                        self.put_idle(connection);
+                    }
+                    return reply;
+                }
+                Err(Failure::BeforeCommit(error)) if reused => {
+                    tracing::debug!(%error, "pooled reinjection connection failed; reconnecting");
+                }
+                Err(Failure::BeforeCommit(error) | Failure::AfterCommit(error)) => {
+                    tracing::warn!(addr = %self.addr, %error, "reinjection failed");
+                    return Reply::new(
+                        451,
+                        "4.4.2",
+                        "Lost the connection to the mail queue, try again later",
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuff;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+    }
+}

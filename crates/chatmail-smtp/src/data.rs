@@ -1,0 +1,142 @@
+//! Reads a DATA section: dot-unstuffing and end detection by smtp-proto,
+//! plus the two defences the engine adds. The size limit is enforced
+//! while reading (what is over the limit is discarded, not buffered), and
+//! bare CR or LF anywhere is flagged, as Postfix's
+//! smtpd_forbid_bare_newline does, so that a smuggled "end of data"
+//! cannot split one message into two.
+
+use smtp_proto::request::receiver::DataReceiver;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    TooBig,
+    BareNewline,
+}
+
+pub struct DataReader {
+    receiver: DataReceiver,
+    message: Vec<u8>,
+    limit: usize,
+    received: usize,
+    previous: u8,
+    error: Option<DataError>,
+}
+
+impl DataReader {
+    #[must_use]
+    pub fn new(limit: usize) -> Self {
+        Self {
+            receiver: DataReceiver::new(),
+            message: Vec::new(),
+            limit,
+            received: 0,
+            // DATA's own line ended in CRLF.
+            previous: b'\n',
+            error: None,
+        }
+    }
+
+    /// Consumes bytes from `input`; returns `Some` once the terminating
+    /// `.` line has been read, leaving any pipelined bytes after it.
+    pub fn ingest(
+        &mut self,
+        input: &mut std::slice::Iter<'_, u8>,
+    ) -> Option<Result<Vec<u8>, DataError>> {
+        let before = input.as_slice();
+        let done = self.receiver.ingest(input, &mut self.message);
+        let consumed = before
+            .get(..before.len() - input.as_slice().len())
+            .unwrap_or_default();
+        self.scan(consumed);
+        self.received += consumed.len();
+        if self.received > self.limit.saturating_add(5) {
+            self.error.get_or_insert(DataError::TooBig);
+        }
+        if self.error.is_some() {
+            // Keep reading to the end, but nothing more is stored.
+            self.message.clear();
+        }
+        if !done {
+            return None;
+        }
+        let message = std::mem::take(&mut self.message);
+        Some(match self.error {
+            Some(error) => Err(error),
+            None if message.len() > self.limit => Err(DataError::TooBig),
+            None => Ok(message),
+        })
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            let bare_cr = self.previous == b'\r' && byte != b'\n';
+            let bare_lf = byte == b'\n' && self.previous != b'\r';
+            if bare_cr || bare_lf {
+                self.error.get_or_insert(DataError::BareNewline);
+            }
+            self.previous = byte;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DataError, DataReader};
+
+    fn read(limit: usize, chunks: &[&[u8]]) -> (Option<Result<Vec<u8>, DataError>>, Vec<u8>) {
+        let mut reader = DataReader::new(limit);
+        let mut rest = Vec::new();
+        for chunk in chunks {
+            let mut input = chunk.iter();
+            if let Some(result) = reader.ingest(&mut input) {
+                rest.extend_from_slice(input.as_slice());
+                return (Some(result), rest);
+            }
+        }
+        (None, rest)
+    }
+
+    #[test]
+    fn unstuffs_and_stops_at_the_end_marker() {
+        let (result, rest) = read(1000, &[b"a\r\n..b\r\n", b".\r\nQUIT\r\n"]);
+        assert_eq!(result, Some(Ok(b"a\r\n.b\r\n".to_vec())));
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn end_marker_split_across_reads() {
+        let (result, _) = read(1000, &[b"hello\r", b"\n.", b"\r", b"\n"]);
+        assert_eq!(result, Some(Ok(b"hello\r\n".to_vec())));
+    }
+
+    #[test]
+    fn bare_lf_smuggling_is_refused_as_one_message() {
+        let smuggled: &[u8] =
+            b"a\r\n\n.\r\nMAIL FROM:<x@y>\r\nRCPT TO:<z@y>\r\nDATA\r\nevil\r\n.\r\n";
+        let (result, rest) = read(1000, &[smuggled]);
+        assert_eq!(result, Some(Err(DataError::BareNewline)));
+        assert!(rest.is_empty(), "nothing after the real end: {rest:?}");
+        let (result, _) = read(1000, &[b"a\rb\r\n.\r\n"]);
+        assert_eq!(result, Some(Err(DataError::BareNewline)));
+        let (result, _) = read(1000, &[b"a\nb\r\n.\r\n"]);
+        assert_eq!(result, Some(Err(DataError::BareNewline)));
+    }
+
+    #[test]
+    fn over_the_limit_is_refused_without_buffering() {
+        let mut reader = DataReader::new(10);
+        let big = vec![b'x'; 4096];
+        for _ in 0..100 {
+            assert!(reader.ingest(&mut big.iter()).is_none());
+            assert!(reader.message.len() <= 4096);
+        }
+        assert_eq!(
+            reader.ingest(&mut b"\r\n.\r\n".iter()),
+            Some(Err(DataError::TooBig))
+        );
+        let (result, _) = read(7, &[b"1234567\r\n.\r\n"]);
+        assert_eq!(result, Some(Err(DataError::TooBig)), "CRLF counts");
+        let (result, _) = read(9, &[b"1234567\r\n.\r\n"]);
+        assert_eq!(result, Some(Ok(b"1234567\r\n".to_vec())));
+    }
+}

@@ -1,0 +1,16 @@
+//! SMTP and LMTP for the filtermail daemons: a server session engine that
+//! hands each transaction to a [`SmtpHandler`], and a client that
+//! reinjects accepted mail into Postfix.
+
+mod client;
+mod data;
+mod line;
+mod reply;
+mod server;
+mod session;
+
+pub use client::{ClientError, Reinjector};
+pub use data::{DataError, DataReader};
+pub use reply::Reply;
+pub use server::serve;
+pub use session::{DataOutcome, Envelope, Protocol, SessionConfig, SmtpHandler, run_session};

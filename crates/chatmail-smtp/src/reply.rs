@@ -1,0 +1,109 @@
+//! SMTP replies as values: code, enhanced status code and text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// RFC 3463 enhanced status code, such as `2.0.0`.
+    pub enhanced: Cow<'static, str>,
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    #[must_use]
+    pub const fn new(code: u16, enhanced: &'static str, text: &'static str) -> Self {
+        Self {
+            code,
+            enhanced: Cow::Borrowed(enhanced),
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    #[must_use]
+    pub fn owned(code: u16, enhanced: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            enhanced: Cow::Owned(enhanced.into()),
+            text: Cow::Owned(text.into()),
+        }
+    }
+
+    /// 2xx
+    #[must_use]
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 4xx: the sender should try again later.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// Appends the reply in wire form; text lines become continuation lines.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut lines = self.text.lines().peekable();
+        if lines.peek().is_none() {
+            out.extend_from_slice(format!("{} {}\r\n", self.code, self.enhanced).as_bytes());
+            return;
+        }
+        while let Some(line) = lines.next() {
+            let separator = if lines.peek().is_some() { '-' } else { ' ' };
+            let line = if self.enhanced.is_empty() {
+                format!("{}{separator}{line}\r\n", self.code)
+            } else {
+                format!("{}{separator}{} {line}\r\n", self.code, self.enhanced)
+            };
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
+
+    // RFC 5321 4.2 and RFC 3463 codes used by the engine.
+    pub const OK: Self = Self::new(250, "2.0.0", "OK");
+    pub const SENDER_OK: Self = Self::new(250, "2.1.0", "Sender OK");
+    pub const RECIPIENT_OK: Self = Self::new(250, "2.1.5", "Recipient OK");
+    pub const RESET: Self = Self::new(250, "2.0.0", "Reset");
+    pub const START_DATA: Self = Self::new(354, "", "End data with <CR><LF>.<CR><LF>");
+    pub const BYE: Self = Self::new(221, "2.0.0", "Bye");
+    pub const SHUTTING_DOWN: Self = Self::new(421, "4.3.2", "Service shutting down");
+    pub const TIMEOUT: Self = Self::new(421, "4.4.2", "Timeout, closing connection");
+    pub const TOO_MANY_ERRORS: Self =
+        Self::new(421, "4.7.0", "Too many errors, closing connection");
+    pub const TEMPORARY_FAILURE: Self =
+        Self::new(451, "4.3.0", "Temporary failure, try again later");
+    pub const CHECK_TIMEOUT: Self = Self::new(
+        451,
+        "4.4.7",
+        "Checking the message took too long, try again later",
+    );
+    pub const TOO_MANY_RECIPIENTS: Self = Self::new(452, "4.5.3", "Too many recipients");
+    pub const LINE_TOO_LONG: Self = Self::new(500, "5.5.2", "Line too long");
+    pub const UNKNOWN_COMMAND: Self = Self::new(500, "5.5.1", "Unknown command");
+    pub const SYNTAX_ERROR: Self = Self::new(501, "5.5.4", "Syntax error");
+    pub const BAD_SENDER: Self = Self::new(501, "5.1.7", "Bad sender address syntax");
+    pub const BAD_RECIPIENT: Self = Self::new(501, "5.1.3", "Bad recipient address syntax");
+    pub const NOT_IMPLEMENTED: Self = Self::new(502, "5.5.1", "Command not implemented");
+    pub const NEED_HELO: Self = Self::new(503, "5.5.1", "Send EHLO first");
+    pub const NEED_MAIL: Self = Self::new(503, "5.5.1", "Need MAIL command");
+    pub const NESTED_MAIL: Self = Self::new(503, "5.5.1", "Nested MAIL command");
+    pub const NEED_RCPT: Self = Self::new(503, "5.5.1", "Need RCPT command");
+    pub const BARE_NEWLINE: Self = Self::new(
+        550,
+        "5.5.2",
+        "Message contains a bare <CR> or <LF>; lines must end with <CR><LF>",
+    );
+    pub const MESSAGE_TOO_BIG: Self = Self::new(552, "5.3.4", "Message too big");
+    pub const UNSUPPORTED_PARAMETER: Self = Self::new(555, "5.5.4", "Unsupported parameter");
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.enhanced.is_empty() {
+            write!(f, "{} {}", self.code, self.text)
+        } else {
+            write!(f, "{} {} {}", self.code, self.enhanced, self.text)
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! One SMTP or LMTP server session: an explicit state machine over
+//! smtp-proto's command parser that hands each complete transaction to a
+//! [`SmtpHandler`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::data::{DataError, DataReader};
+use crate::line::{Line, LineFramer};
+use crate::reply::Reply;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    /// RFC 2033: LHLO instead of EHLO, one reply per recipient after DATA.
+    Lmtp,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub protocol: Protocol,
+    /// Announced in the greeting and EHLO reply.
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// How long to wait for the next command.
+    pub command_timeout: Duration,
+    /// How long to wait for more message data.
+    pub data_timeout: Duration,
+    /// How long the handler may take for one message. Postfix gives a
+    /// before-queue filter 100 s (smtpd_proxy_timeout); answering 4xx
+    /// well before that avoids a timeout after which the client resends.
+    pub handler_timeout: Duration,
+    /// Protocol errors tolerated before the connection is closed.
+    pub max_errors: usize,
+}
+
+impl SessionConfig {
+    #[must_use]
+    pub fn new(protocol: Protocol, hostname: impl Into<String>, max_message_size: usize) -> Self {
+        Self {
+            protocol,
+            hostname: hostname.into(),
+            max_message_size,
+            max_recipients: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(300),
+            handler_timeout: Duration::from_secs(60),
+            max_errors: 20,
+        }
+    }
+}
+
+/// The per-transaction state that RSET, EHLO and a finished DATA reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// `None` until MAIL; `Some("")` for the null reverse path.
+    pub mail_from: Option<String>,
+    pub rcpt_to: Vec<String>,
+}
+
+impl Envelope {
+    #[must_use]
+    pub fn sender(&self) -> &str {
+        self.mail_from.as_deref().unwrap_or_default()
+    }
+}
+
+/// The answer to a complete message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataOutcome {
+    /// One answer for the whole message (for every recipient in LMTP).
+    Message(Reply),
+    /// LMTP: one answer per recipient, in RCPT order.
+    PerRecipient(Vec<Reply>),
+}
+
+/// What a daemon does at each phase of a transaction.
+pub trait SmtpHandler: Send + Sync + 'static {
+    /// Called for MAIL; an error reply refuses the sender.
+    fn mail_from(&self, sender: &str) -> impl Future<Output = Result<(), Reply>> + Send {
+        let _ = sender;
+        async { Ok(()) }
+    }
+
+    /// Called for each RCPT; an error reply refuses that recipient.
+    fn rcpt_to(
+        &self,
+        envelope: &Envelope,
+        recipient: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        let _ = (envelope, recipient);
+        async { Ok(()) }
+    }
+
+    /// Called with the complete, unstuffed message (CRLF line endings).
+    fn data(
+        &self,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = DataOutcome> + Send;
+}
+
+enum State {
+    Command,
+    Data(Box<DataReader>),
+}
+
+enum Step {
+    Continue,
+    Close,
+}
+
+struct Session<'a, H> {
+    handler: &'a H,
+    config: &'a SessionConfig,
+    envelope: Envelope,
+    greeted: bool,
+    errors: usize,
+    out: Vec<u8>,
+}
+
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Serves one connection until QUIT, a timeout, too many errors or EOF.
+pub async fn run_session<S, H>(stream: S, handler: &H, config: &SessionConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: SmtpHandler,
+{
+    let mut stream = stream;
+    let mut session = Session {
+        handler,
+        config,
+        envelope: Envelope::default(),
+        greeted: false,
+        errors: 0,
+        out: Vec::new(),
+    };
+    let greeting = match config.protocol {
+        Protocol::Smtp => format!("220 {} ESMTP\r\n", config.hostname),
+        Protocol::Lmtp => format!("220 {} LMTP\r\n", config.hostname),
+    };
+    if stream.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut lines = LineFramer::default();
+    let mut state = State::Command;
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let wait = match state {
+            State::Command => config.command_timeout,
+            State::Data(_) => config.data_timeout,
+        };
+        let read = match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+            Err(_) => {
+                Reply::TIMEOUT.write_to(&mut session.out);
+                let _ = stream.write_all(&session.out).await;
+                return;
+            }
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(read)) => read,
+        };
+        let mut input = buffer.get(..read).unwrap_or_default().iter();
+        let mut step = Step::Continue;
+        while matches!(step, Step::Continue) && !input.as_slice().is_empty() {
+            step = match &mut state {
+                State::Command => match lines.next_line(&mut input) {
+                    Line::NeedMore => break,
+                    Line::TooLong => session.error(&Reply::LINE_TOO_LONG),
+                    Line::Complete(line) => match Request::parse(&mut line.iter()) {
+                        Ok(request) => {
+                            let request = request.into_owned();
+                            session.command(request, &mut state).await
+                        }
+                        Err(error) => session.protocol_error(&error),
+                    },
+                },
+                State::Data(reader) => match reader.ingest(&mut input) {
+                    None => break,
+                    Some(result) => {
+                        state = State::Command;
+                        session.finish_data(result).await;
+                        Step::Continue
+                    }
+                },
+            };
+        }
+        // Everything the client pipelined in this read is answered at once.
+        if !session.out.is_empty() {
+            if stream.write_all(&session.out).await.is_err() {
+                return;
+            }
+            session.out.clear();
+        }
+        if matches!(step, Step::Close) {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+impl<H: SmtpHandler> Session<'_, H> {
+    fn reply(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    fn error(&mut self, reply: &Reply) -> Step {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors > self.config.max_errors {
+            self.reply(&Reply::TOO_MANY_ERRORS);
+            return Step::Close;
+        }
+        Step::Continue
+    }
+
+    fn protocol_error(&mut self, error: &ParseError) -> Step {
+        let reply = match error {
+            ParseError::ResponseTooLong => Reply::LINE_TOO_LONG,
+            ParseError::UnknownCommand => Reply::UNKNOWN_COMMAND,
+            ParseError::InvalidSenderAddress => Reply::BAD_SENDER,
+            ParseError::InvalidRecipientAddress => Reply::BAD_RECIPIENT,
+            ParseError::InvalidParameter { .. } | ParseError::UnsupportedParameter { .. } => {
+                Reply::UNSUPPORTED_PARAMETER
+            }
+            _ => Reply::SYNTAX_ERROR,
+        };
+        self.error(&reply)
+    }
+
+    fn ehlo_reply(&self) -> Reply {
+        let text = format!(
+            "{}\nPIPELINING\n8BITMIME\nSIZE {}\nENHANCEDSTATUSCODES\nSMTPUTF8",
+            self.config.hostname, self.config.max_message_size
+        );
+        Reply::owned(250, "", text)
+    }
+
+    async fn command(&mut self, request: Request<String>, state: &mut State) -> Step {
+        let lmtp = self.config.protocol == Protocol::Lmtp;
+        match request {
+            Request::Ehlo { .. } if !lmtp => {
+                self.greeted = true;
+                self.envelope = Envelope::default();
+                let reply = self.ehlo_reply();
+                self.reply(&reply);
+            }
+            Request::Lhlo { .. } if lmtp => {
+                self.greeted = true;
+                self.envelope = Envelope::default();
+                let reply = self.ehlo_reply();
+                self.reply(&reply);
+            }
+            Request::Helo { .. } if !lmtp => {
+                self.greeted = true;
+                self.envelope = Envelope::default();
+                let reply = Reply::owned(250, "", self.config.hostname.clone());
+                self.reply(&reply);
+            }
+            Request::Ehlo { .. } | Request::Lhlo { .. } | Request::Helo { .. } => {
+                return self.error(&Reply::UNKNOWN_COMMAND);
+            }
+            Request::Mail { from } => {
+                if !self.greeted {
+                    return self.error(&Reply::NEED_HELO);
+                }
+                if self.envelope.mail_from.is_some() {
+                    return self.error(&Reply::NESTED_MAIL);
+                }
+                if from.size > self.config.max_message_size {
+                    self.reply(&Reply::MESSAGE_TOO_BIG);
+                    return Step::Continue;
+                }
+                match self.handler.mail_from(&from.address).await {
+                    Ok(()) => {
+                        self.envelope.mail_from = Some(from.address);
+                        self.reply(&Reply::SENDER_OK);
+                    }
+                    Err(reply) => self.reply(&reply),
+                }
+            }
+            Request::Rcpt { to } => {
+                if self.envelope.mail_from.is_none() {
+                    return self.error(&Reply::NEED_MAIL);
+                }
+                if self.envelope.rcpt_to.len() >= self.config.max_recipients {
+                    self.reply(&Reply::TOO_MANY_RECIPIENTS);
+                    return Step::Continue;
+                }
+                match self.handler.rcpt_to(&self.envelope, &to.address).await {
+                    Ok(()) => {
+                        self.envelope.rcpt_to.push(to.address);
+                        self.reply(&Reply::RECIPIENT_OK);
+                    }
+                    Err(reply) => self.reply(&reply),
+                }
+            }
+            Request::Data => {
+                if self.envelope.mail_from.is_none() {
+                    return self.error(&Reply::NEED_MAIL);
+                }
+                if self.envelope.rcpt_to.is_empty() {
+                    return self.error(&Reply::NEED_RCPT);
+                }
+                self.reply(&Reply::START_DATA);
+                *state = State::Data(Box::new(DataReader::new(self.config.max_message_size)));
+            }
+            Request::Rset => {
+                self.envelope = Envelope::default();
+                self.reply(&Reply::RESET);
+            }
+            Request::Noop { .. } => self.reply(&Reply::OK),
+            Request::Quit => {
+                self.reply(&Reply::BYE);
+                return Step::Close;
+            }
+            _ => return self.error(&Reply::NOT_IMPLEMENTED),
+        }
+        Step::Continue
+    }
+
+    async fn finish_data(&mut self, result: Result<Vec<u8>, DataError>) {
+        let envelope = std::mem::take(&mut self.envelope);
+        let recipients = envelope.rcpt_to.len();
+        let outcome = match result {
+            Err(DataError::TooBig) => DataOutcome::Message(Reply::MESSAGE_TOO_BIG),
+            Err(DataError::BareNewline) => DataOutcome::Message(Reply::BARE_NEWLINE),
+            Ok(message) => {
+                let check = self.handler.data(envelope, message);
+                match tokio::time::timeout(self.config.handler_timeout, check).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        tracing::warn!("message check timed out");
+                        DataOutcome::Message(Reply::CHECK_TIMEOUT)
+                    }
+                }
+            }
+        };
+        match (self.config.protocol, outcome) {
+            (Protocol::Smtp, DataOutcome::Message(reply)) => self.reply(&reply),
+            (Protocol::Smtp, DataOutcome::PerRecipient(replies)) => {
+                let reply = replies
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Reply::TEMPORARY_FAILURE);
+                self.reply(&reply);
+            }
+            (Protocol::Lmtp, DataOutcome::Message(reply)) => {
+                for _ in 0..recipients {
+                    self.reply(&reply);
+                }
+            }
+            (Protocol::Lmtp, DataOutcome::PerRecipient(replies)) => {
+                let mut replies = replies.into_iter();
+                for _ in 0..recipients {
+                    let reply = replies.next().unwrap_or(Reply::TEMPORARY_FAILURE);
+                    self.reply(&reply);
+                }
+            }
+        }
+    }
+}
