@@ -12,7 +12,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    daemon::init_logging();
+    chatmail_daemon::init_logging();
     let cli = Cli::parse();
     let config = chatmail_config::Config::load(&cli.dict.config_path)?;
     let mailboxes = config.mailboxes();

@@ -1,6 +1,6 @@
 //! What every dict daemon's `main` shares: the command line of the
-//! daemons we replace (`NAME SOCKET_PATH CONFIG_PATH`), logging, and
-//! serving until SIGTERM or SIGINT.
+//! daemons we replace (`NAME SOCKET_PATH CONFIG_PATH`) and serving until
+//! SIGTERM or SIGINT.
 
 use std::io;
 use std::path::PathBuf;
@@ -31,19 +31,6 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal file mode such as 660"))
 }
 
-/// Logs to stderr (journald adds time stamps) at the level set by
-/// `RUST_LOG`, `info` by default.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
-}
-
 /// Binds the socket and serves `handler` until SIGTERM or SIGINT.
 pub fn run(args: &DictDaemonArgs, handler: impl DictHandler) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -60,25 +47,10 @@ pub fn run(args: &DictDaemonArgs, handler: impl DictHandler) -> io::Result<()> {
             listener,
             Arc::new(handler),
             ServerLimits::default(),
-            shutdown_signal(),
+            chatmail_daemon::shutdown_signal(),
         )
         .await;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; running until killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => {},
-        _ = interrupt.recv() => {},
-    }
 }

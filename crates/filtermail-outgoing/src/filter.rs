@@ -1,0 +1,189 @@
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatmail_config::{Config, Mailboxes};
+use chatmail_e2ee::{Direction, Verdict, classify};
+use chatmail_smtp::{
+    DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
+};
+use tokio::net::TcpListener;
+
+use crate::rate::SenderRateLimiter;
+use crate::sender::from_header_address;
+
+/// The relay's reply for mail that is not end-to-end encrypted, as the
+/// program we replace gives it.
+const ENCRYPTION_NEEDED: Reply = Reply::new(523, "", "Encryption Needed: Invalid Unencrypted Mail");
+const BAD_SENDER: Reply = Reply::new(501, "5.1.7", "Sender address must be local@domain");
+/// How often senders at rest are forgotten by the rate limiter.
+const RATE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Idle connections kept open to Postfix's reinjection port.
+const MAX_IDLE_REINJECT_CONNECTIONS: usize = 64;
+
+pub struct OutgoingFilter {
+    domain: String,
+    mailboxes: Mailboxes,
+    limiter: Option<SenderRateLimiter>,
+    reinjector: Reinjector,
+}
+
+fn is_local_at_domain(addr: &str) -> bool {
+    matches!(addr.rsplit_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty())
+}
+
+fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or("", |(_, domain)| domain)
+}
+
+impl OutgoingFilter {
+    #[must_use]
+    pub fn new(config: &Config) -> Self {
+        let reinject_addr = format!("{}:{}", config.postfix_host, config.postfix_reinject_port);
+        Self {
+            domain: config.mail_domain.address_domain(),
+            mailboxes: config.mailboxes(),
+            limiter: SenderRateLimiter::new(
+                config.max_user_send_per_minute,
+                config.max_user_send_burst_size,
+            ),
+            reinjector: Reinjector::new(
+                reinject_addr,
+                config.mail_domain.hostname(),
+                MAX_IDLE_REINJECT_CONNECTIONS,
+            ),
+        }
+    }
+
+    /// Whether `addr` is one of our accounts switched off by the operator.
+    fn is_disabled(&self, addr: &str) -> std::io::Result<bool> {
+        if !domain_of(addr).eq_ignore_ascii_case(&self.domain) {
+            return Ok(false);
+        }
+        match self.mailboxes.mailbox(&addr.to_ascii_lowercase()) {
+            Ok(mailbox) => mailbox.is_disabled(),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
+        let sender = envelope.sender();
+        match from_header_address(&message) {
+            Some(from) if from.eq_ignore_ascii_case(sender) => {}
+            Some(from) => {
+                tracing::info!("refused: From header does not match the envelope sender");
+                return Reply::owned(
+                    500,
+                    "5.7.1",
+                    format!("Invalid FROM <{from}> for <{sender}>"),
+                );
+            }
+            None => {
+                tracing::info!("refused: no usable From header");
+                return Reply::new(500, "5.7.1", "Missing or invalid From header");
+            }
+        }
+        let rcpt_to = envelope.rcpt_to.as_slice();
+        let policy = chatmail_e2ee::Envelope {
+            mail_from: sender,
+            rcpt_to,
+        };
+        let verdict = classify(&message, &policy, Direction::Outgoing);
+        if let Verdict::Cleartext(reason) = verdict {
+            tracing::info!(reason, "refused unencrypted outgoing mail");
+            return ENCRYPTION_NEEDED;
+        }
+        let disabled_sender = match self.is_disabled(sender) {
+            Ok(disabled) => disabled,
+            Err(error) => {
+                tracing::error!(%error, "cannot check whether the sender is disabled");
+                return Reply::TEMPORARY_FAILURE;
+            }
+        };
+        let mut recipients = Vec::with_capacity(rcpt_to.len());
+        for rcpt in rcpt_to {
+            match self.is_disabled(rcpt) {
+                Ok(true) => tracing::debug!(rcpt, "dropping disabled recipient"),
+                Ok(false) => recipients.push(rcpt.clone()),
+                Err(error) => {
+                    tracing::error!(%error, "cannot check whether a recipient is disabled");
+                    return Reply::TEMPORARY_FAILURE;
+                }
+            }
+        }
+        if disabled_sender || recipients.is_empty() {
+            tracing::info!(disabled_sender, "accepted and discarded");
+            return Reply::new(250, "2.0.0", "OK");
+        }
+        let reply = self.reinjector.send(sender, &recipients, &message).await;
+        tracing::debug!(%reply, ?verdict, "reinjected");
+        reply
+    }
+}
+
+impl SmtpHandler for OutgoingFilter {
+    async fn mail_from(&self, sender: &str) -> Result<(), Reply> {
+        if !is_local_at_domain(sender) {
+            return Err(BAD_SENDER);
+        }
+        if let Some(limiter) = &self.limiter
+            && let Err(wait) = limiter.check(sender)
+        {
+            tracing::info!("sender over its rate limit");
+            let seconds = wait.as_secs().max(1);
+            return Err(Reply::owned(
+                450,
+                "4.7.1",
+                format!("Too many messages; retry in {seconds} seconds"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
+        DataOutcome::Message(self.check_and_reinject(envelope, message).await)
+    }
+}
+
+/// Runs the daemon: binds filtermail_host:filtermail_smtp_port and serves
+/// until SIGTERM or SIGINT.
+pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let addr = format!("{}:{}", config.filtermail_host, config.filtermail_smtp_port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, "filtermail-outgoing listening");
+        run(config, listener, chatmail_daemon::shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Serves the filter on `listener` until `shutdown`.
+pub async fn run(config: &Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let filter = Arc::new(OutgoingFilter::new(config));
+    let sweeper = Arc::clone(&filter);
+    let sweep = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(RATE_SWEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            if let Some(limiter) = &sweeper.limiter {
+                limiter.sweep();
+            }
+        }
+    });
+    let max_message_size = usize::try_from(config.max_message_size).unwrap_or(usize::MAX);
+    let session = SessionConfig::new(
+        Protocol::Smtp,
+        config.mail_domain.hostname(),
+        max_message_size,
+    );
+    let max_connections = usize::try_from(config.max_smtp_connections)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .max(64);
+    chatmail_smtp::serve(listener, filter, session, max_connections, shutdown).await;
+    sweep.abort();
+}

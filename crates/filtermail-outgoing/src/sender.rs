@@ -1,0 +1,43 @@
+//! The From header's address, as mail-parser reads it.
+
+use mail_parser::MessageParser;
+
+/// The single address in the From header, or `None` when there is no
+/// From header, it does not parse, or it names several addresses.
+#[must_use]
+pub fn from_header_address(message: &[u8]) -> Option<String> {
+    let parsed = MessageParser::new().parse_headers(message)?;
+    let from = parsed.from()?;
+    let mut addresses = from.iter();
+    let first = addresses.next()?.address()?.to_owned();
+    if addresses.next().is_some() {
+        return None;
+    }
+    Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_header_address;
+
+    #[test]
+    fn forms_of_from() {
+        let cases: [(&[u8], Option<&str>); 6] = [
+            (b"From: <a@example.org>\r\n\r\n", Some("a@example.org")),
+            (
+                b"From: Alice <a@example.org>\r\n\r\n",
+                Some("a@example.org"),
+            ),
+            (b"From: a@example.org\r\n\r\n", Some("a@example.org")),
+            (
+                b"From: \"x\" <a@[127.0.0.1]>\r\n\r\n",
+                Some("a@[127.0.0.1]"),
+            ),
+            (b"From: a@example.org, b@example.org\r\n\r\n", None),
+            (b"Subject: none\r\n\r\n", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(from_header_address(message).as_deref(), expected);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+
+/// Runs one of the filtermail daemons with the command line of the program
+/// we replace, so existing systemd units keep working.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The relay's chatmail.ini.
+    config_path: PathBuf,
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Outgoing,
+    Incoming,
+    Transport,
+}
+
+fn main() -> anyhow::Result<()> {
+    chatmail_daemon::init_logging();
+    let cli = Cli::parse();
+    let config = chatmail_config::Config::load(&cli.config_path)?;
+    if !matches!(cli.mode, Mode::Outgoing) {
+        bail!(
+            "this mode is not implemented yet in this release; run the original filtermail for it"
+        );
+    }
+    filtermail_outgoing::run_daemon(&config)
+}
