@@ -39,13 +39,29 @@ pub fn daemon_binary(name: &str) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// What shows that a daemon is ready.
+pub enum Ready<'a> {
+    /// Its unix socket exists.
+    Socket(&'a Path),
+    /// It accepts TCP connections on 127.0.0.1 at this port.
+    Port(u16),
+}
+
+impl Ready<'_> {
+    fn reached(&self) -> bool {
+        match self {
+            Self::Socket(path) => path.exists(),
+            Self::Port(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+        }
+    }
+}
+
 impl Daemon {
-    /// Starts `name` with `args` as vmail and waits until `ready` exists
-    /// (its socket).
+    /// Starts `name` with `args` as vmail and waits until it is `ready`.
     pub fn start(
         name: &str,
         args: &[&std::ffi::OsStr],
-        ready: &Path,
+        ready: Ready<'_>,
         log_dir: &Path,
     ) -> Result<Self> {
         let vmail = VmailUser::lookup()?;
@@ -66,18 +82,21 @@ impl Daemon {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.exists() {
+        while !ready.reached() {
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 let log = fs::read_to_string(&daemon.log).unwrap_or_default();
                 bail!("{name} exited with {status}: {log}");
             }
             if Instant::now() > deadline {
-                bail!("{name} did not create {}", ready.display());
+                bail!("{name} did not become ready");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(daemon)
     }
+
+    /// Stops the daemon now (as on drop).
+    pub fn stop(self) {}
 
     #[must_use]
     pub fn pid(&self) -> u32 {

@@ -88,6 +88,7 @@ impl Postfix {
         nix::unistd::chown(&data_dir, Some(postfix_user.uid), None)?;
         let smtp_port = free_port()?;
         let log = work.path().join("postfix.log");
+        let cert = SelfSignedCert::generate(work.path())?;
 
         let mut main_cf = String::new();
         writeln!(main_cf, "compatibility_level = 3.6")?;
@@ -100,6 +101,12 @@ impl Postfix {
         writeln!(main_cf, "myorigin = {}", options.mydestination)?;
         writeln!(main_cf, "mydestination = {}", options.mydestination)?;
         writeln!(main_cf, "local_transport = {}", options.local_transport)?;
+        writeln!(
+            main_cf,
+            "smtpd_tls_cert_file = {}",
+            cert.cert_path.display()
+        )?;
+        writeln!(main_cf, "smtpd_tls_key_file = {}", cert.key_path.display())?;
         main_cf.push_str(
             "inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
@@ -116,7 +123,6 @@ append_dot_mydomain = no
         main_cf.push_str(&options.main_cf);
         fs::write(config_dir.join("main.cf"), main_cf)?;
 
-        let cert = SelfSignedCert::generate(work.path())?;
         let mut master_cf = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n");
         let submission_port = if options.sasl_submission {
             let port = free_port()?;

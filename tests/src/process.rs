@@ -49,3 +49,33 @@ pub fn dump_log(name: &str, path: &Path) {
         Err(err) => eprintln!("----- {name} log {} unreadable: {err}", path.display()),
     }
 }
+
+/// Waits until `dir` holds at least `count` files and returns them.
+pub fn wait_for_files(
+    dir: &Path,
+    count: usize,
+    limit: Duration,
+) -> Result<Vec<std::path::PathBuf>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let files: Vec<_> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.len() >= count {
+            return Ok(files);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} holds {} files, not {count}, after {limit:?}",
+                dir.display(),
+                files.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -51,7 +51,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         Ok(client)
     }
 
-    async fn read_reply(&mut self) -> Result<SmtpReply> {
+    /// Reads the next reply (for replies to [`Self::write_raw`]).
+    pub async fn read_reply(&mut self) -> Result<SmtpReply> {
         let mut text = String::new();
         loop {
             let mut line = String::new();
@@ -84,6 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             .write_all(format!("{line}\r\n").as_bytes())
             .await?;
         self.read_reply().await
+    }
+
+    /// Writes bytes exactly as given, for protocol abuse tests.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.get_mut().write_all(bytes).await?;
+        Ok(())
     }
 
     pub async fn ehlo(&mut self) -> Result<SmtpReply> {

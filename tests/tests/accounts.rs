@@ -1,122 +1,17 @@
 //! doveauth and lastlogin behind real Dovecot (IMAP logins, last_login
 //! plugin) and real Postfix (SMTP AUTH through Dovecot SASL).
 
-use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use relay_tests::{
-    Daemon, Dovecot, DovecotOptions, ImapClient, Postfix, PostfixOptions, SmtpClient, VmailUser,
-    WorkDir, repo_root,
-};
+use relay_tests::{Relay, RelayOptions, SmtpClient};
 
 const DOMAIN: &str = "[127.0.0.1]";
 const PASSWORD: &str = "right-password-1";
 
-struct Relay {
-    // Dropped in this order: servers first, then daemons, then files.
-    dovecot: Dovecot,
-    postfix: Postfix,
-    _doveauth: Daemon,
-    _lastlogin: Daemon,
-    work: WorkDir,
-}
-
-impl Relay {
-    fn mail(&self) -> PathBuf {
-        self.work.path().join("mail")
-    }
-
-    fn nocreate(&self) -> PathBuf {
-        self.work.path().join("nocreate")
-    }
-
-    async fn login(&self, user: &str, password: &str) -> Result<bool> {
-        let mut imap = ImapClient::connect(self.dovecot.imaps_port(), self.dovecot.cert()).await?;
-        imap.login(user, password).await
-    }
-}
-
-fn shipped(name: &str) -> Result<String> {
-    Ok(fs::read_to_string(repo_root().join("dovecot").join(name))?)
-}
-
 fn start() -> Result<Relay> {
-    let work = WorkDir::new()?;
-    let vmail = VmailUser::lookup()?;
-    let mail = work.subdir("mail", 0o755)?;
-    vmail.own(&mail)?;
-    let run = work.subdir("run", 0o755)?;
-    vmail.own(&run)?;
-    let ini = work.path().join("chatmail.ini");
-    fs::write(
-        &ini,
-        format!(
-            "[params]\nmail_domain = 127.0.0.1\nmailboxes_dir = {}\nnocreate_file = {}\n\
-             max_load_1m = 1000\nmin_free_disk_space = 1M\nmin_available_memory = 1M\n",
-            mail.display(),
-            work.path().join("nocreate").display()
-        ),
-    )?;
-
-    let auth_socket = run.join("doveauth.socket");
-    let lastlogin_socket = run.join("lastlogin.socket");
-    let dict_args = |socket: &Path| -> Vec<std::ffi::OsString> {
-        vec![
-            socket.as_os_str().to_owned(),
-            ini.as_os_str().to_owned(),
-            "--socket-mode".into(),
-            "666".into(),
-        ]
-    };
-    let args = dict_args(&auth_socket);
-    let refs: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-    let doveauth = Daemon::start("doveauth", &refs, &auth_socket, work.path())?;
-    let args = dict_args(&lastlogin_socket);
-    let refs: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-    let lastlogin = Daemon::start("lastlogin", &refs, &lastlogin_socket, work.path())?;
-
-    let dict_settings = work.path().join("auth.conf");
-    fs::write(
-        &dict_settings,
-        shipped("auth.conf")?.replace(
-            "/run/doveauth/doveauth.socket",
-            &auth_socket.display().to_string(),
-        ),
-    )?;
-    let mut config = shipped("auth-dict.conf.ext")?.replace(
-        "/etc/dovecot/auth.conf",
-        &dict_settings.display().to_string(),
-    );
-    config.push_str(&shipped("last-login.conf.ext")?.replace(
-        "/run/chatmail-lastlogin/lastlogin.socket",
-        &lastlogin_socket.display().to_string(),
-    ));
-    // Failed logins are part of these tests: no delay after each, and no
-    // growing per-IP penalty.
-    config.push_str(
-        "auth_failure_delay = 0\n\
-         service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n",
-    );
-
-    let postfix = Postfix::start(&PostfixOptions {
-        sasl_submission: true,
-        ..PostfixOptions::default()
-    })?;
-    let dovecot = Dovecot::start(&DovecotOptions {
-        lmtp_socket: Some(postfix.private_dir().join("dovecot-lmtp")),
-        auth_socket: Some(postfix.private_dir().join("auth")),
-        config,
-    })?;
-    Ok(Relay {
-        dovecot,
-        postfix,
-        _doveauth: doveauth,
-        _lastlogin: lastlogin,
-        work,
-    })
+    Relay::start(&RelayOptions::default())
 }
 
 fn addr(local: &str) -> String {
@@ -218,7 +113,7 @@ async fn smtp_auth_through_dovecot_sasl() -> Result<()> {
     let relay = start()?;
     let user = addr("smtpauth1");
     assert!(relay.login(&user, PASSWORD).await?);
-    let port = relay.postfix.submission_port().expect("submission enabled");
+    let port = relay.submission_port;
 
     let mut right = SmtpClient::connect_tls(port, relay.postfix.cert()).await?;
     right.ehlo().await?;

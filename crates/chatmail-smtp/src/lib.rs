@@ -3,6 +3,7 @@
 //! reinjects accepted mail into Postfix.
 
 mod client;
+mod command;
 mod data;
 mod line;
 mod reply;

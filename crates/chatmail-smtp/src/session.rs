@@ -6,6 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use smtp_proto::{Error as ParseError, Request};
+
+use crate::command::parse_command;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::data::{DataError, DataReader};
@@ -171,11 +173,8 @@ where
                 State::Command => match lines.next_line(&mut input) {
                     Line::NeedMore => break,
                     Line::TooLong => session.error(&Reply::LINE_TOO_LONG),
-                    Line::Complete(line) => match Request::parse(&mut line.iter()) {
-                        Ok(request) => {
-                            let request = request.into_owned();
-                            session.command(request, &mut state).await
-                        }
+                    Line::Complete(line) => match parse_command(&line) {
+                        Ok(request) => session.command(request, &mut state).await,
                         Err(error) => session.protocol_error(&error),
                     },
                 },

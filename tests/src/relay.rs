@@ -1,0 +1,244 @@
+//! A whole relay on loopback for end-to-end tests: Postfix and Dovecot
+//! with the integration files this repository ships, doveauth and
+//! lastlogin behind Dovecot, and optionally filtermail-outgoing behind
+//! Postfix's submission services.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::daemon::{Daemon, Ready};
+use crate::dovecot::{Dovecot, DovecotOptions};
+use crate::imap::ImapClient;
+use crate::postfix::{Postfix, PostfixOptions};
+use crate::process::{free_port, wait_for_port};
+use crate::repo_root;
+use crate::workdir::{VmailUser, WorkDir};
+
+#[derive(Debug, Clone, Default)]
+pub struct RelayOptions {
+    /// chatmail.ini lines (`key = value`) that override the test defaults.
+    pub ini: Vec<(String, String)>,
+    /// Route submission through filtermail-outgoing (the shipped
+    /// postfix/master.cf services), instead of straight into the queue.
+    pub outgoing_filter: bool,
+}
+
+pub struct Relay {
+    // Dropped in declaration order: servers, then daemons, then files.
+    pub dovecot: Dovecot,
+    pub postfix: Postfix,
+    _daemons: Vec<Daemon>,
+    outgoing_filter: Option<Daemon>,
+    ini_values: BTreeMap<String, String>,
+    /// Implicit-TLS submission (as on port 465).
+    pub submission_port: u16,
+    pub work: WorkDir,
+}
+
+fn shipped(path: &str) -> Result<String> {
+    let path = repo_root().join(path);
+    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn dict_args(socket: &Path, ini: &Path) -> Vec<OsString> {
+    vec![
+        socket.as_os_str().to_owned(),
+        ini.as_os_str().to_owned(),
+        "--socket-mode".into(),
+        "666".into(),
+    ]
+}
+
+fn start_daemon(name: &str, args: &[OsString], ready: Ready<'_>, log_dir: &Path) -> Result<Daemon> {
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(AsRef::as_ref).collect();
+    Daemon::start(name, &refs, ready, log_dir)
+}
+
+impl Relay {
+    pub fn start(options: &RelayOptions) -> Result<Self> {
+        let work = WorkDir::new()?;
+        let vmail = VmailUser::lookup()?;
+        let mail = work.subdir("mail", 0o755)?;
+        vmail.own(&mail)?;
+        let run = work.subdir("run", 0o755)?;
+        vmail.own(&run)?;
+
+        let filter_port = free_port()?;
+        let reinject_port = free_port()?;
+        let mut ini_values: BTreeMap<String, String> = [
+            ("mail_domain", "127.0.0.1".to_owned()),
+            ("mailboxes_dir", mail.display().to_string()),
+            (
+                "nocreate_file",
+                work.path().join("nocreate").display().to_string(),
+            ),
+            ("max_load_1m", "1000".to_owned()),
+            ("min_free_disk_space", "1M".to_owned()),
+            ("min_available_memory", "1M".to_owned()),
+            ("filtermail_smtp_port", filter_port.to_string()),
+            ("postfix_reinject_port", reinject_port.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        for (key, value) in &options.ini {
+            ini_values.insert(key.clone(), value.clone());
+        }
+
+        let mut relay_daemons = Vec::new();
+        let ini = write_ini(work.path(), &ini_values)?;
+        let auth_socket = run.join("doveauth.socket");
+        let lastlogin_socket = run.join("lastlogin.socket");
+        relay_daemons.push(start_daemon(
+            "doveauth",
+            &dict_args(&auth_socket, &ini),
+            Ready::Socket(&auth_socket),
+            work.path(),
+        )?);
+        relay_daemons.push(start_daemon(
+            "lastlogin",
+            &dict_args(&lastlogin_socket, &ini),
+            Ready::Socket(&lastlogin_socket),
+            work.path(),
+        )?);
+
+        let dict_settings = work.path().join("auth.conf");
+        fs::write(
+            &dict_settings,
+            shipped("dovecot/auth.conf")?.replace(
+                "/run/doveauth/doveauth.socket",
+                &auth_socket.display().to_string(),
+            ),
+        )?;
+        let mut dovecot_config = shipped("dovecot/auth-dict.conf.ext")?.replace(
+            "/etc/dovecot/auth.conf",
+            &dict_settings.display().to_string(),
+        );
+        dovecot_config.push_str(&shipped("dovecot/last-login.conf.ext")?.replace(
+            "/run/chatmail-lastlogin/lastlogin.socket",
+            &lastlogin_socket.display().to_string(),
+        ));
+        // Failed logins are part of the tests: no delay after each, and no
+        // growing per-IP penalty.
+        dovecot_config.push_str(
+            "auth_failure_delay = 0\n\
+             service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n",
+        );
+
+        let (postfix_options, submission_port) = if options.outgoing_filter {
+            let starttls_port = free_port()?;
+            let submission_port = free_port()?;
+            let master_cf = shipped("postfix/master.cf")?
+                .replace(
+                    "submission inet",
+                    &format!("127.0.0.1:{starttls_port} inet"),
+                )
+                .replace(
+                    "smtps     inet",
+                    &format!("127.0.0.1:{submission_port} inet"),
+                )
+                .replace("127.0.0.1:10080", &format!("127.0.0.1:{filter_port}"))
+                .replace(
+                    "127.0.0.1:10025 inet",
+                    &format!("127.0.0.1:{reinject_port} inet"),
+                );
+            let options = PostfixOptions {
+                main_cf: shipped("postfix/main.cf")?,
+                master_cf,
+                ..PostfixOptions::default()
+            };
+            (options, Some(submission_port))
+        } else {
+            let options = PostfixOptions {
+                sasl_submission: true,
+                ..PostfixOptions::default()
+            };
+            (options, None)
+        };
+        let postfix = Postfix::start(&postfix_options)?;
+        let submission_port = match submission_port {
+            Some(port) => {
+                wait_for_port(port, Duration::from_secs(15))?;
+                wait_for_port(reinject_port, Duration::from_secs(15))?;
+                port
+            }
+            None => postfix.submission_port().context("submission service")?,
+        };
+        let dovecot = Dovecot::start(&DovecotOptions {
+            lmtp_socket: Some(postfix.private_dir().join("dovecot-lmtp")),
+            auth_socket: Some(postfix.private_dir().join("auth")),
+            config: dovecot_config,
+        })?;
+        let mut relay = Self {
+            dovecot,
+            postfix,
+            _daemons: relay_daemons,
+            outgoing_filter: None,
+            ini_values,
+            submission_port,
+            work,
+        };
+        if options.outgoing_filter {
+            relay.restart_outgoing_filter(&[])?;
+        }
+        Ok(relay)
+    }
+
+    /// (Re)starts filtermail-outgoing, with `overrides` applied to this
+    /// relay's chatmail.ini for the new process only.
+    pub fn restart_outgoing_filter(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
+        if let Some(old) = self.outgoing_filter.take() {
+            old.stop();
+        }
+        let mut values = self.ini_values.clone();
+        for (key, value) in overrides {
+            values.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let dir = self.work.path().join("filter");
+        fs::create_dir_all(&dir)?;
+        let ini = write_ini(&dir, &values)?;
+        let port: u16 = values
+            .get("filtermail_smtp_port")
+            .and_then(|port| port.parse().ok())
+            .context("filter port")?;
+        let daemon = start_daemon(
+            "filtermail-outgoing",
+            &[ini.into_os_string()],
+            Ready::Port(port),
+            self.work.path(),
+        )?;
+        self.outgoing_filter = Some(daemon);
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn mail(&self) -> PathBuf {
+        self.work.path().join("mail")
+    }
+
+    #[must_use]
+    pub fn nocreate(&self) -> PathBuf {
+        self.work.path().join("nocreate")
+    }
+
+    /// An IMAP login over TLS; `Ok(true)` when Dovecot says OK.
+    pub async fn login(&self, user: &str, password: &str) -> Result<bool> {
+        let mut imap = ImapClient::connect(self.dovecot.imaps_port(), self.dovecot.cert()).await?;
+        imap.login(user, password).await
+    }
+}
+
+fn write_ini(dir: &Path, values: &BTreeMap<String, String>) -> Result<PathBuf> {
+    let mut text = String::from("[params]\n");
+    for (key, value) in values {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    let path = dir.join("chatmail.ini");
+    fs::write(&path, text)?;
+    Ok(path)
+}

@@ -1,0 +1,215 @@
+//! filtermail-outgoing between real Postfix submission (SASL through
+//! Dovecot and doveauth) and real Postfix reinjection, delivering through
+//! Dovecot LMTP, with the postfix/ and dovecot/ files this repo ships.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use relay_tests::{
+    Relay, RelayOptions, SmtpClient, SmtpReply, free_port, repo_root, wait_for_files,
+};
+
+const SENDER: &str = "sender123@[127.0.0.1]";
+const RECIPIENT: &str = "recipient@[127.0.0.1]";
+const PASSWORD: &str = "right-password-1";
+
+fn relay(ini: &[(&str, &str)]) -> Result<Relay> {
+    Relay::start(&RelayOptions {
+        ini: ini
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        outgoing_filter: true,
+    })
+}
+
+/// A shared test mail with our addresses, LF line endings.
+fn mail(name: &str, from: &str) -> String {
+    let path = repo_root().join("../shared/testdata/mail").join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    text.replace("{subject}", "Hi")
+        .replacen("From: one@example.org", &format!("From: <{from}>"), 1)
+        .replacen("From: <one@example.org>", &format!("From: <{from}>"), 1)
+        .replacen("To: two@example.org", &format!("To: <{RECIPIENT}>"), 1)
+        .replacen("To: <two@example.org>", &format!("To: <{RECIPIENT}>"), 1)
+}
+
+fn inbox(relay: &Relay, user: &str) -> PathBuf {
+    relay.mail().join(user).join("new")
+}
+
+/// Logs in over implicit TLS and submits; returns the reply to MAIL if it
+/// refused, else the reply to the end of DATA.
+async fn submit(relay: &Relay, mail_from: &str, message: &str) -> Result<SmtpReply> {
+    let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
+    client.ehlo().await?;
+    let auth = client.auth_plain(SENDER, PASSWORD).await?;
+    assert_eq!(auth.code, 235, "{auth:?}");
+    let mail = client.command(&format!("MAIL FROM:<{mail_from}>")).await?;
+    if mail.code != 250 {
+        return Ok(mail);
+    }
+    // Postfix reports a filter's refusal of MAIL at RCPT time.
+    let rcpt = client.command(&format!("RCPT TO:<{RECIPIENT}>")).await?;
+    if rcpt.code != 250 {
+        return Ok(rcpt);
+    }
+    let data = client.command("DATA").await?;
+    assert_eq!(data.code, 354, "{data:?}");
+    let mut body = String::new();
+    for line in message.lines() {
+        if line.starts_with('.') {
+            body.push('.');
+        }
+        body.push_str(line);
+        body.push_str("\r\n");
+    }
+    body.push_str(".\r\n");
+    client.write_raw(body.as_bytes()).await?;
+    let reply = client.read_reply().await?;
+    client.quit().await;
+    Ok(reply)
+}
+
+async fn create_accounts(relay: &Relay) -> Result<()> {
+    assert!(relay.login(SENDER, PASSWORD).await?);
+    assert!(relay.login(RECIPIENT, PASSWORD).await?);
+    Ok(())
+}
+
+fn body_of(message: &str) -> &str {
+    message
+        .split_once("\r\n\r\n")
+        .or_else(|| message.split_once("\n\n"))
+        .map_or("", |(_, body)| body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_mail_is_delivered_with_an_identical_body() -> Result<()> {
+    let relay = relay(&[])?;
+    create_accounts(&relay).await?;
+    let message = mail("encrypted.eml", SENDER);
+    let reply = submit(&relay, SENDER, &message).await?;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let files = wait_for_files(&inbox(&relay, RECIPIENT), 1, Duration::from_secs(20))?;
+    let delivered = fs::read_to_string(files.first().expect("one file"))?;
+    let sent = message.replace("\r\n", "\n");
+    assert_eq!(body_of(&delivered).replace("\r\n", "\n"), body_of(&sent));
+    assert!(delivered.contains("Content-Type: multipart/encrypted"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_reach_the_client() -> Result<()> {
+    let relay = relay(&[("max_message_size", "200000")])?;
+    create_accounts(&relay).await?;
+
+    let cleartext = submit(&relay, SENDER, &mail("plain.eml", SENDER)).await?;
+    assert_eq!(cleartext.code, 523, "{cleartext:?}");
+    assert!(
+        cleartext
+            .text
+            .contains("Encryption Needed: Invalid Unencrypted Mail"),
+        "{cleartext:?}"
+    );
+
+    let forged = submit(
+        &relay,
+        SENDER,
+        &mail("encrypted.eml", "someone1@[127.0.0.1]"),
+    )
+    .await?;
+    assert_eq!(forged.code, 500, "{forged:?}");
+
+    let mut big = mail("encrypted.eml", SENDER);
+    big.insert_str(
+        0,
+        &"X-Padding: 0123456789012345678901234567890123456789\n".repeat(6000),
+    );
+    let too_big = submit(&relay, SENDER, &big).await?;
+    assert_eq!(too_big.code, 552, "{too_big:?}");
+
+    // Nothing of it was delivered.
+    std::thread::sleep(Duration::from_secs(1));
+    let delivered = fs::read_dir(inbox(&relay, RECIPIENT))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert_eq!(delivered, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_rate_limit_gets_450() -> Result<()> {
+    let relay = relay(&[
+        ("max_user_send_per_minute", "60"),
+        ("max_user_send_burst_size", "3"),
+    ])?;
+    create_accounts(&relay).await?;
+    let message = mail("encrypted.eml", SENDER);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(submit(&relay, SENDER, &message).await?.code);
+    }
+    assert_eq!(&codes[..3], [250, 250, 250], "{codes:?}");
+    assert!(codes[3..].contains(&450), "{codes:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinjection_down_is_a_temporary_failure_and_a_retry_delivers() -> Result<()> {
+    let mut relay = relay(&[])?;
+    create_accounts(&relay).await?;
+    let closed = free_port()?.to_string();
+    relay.restart_outgoing_filter(&[("postfix_reinject_port", &closed)])?;
+    let message = mail("encrypted.eml", SENDER);
+    let reply = submit(&relay, SENDER, &message).await?;
+    assert!((400..500).contains(&reply.code), "{reply:?}");
+
+    relay.restart_outgoing_filter(&[])?;
+    let retry = submit(&relay, SENDER, &message).await?;
+    assert_eq!(retry.code, 250, "{retry:?}");
+    let files = wait_for_files(&inbox(&relay, RECIPIENT), 1, Duration::from_secs(20))?;
+    assert_eq!(files.len(), 1, "delivered exactly once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_lf_smuggling_is_refused_without_a_second_message() -> Result<()> {
+    let relay = relay(&[])?;
+    create_accounts(&relay).await?;
+    let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
+    client.ehlo().await?;
+    assert_eq!(client.auth_plain(SENDER, PASSWORD).await?.code, 235);
+    assert_eq!(
+        client.command(&format!("MAIL FROM:<{SENDER}>")).await?.code,
+        250
+    );
+    assert_eq!(
+        client
+            .command(&format!("RCPT TO:<{RECIPIENT}>"))
+            .await?
+            .code,
+        250
+    );
+    assert_eq!(client.command("DATA").await?.code, 354);
+    let encrypted = mail("encrypted.eml", SENDER).replace('\n', "\r\n");
+    let smuggled = format!(
+        "{encrypted}\n.\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<{RECIPIENT}>\r\nDATA\r\n{encrypted}.\r\n"
+    );
+    client.write_raw(smuggled.as_bytes()).await?;
+    let outcome = client.read_reply().await;
+    if let Ok(reply) = &outcome {
+        assert!(reply.code >= 500, "{reply:?}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let delivered = fs::read_dir(inbox(&relay, RECIPIENT))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert_eq!(
+        delivered, 0,
+        "neither the message nor a smuggled one arrived"
+    );
+    Ok(())
+}
