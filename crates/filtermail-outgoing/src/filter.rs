@@ -152,13 +152,34 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let addr = format!("{}:{}", config.filtermail_host, config.filtermail_smtp_port);
-        let listener = TcpListener::bind(&addr)
+        let listener = bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, "filtermail-outgoing listening");
         run(config, listener, chatmail_daemon::shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// Postfix opens one proxy connection per client session; a deep backlog
+/// queues a burst instead of refusing it.
+const LISTEN_BACKLOG: u32 = 4096;
+
+async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
 /// Serves the filter on `listener` until `shutdown`.

@@ -1,0 +1,174 @@
+//! SMTP load generator: N connections, each sending PGP/MIME-encrypted
+//! messages of a given size one after another (MAIL, RCPT and DATA
+//! pipelined), reporting messages per second and per-message latency.
+//! `--idle` instead opens N connections that only say EHLO and wait, to
+//! measure what idle sessions cost the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+struct Cli {
+    /// host:port of the SMTP server.
+    target: String,
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Message size in bytes (approximate: the armored payload is sized).
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value = "sender@example.org")]
+    from: String,
+    #[arg(long, default_value = "recipient@example.org")]
+    to: String,
+    /// Only open the connections and hold them idle for --seconds.
+    #[arg(long)]
+    idle: bool,
+}
+
+/// A real PKESK from the shared test mail, so the policy parses it.
+const PKESK: &str = "wU4DhW3gBZ/VvCYSAQdA8bMs2spwbKdGjVsL1ByPkNrqD7frpB73maeL6I6SzDYg\
+O5G53tv339RdKq3WRcCtEEvxjHlUx2XNwXzC04BpmfvB";
+
+/// A PGP/MIME message of about `size` bytes: one PKESK and a SEIPD
+/// packet (version 1) whose "ciphertext" is filler.
+fn encrypted_message(from: &str, to: &str, size: usize) -> Result<Vec<u8>> {
+    let pkesk = base64::engine::general_purpose::STANDARD
+        .decode(PKESK)
+        .context("pkesk")?;
+    let pkesk = pkesk.get(..80).context("pkesk length")?;
+    let body_len = (size.saturating_sub(900) * 3 / 4).max(16);
+    let mut packets = pkesk.to_vec();
+    packets.push(0xc0 | 18);
+    packets.push(255);
+    packets.extend(u32::try_from(body_len + 1)?.to_be_bytes());
+    packets.push(1);
+    packets.extend((0..body_len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&packets);
+    let mut armored = String::from("-----BEGIN PGP MESSAGE-----\r\n\r\n");
+    for line in encoded.as_bytes().chunks(76) {
+        armored.push_str(std::str::from_utf8(line)?);
+        armored.push_str("\r\n");
+    }
+    armored.push_str("-----END PGP MESSAGE-----\r\n");
+    let message = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: [...]\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n{armored}\r\n--b--\r\n.\r\n"
+    );
+    Ok(message.into_bytes())
+}
+
+async fn read_reply(stream: &mut BufReader<TcpStream>, line: &mut String) -> Result<u16> {
+    loop {
+        line.clear();
+        if stream.read_line(line).await? == 0 {
+            bail!("connection closed");
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .context("bad reply");
+        }
+    }
+}
+
+async fn connect(target: &str) -> Result<BufReader<TcpStream>> {
+    let stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    if read_reply(&mut stream, &mut line).await? != 220 {
+        bail!("no greeting");
+    }
+    stream.get_mut().write_all(b"EHLO load.test\r\n").await?;
+    if read_reply(&mut stream, &mut line).await? != 250 {
+        bail!("EHLO refused");
+    }
+    Ok(stream)
+}
+
+async fn sender(cli: Arc<Cli>, message: Arc<Vec<u8>>, deadline: Instant) -> Result<Vec<u32>> {
+    let mut stream = connect(&cli.target).await?;
+    let envelope = format!(
+        "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+        cli.from, cli.to
+    );
+    let mut line = String::new();
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        stream.get_mut().write_all(envelope.as_bytes()).await?;
+        for want in [250, 250, 354] {
+            let code = read_reply(&mut stream, &mut line).await?;
+            if code != want {
+                bail!("expected {want}, got {line:?}");
+            }
+        }
+        stream.get_mut().write_all(&message).await?;
+        let code = read_reply(&mut stream, &mut line).await?;
+        if code != 250 {
+            bail!("message refused: {line:?}");
+        }
+        latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    // Servers such as smtp-sink keep sessions open until QUIT or timeout.
+    stream.get_mut().write_all(b"QUIT\r\n").await?;
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[u32], permille: usize) -> u32 {
+    let last = sorted.len().saturating_sub(1);
+    sorted.get(last * permille / 1000).copied().unwrap_or(0)
+}
+
+fn main() -> Result<()> {
+    let cli = Arc::new(Cli::parse());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(cli.seconds);
+        if cli.idle {
+            let mut open = Vec::new();
+            for _ in 0..cli.connections {
+                open.push(connect(&cli.target).await?);
+            }
+            println!("idle_connections={}", open.len());
+            tokio::time::sleep_until(deadline.into()).await;
+            return Ok(());
+        }
+        let message = Arc::new(encrypted_message(&cli.from, &cli.to, cli.size)?);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..cli.connections {
+            tasks.spawn(sender(Arc::clone(&cli), Arc::clone(&message), deadline));
+        }
+        let mut latencies = Vec::new();
+        for result in tasks.join_all().await {
+            latencies.extend(result?);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_unstable();
+        #[allow(clippy::cast_precision_loss)]
+        let rate = latencies.len() as f64 / elapsed;
+        println!(
+            "connections={} size={} messages={} messages_per_second={rate:.0} p50_us={} p99_us={}",
+            cli.connections,
+            message.len(),
+            latencies.len(),
+            percentile(&latencies, 500),
+            percentile(&latencies, 990),
+        );
+        Ok(())
+    })
+}
