@@ -27,7 +27,7 @@ fn relay(ini: &[(&str, &str)]) -> Result<Relay> {
 
 /// A shared test mail with our addresses, LF line endings.
 fn mail(name: &str, from: &str) -> String {
-    let path = repo_root().join("../shared/testdata/mail").join(name);
+    let path = repo_root().join("tests/data/mail").join(name);
     let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     text.replace("{subject}", "Hi")
         .replacen("From: one@example.org", &format!("From: <{from}>"), 1)
