@@ -12,7 +12,7 @@ use chatmail_e2ee::{Direction, Envelope, Verdict, classify};
 
 fn testdata(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/mail")
+        .join("../../tests/data/mail")
         .join(name);
     let text = std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     String::from_utf8_lossy(&text)
