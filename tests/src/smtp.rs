@@ -108,22 +108,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.command(&format!("AUTH PLAIN {token}")).await
     }
 
-    /// Sends one message and returns the reply to the end of DATA. Lines
-    /// of `message` may end in LF or CRLF; leading dots are stuffed.
+    /// Sends one message. Returns the first refusal (of MAIL, RCPT or
+    /// DATA) or the reply to the end of DATA. Lines of `message` may end
+    /// in LF or CRLF; leading dots are stuffed.
     pub async fn send(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
         let mail = self.command(&format!("MAIL FROM:<{from}>")).await?;
         if mail.code != 250 {
-            bail!("MAIL refused: {:?}", mail.text);
+            return Ok(mail);
         }
         for rcpt in to {
             let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
             if reply.code != 250 {
-                bail!("RCPT {rcpt} refused: {:?}", reply.text);
+                return Ok(reply);
             }
         }
         let data = self.command("DATA").await?;
         if data.code != 354 {
-            bail!("DATA refused: {:?}", data.text);
+            return Ok(data);
         }
         let mut body = String::with_capacity(message.len() + 64);
         for line in message.lines() {

@@ -40,35 +40,15 @@ fn inbox(relay: &Relay, user: &str) -> PathBuf {
     relay.mail().join(user).join("new")
 }
 
-/// Logs in over implicit TLS and submits; returns the reply to MAIL if it
-/// refused, else the reply to the end of DATA.
+/// Logs in over implicit TLS and submits; returns the first refusal or
+/// the reply to the end of DATA.
 async fn submit(relay: &Relay, mail_from: &str, message: &str) -> Result<SmtpReply> {
     let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
     client.ehlo().await?;
     let auth = client.auth_plain(SENDER, PASSWORD).await?;
     assert_eq!(auth.code, 235, "{auth:?}");
-    let mail = client.command(&format!("MAIL FROM:<{mail_from}>")).await?;
-    if mail.code != 250 {
-        return Ok(mail);
-    }
     // Postfix reports a filter's refusal of MAIL at RCPT time.
-    let rcpt = client.command(&format!("RCPT TO:<{RECIPIENT}>")).await?;
-    if rcpt.code != 250 {
-        return Ok(rcpt);
-    }
-    let data = client.command("DATA").await?;
-    assert_eq!(data.code, 354, "{data:?}");
-    let mut body = String::new();
-    for line in message.lines() {
-        if line.starts_with('.') {
-            body.push('.');
-        }
-        body.push_str(line);
-        body.push_str("\r\n");
-    }
-    body.push_str(".\r\n");
-    client.write_raw(body.as_bytes()).await?;
-    let reply = client.read_reply().await?;
+    let reply = client.send(mail_from, &[RECIPIENT], message).await?;
     client.quit().await;
     Ok(reply)
 }

@@ -31,3 +31,7 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+mod accept;
+
+pub use accept::{Acceptor, serve_connections};

@@ -8,10 +8,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::handler::DictHandler;
 use crate::session::{Outcome, Session, SessionLimits};
@@ -45,10 +43,6 @@ impl Default for ServerLimits {
     }
 }
 
-/// Pause after a failed accept (such as running out of descriptors) so a
-/// persistent error does not spin the CPU.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
-
 /// Serves dict clients on `listener` until `shutdown` completes, then lets
 /// open connections finish the command they are on.
 pub async fn serve<H: DictHandler>(
@@ -57,44 +51,17 @@ pub async fn serve<H: DictHandler>(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::error!(%error, "accept failed; retrying");
-                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-                    continue;
-                }
-            },
-        };
-        let handler = Arc::clone(&handler);
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            serve_connection(stream, handler.as_ref(), &limits, stop).await;
-            drop(permit);
-        });
-    }
-    stop.cancel();
-    tracker.close();
-    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("dict connections still busy at shutdown");
-    }
+    chatmail_daemon::serve_connections(
+        listener,
+        limits.max_connections,
+        limits.shutdown_grace,
+        shutdown,
+        |stream, stop| {
+            let handler = Arc::clone(&handler);
+            async move { serve_connection(stream, handler.as_ref(), &limits, stop).await }
+        },
+    )
+    .await;
 }
 
 /// Serves one client until it disconnects, misbehaves, idles out or `stop`
