@@ -5,10 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
-use crate::process::dump_log;
+use crate::process::{dump_log, terminate};
 use crate::workdir::VmailUser;
 
 /// One of our daemons, run from the workspace's build output as the vmail
@@ -114,17 +112,6 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             dump_log(&self.name, &self.log);
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(5));
     }
 }

@@ -3,13 +3,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
-use crate::process::{dump_log, free_port, wait_for_path, wait_for_port};
+use crate::process::{dump_log, free_port, terminate, wait_for_path, wait_for_port};
 use crate::tls::SelfSignedCert;
 use crate::workdir::{VmailUser, WorkDir};
 
@@ -158,18 +156,6 @@ impl Drop for Dovecot {
         if std::thread::panicking() {
             dump_log("dovecot", &self.log_path());
         }
-        // SIGTERM lets the master stop its children; SIGKILL if it hangs.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(10));
     }
 }

@@ -79,3 +79,23 @@ pub fn wait_for_files(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Stops a child with SIGTERM (letting a server stop its own children),
+/// and with SIGKILL if it has not exited within `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
