@@ -182,13 +182,11 @@ async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientErr
 /// the terminating dot line.
 fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &byte in message {
-        if at_line_start && byte == b'.' {
+    for line in message.split_inclusive(|&byte| byte == b'\n') {
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(byte);
-        at_line_start = byte == b'\n';
+        out.extend_from_slice(line);
     }
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
