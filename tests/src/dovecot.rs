@@ -78,20 +78,10 @@ mail_location = maildir:~
              inet_listener imaps {{\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}"
         )?;
         if let Some(socket) = &options.lmtp_socket {
-            writeln!(
-                config,
-                "service lmtp {{\n  unix_listener {} {{\n    user = postfix\n    \
-                 group = postfix\n    mode = 0600\n  }}\n}}",
-                socket.display()
-            )?;
+            config.push_str(&postfix_listener("lmtp", socket, "0600"));
         }
         if let Some(socket) = &options.auth_socket {
-            writeln!(
-                config,
-                "service auth {{\n  unix_listener {} {{\n    user = postfix\n    \
-                 group = postfix\n    mode = 0660\n  }}\n}}",
-                socket.display()
-            )?;
+            config.push_str(&postfix_listener("auth", socket, "0660"));
         }
         config.push_str(&options.config);
         let config_path = work.path().join("dovecot.conf");
@@ -149,6 +139,16 @@ mail_location = maildir:~
     pub fn log_path(&self) -> PathBuf {
         self.work.path().join("dovecot.log")
     }
+}
+
+/// A unix listener of `service` at `socket`, owned by the postfix user as
+/// Postfix expects of the peers in its `private/` directory.
+fn postfix_listener(service: &str, socket: &std::path::Path, mode: &str) -> String {
+    format!(
+        "service {service} {{\n  unix_listener {} {{\n    user = postfix\n    \
+         group = postfix\n    mode = {mode}\n  }}\n}}\n",
+        socket.display()
+    )
 }
 
 impl Drop for Dovecot {
