@@ -62,6 +62,17 @@ impl Daemon {
         ready: Ready<'_>,
         log_dir: &Path,
     ) -> Result<Self> {
+        Self::start_with_env(name, args, &[], ready, log_dir)
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(
+        name: &str,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+        ready: Ready<'_>,
+        log_dir: &Path,
+    ) -> Result<Self> {
         let vmail = VmailUser::lookup()?;
         let log = log_dir.join(format!("{name}.log"));
         let child = Command::new(daemon_binary(name)?)
@@ -69,6 +80,7 @@ impl Daemon {
             .uid(vmail.uid)
             .gid(vmail.gid)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)

@@ -8,7 +8,10 @@
 //! Starting them needs root, as Postfix and Dovecot switch users.
 
 mod daemon;
+mod dkim;
+mod dns;
 mod dovecot;
+mod http;
 mod imap;
 mod postfix;
 mod process;
@@ -18,7 +21,10 @@ mod tls;
 mod workdir;
 
 pub use daemon::{Daemon, Ready, daemon_binary};
+pub use dkim::DkimKey;
+pub use dns::{DnsMode, DnsServer};
 pub use dovecot::{Dovecot, DovecotOptions};
+pub use http::{HttpAnswer, HttpVersion, http_request, post_mxdeliv};
 pub use imap::ImapClient;
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{free_port, wait_for_files, wait_for_path, wait_for_port};

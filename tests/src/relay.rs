@@ -1,7 +1,8 @@
 //! A whole relay on loopback for end-to-end tests: Postfix and Dovecot
 //! with the integration files this repository ships, doveauth and
 //! lastlogin behind Dovecot, and optionally filtermail-outgoing behind
-//! Postfix's submission services.
+//! Postfix's submission services and filtermail-incoming behind its
+//! port-25 service.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -26,6 +27,9 @@ pub struct RelayOptions {
     /// Route submission through filtermail-outgoing (the shipped
     /// postfix/master.cf services), instead of straight into the queue.
     pub outgoing_filter: bool,
+    /// Route mail from other servers through filtermail-incoming: the
+    /// shipped port-25 service (on a free port, see [`Relay::mx_port`]).
+    pub incoming_filter: bool,
 }
 
 pub struct Relay {
@@ -34,9 +38,11 @@ pub struct Relay {
     pub postfix: Postfix,
     _daemons: Vec<Daemon>,
     outgoing_filter: Option<Daemon>,
+    incoming_filter: Option<Daemon>,
     ini_values: BTreeMap<String, String>,
     /// Implicit-TLS submission (as on port 465).
     pub submission_port: u16,
+    mx_port: Option<u16>,
     pub work: WorkDir,
 }
 
@@ -70,6 +76,9 @@ impl Relay {
 
         let filter_port = free_port()?;
         let reinject_port = free_port()?;
+        let incoming_port = free_port()?;
+        let incoming_http_port = free_port()?;
+        let reinject_incoming_port = free_port()?;
         let mut ini_values: BTreeMap<String, String> = [
             ("mail_domain", "127.0.0.1".to_owned()),
             ("mailboxes_dir", mail.display().to_string()),
@@ -82,6 +91,15 @@ impl Relay {
             ("min_available_memory", "1M".to_owned()),
             ("filtermail_smtp_port", filter_port.to_string()),
             ("postfix_reinject_port", reinject_port.to_string()),
+            ("filtermail_smtp_port_incoming", incoming_port.to_string()),
+            (
+                "filtermail_http_port_incoming",
+                incoming_http_port.to_string(),
+            ),
+            (
+                "postfix_reinject_port_incoming",
+                reinject_incoming_port.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
@@ -130,9 +148,11 @@ impl Relay {
              service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n",
         );
 
-        let (postfix_options, submission_port) = if options.outgoing_filter {
+        let uses_filters = options.outgoing_filter || options.incoming_filter;
+        let (postfix_options, submission_port, mx_port) = if uses_filters {
             let starttls_port = free_port()?;
             let submission_port = free_port()?;
+            let mx_port = free_port()?;
             let master_cf = shipped("postfix/master.cf")?
                 .replace(
                     "submission inet",
@@ -142,29 +162,36 @@ impl Relay {
                     "smtps     inet",
                     &format!("127.0.0.1:{submission_port} inet"),
                 )
+                .replace("smtp      inet", &format!("127.0.0.1:{mx_port} inet"))
                 .replace("127.0.0.1:10080", &format!("127.0.0.1:{filter_port}"))
+                .replace("127.0.0.1:10081", &format!("127.0.0.1:{incoming_port}"))
                 .replace(
                     "127.0.0.1:10025 inet",
                     &format!("127.0.0.1:{reinject_port} inet"),
+                )
+                .replace(
+                    "127.0.0.1:10026 inet",
+                    &format!("127.0.0.1:{reinject_incoming_port} inet"),
                 );
             let options = PostfixOptions {
                 main_cf: shipped("postfix/main.cf")?,
                 master_cf,
                 ..PostfixOptions::default()
             };
-            (options, Some(submission_port))
+            (options, Some(submission_port), Some(mx_port))
         } else {
             let options = PostfixOptions {
                 sasl_submission: true,
                 ..PostfixOptions::default()
             };
-            (options, None)
+            (options, None, None)
         };
         let postfix = Postfix::start(&postfix_options)?;
         let submission_port = match submission_port {
             Some(port) => {
-                wait_for_port(port, Duration::from_secs(15))?;
-                wait_for_port(reinject_port, Duration::from_secs(15))?;
+                for port in [port, reinject_port, reinject_incoming_port] {
+                    wait_for_port(port, Duration::from_secs(15))?;
+                }
                 port
             }
             None => postfix.submission_port().context("submission service")?,
@@ -179,14 +206,65 @@ impl Relay {
             postfix,
             _daemons: relay_daemons,
             outgoing_filter: None,
+            incoming_filter: None,
             ini_values,
             submission_port,
+            mx_port,
             work,
         };
         if options.outgoing_filter {
             relay.restart_outgoing_filter(&[])?;
         }
+        if options.incoming_filter {
+            relay.restart_incoming_filter(&[], &[])?;
+        }
         Ok(relay)
+    }
+
+    /// The port of Postfix's port-25 service (with `incoming_filter`).
+    #[must_use]
+    pub fn mx_port(&self) -> Option<u16> {
+        self.mx_port
+    }
+
+    /// The value of `key` in this relay's chatmail.ini.
+    #[must_use]
+    pub fn ini_value(&self, key: &str) -> Option<&str> {
+        self.ini_values.get(key).map(String::as_str)
+    }
+
+    /// (Re)starts filtermail-incoming with `overrides` applied to this
+    /// relay's chatmail.ini and `env` added to its environment.
+    pub fn restart_incoming_filter(
+        &mut self,
+        overrides: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
+        if let Some(old) = self.incoming_filter.take() {
+            old.stop();
+        }
+        let daemon = self.start_filter(
+            "filtermail-incoming",
+            "filtermail_smtp_port_incoming",
+            overrides,
+            env,
+        )?;
+        let http_port = self
+            .ini_value("filtermail_http_port_incoming")
+            .and_then(|port| port.parse().ok())
+            .context("HTTP port")?;
+        wait_for_port(http_port, Duration::from_secs(10))?;
+        self.incoming_filter = Some(daemon);
+        Ok(())
+    }
+
+    /// The incoming filter's log so far.
+    #[must_use]
+    pub fn incoming_filter_log(&self) -> String {
+        self.incoming_filter
+            .as_ref()
+            .map(Daemon::log)
+            .unwrap_or_default()
     }
 
     /// (Re)starts filtermail-outgoing, with `overrides` applied to this
@@ -195,25 +273,42 @@ impl Relay {
         if let Some(old) = self.outgoing_filter.take() {
             old.stop();
         }
+        let daemon = self.start_filter(
+            "filtermail-outgoing",
+            "filtermail_smtp_port",
+            overrides,
+            &[],
+        )?;
+        self.outgoing_filter = Some(daemon);
+        Ok(())
+    }
+
+    fn start_filter(
+        &self,
+        name: &str,
+        port_key: &str,
+        overrides: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut values = self.ini_values.clone();
         for (key, value) in overrides {
             values.insert((*key).to_owned(), (*value).to_owned());
         }
-        let dir = self.work.path().join("filter");
+        let dir = self.work.path().join(name);
         fs::create_dir_all(&dir)?;
         let ini = write_ini(&dir, &values)?;
         let port: u16 = values
-            .get("filtermail_smtp_port")
+            .get(port_key)
             .and_then(|port| port.parse().ok())
             .context("filter port")?;
-        let daemon = start_daemon(
-            "filtermail-outgoing",
-            &[ini.into_os_string()],
+        let ini = ini.into_os_string();
+        Daemon::start_with_env(
+            name,
+            &[ini.as_os_str()],
+            env,
             Ready::Port(port),
             self.work.path(),
-        )?;
-        self.outgoing_filter = Some(daemon);
-        Ok(())
+        )
     }
 
     #[must_use]

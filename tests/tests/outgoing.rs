@@ -22,6 +22,7 @@ fn relay(ini: &[(&str, &str)]) -> Result<Relay> {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         outgoing_filter: true,
+        ..RelayOptions::default()
     })
 }
 

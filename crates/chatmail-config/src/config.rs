@@ -63,6 +63,15 @@ pub struct Config {
     /// Whether the relay's TLS certificate is self-signed, so that clients
     /// must be told to accept it. Defaults to true for IP-only relays.
     pub tls_self_signed: bool,
+    /// The DNS server asked for DKIM keys and MX records, as `ip` or
+    /// `ip:port`; `None` uses the servers in /etc/resolv.conf.
+    pub dns_resolver: Option<std::net::SocketAddr>,
+    /// Whether DNS answers are DNSSEC-validated: answers from signed zones
+    /// that fail validation are refused, unsigned zones still resolve.
+    pub dns_dnssec_validation: bool,
+    /// Where filtermail-incoming keeps the messages it refuses, for
+    /// debugging; `None` (the default) keeps no private data at rest.
+    pub filtermail_refused_mail_dir: Option<PathBuf>,
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
 }
@@ -159,6 +168,10 @@ impl Config {
                 "/etc/chatmail-nocreate".into(),
             )?,
             tls_self_signed: params.get("tls_self_signed", value::boolean, mail_domain.is_ip())?,
+            dns_resolver: params.optional("dns_resolver", value::socket_addr(53))?,
+            dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
+            filtermail_refused_mail_dir: params
+                .optional("filtermail_refused_mail_dir", value::path)?,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,
@@ -178,6 +191,23 @@ impl Config {
             unknown_keys: params.into_unknown_keys(),
             ..config
         })
+    }
+
+    /// `max_message_size` as a buffer length.
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.max_message_size).unwrap_or(usize::MAX)
+    }
+
+    /// Connections a before-queue filter accepts at once: Postfix holds
+    /// one per smtpd process (at most `max_smtp_connections`), with
+    /// headroom for sessions that are closing.
+    #[must_use]
+    pub fn filter_connection_limit(&self) -> usize {
+        usize::try_from(self.max_smtp_connections)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .max(64)
     }
 
     /// The mailbox directory layout under `mailboxes_dir`.
@@ -251,6 +281,23 @@ impl<'a> Params<'a> {
         default: T,
     ) -> Result<T, ConfigError> {
         Ok(self.take(key, parse)?.unwrap_or(default))
+    }
+
+    /// A key whose empty value means the same as its absence.
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        if self
+            .values
+            .get(key)
+            .is_some_and(|raw| raw.trim().is_empty())
+        {
+            self.values.remove(key);
+            return Ok(None);
+        }
+        self.take(key, parse)
     }
 
     fn required<T>(

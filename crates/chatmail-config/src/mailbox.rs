@@ -43,6 +43,18 @@ impl Mailboxes {
         })
     }
 
+    /// The mailbox of `addr` when it is an address of `domain` (the
+    /// relay's, compared case-insensitively); addresses are lowercased as
+    /// Dovecot does at login.
+    #[must_use]
+    pub fn local(&self, addr: &str, domain: &str) -> Option<Mailbox> {
+        let (_, addr_domain) = addr.rsplit_once('@')?;
+        if !addr_domain.eq_ignore_ascii_case(domain) {
+            return None;
+        }
+        self.mailbox(&addr.to_ascii_lowercase()).ok()
+    }
+
     /// Every address that has a mailbox directory, in directory order.
     /// Entries without `@` (such as `pending_notifications`) and anything
     /// that is not a real directory are skipped.

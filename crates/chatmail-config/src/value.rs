@@ -60,3 +60,16 @@ pub fn path(text: &str) -> Result<std::path::PathBuf, String> {
         Ok(text.into())
     }
 }
+
+/// A server address as `ip` or `ip:port` (`[v6]:port`), with
+/// `default_port` when none is given.
+pub fn socket_addr(default_port: u16) -> impl FnOnce(&str) -> Result<std::net::SocketAddr, String> {
+    move |text| {
+        let text = text.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(std::net::SocketAddr::new(ip, default_port));
+        }
+        text.parse()
+            .map_err(|_| "expected an IP address, optionally with :port".into())
+    }
+}

@@ -84,6 +84,9 @@ fn every_default() {
         PathBuf::from("/etc/chatmail-nocreate")
     );
     assert!(!config.tls_self_signed);
+    assert_eq!(config.dns_resolver, None);
+    assert!(config.dns_dnssec_validation);
+    assert_eq!(config.filtermail_refused_mail_dir, None);
     assert!(config.unknown_keys.is_empty());
     assert_eq!(config.mailboxes().root(), config.mailboxes_dir);
 }
@@ -124,6 +127,9 @@ imap_rawlog = YES
 imap_compress = off
 nocreate_file = /srv/nocreate
 tls_self_signed = yes
+dns_resolver = 127.0.0.53
+dns_dnssec_validation = no
+filtermail_refused_mail_dir = /var/lib/refused
 ",
     );
     assert_eq!(config.max_user_send_per_minute, 120);
@@ -158,6 +164,34 @@ tls_self_signed = yes
     assert!(!config.imap_compress);
     assert_eq!(config.nocreate_file, PathBuf::from("/srv/nocreate"));
     assert!(config.tls_self_signed);
+    assert_eq!(config.dns_resolver, Some("127.0.0.53:53".parse().unwrap()));
+    assert!(!config.dns_dnssec_validation);
+    assert_eq!(
+        config.filtermail_refused_mail_dir,
+        Some(PathBuf::from("/var/lib/refused"))
+    );
+}
+
+#[test]
+fn dns_resolver_forms() {
+    let cases = [
+        ("::1", "[::1]:53"),
+        ("127.0.0.1:5353", "127.0.0.1:5353"),
+        ("[::1]:5353", "[::1]:5353"),
+    ];
+    for (value, expected) in cases {
+        let config = parse_ok(&format!(
+            "mail_domain = example.org\ndns_resolver = {value}\n"
+        ));
+        assert_eq!(
+            config.dns_resolver,
+            Some(expected.parse().unwrap()),
+            "{value}"
+        );
+    }
+    // Empty means the system's resolvers, as if the key were absent.
+    let config = parse_ok("mail_domain = example.org\ndns_resolver =\n");
+    assert_eq!(config.dns_resolver, None);
 }
 
 #[test]
@@ -290,6 +324,9 @@ fn bad_values_name_key_value_and_file() {
         ("min_available_memory", "lots"),
         ("min_free_disk_space", "1Q"),
         ("max_imap_connections", "many"),
+        ("dns_resolver", "dns.example.org"),
+        ("dns_resolver", "127.0.0.1:99999"),
+        ("dns_dnssec_validation", "maybe"),
         ("max_smtp_connections", "-5"),
         ("disable_ipv6", "maybe"),
         ("imap_rawlog", "2"),

@@ -33,5 +33,7 @@ pub async fn shutdown_signal() {
 }
 
 mod accept;
+mod listen;
 
 pub use accept::{Acceptor, serve_connections};
+pub use listen::bind_tcp;

@@ -5,5 +5,7 @@
 
 mod armor;
 mod classify;
+mod sender;
 
 pub use classify::{Direction, Envelope, Verdict, classify};
+pub use sender::from_header_address;

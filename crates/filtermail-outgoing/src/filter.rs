@@ -3,14 +3,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatmail_config::{Config, Mailboxes};
-use chatmail_e2ee::{Direction, Verdict, classify};
+use chatmail_e2ee::{Direction, Verdict, classify, from_header_address};
 use chatmail_smtp::{
     DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
 };
 use tokio::net::TcpListener;
 
 use crate::rate::SenderRateLimiter;
-use crate::sender::from_header_address;
 
 /// The relay's reply for mail that is not end-to-end encrypted, as the
 /// program we replace gives it.
@@ -30,10 +29,6 @@ pub struct OutgoingFilter {
 
 fn is_local_at_domain(addr: &str) -> bool {
     matches!(addr.rsplit_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty())
-}
-
-fn domain_of(addr: &str) -> &str {
-    addr.rsplit_once('@').map_or("", |(_, domain)| domain)
 }
 
 impl OutgoingFilter {
@@ -57,13 +52,9 @@ impl OutgoingFilter {
 
     /// Whether `addr` is one of our accounts switched off by the operator.
     fn is_disabled(&self, addr: &str) -> std::io::Result<bool> {
-        if !domain_of(addr).eq_ignore_ascii_case(&self.domain) {
-            return Ok(false);
-        }
-        match self.mailboxes.mailbox(&addr.to_ascii_lowercase()) {
-            Ok(mailbox) => mailbox.is_disabled(),
-            Err(_) => Ok(false),
-        }
+        self.mailboxes
+            .local(addr, &self.domain)
+            .map_or(Ok(false), |mailbox| mailbox.is_disabled())
     }
 
     async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
@@ -152,34 +143,13 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let addr = format!("{}:{}", config.filtermail_host, config.filtermail_smtp_port);
-        let listener = bind(&addr)
+        let listener = chatmail_daemon::bind_tcp(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, "filtermail-outgoing listening");
         run(config, listener, chatmail_daemon::shutdown_signal()).await;
         Ok(())
     })
-}
-
-/// Postfix opens one proxy connection per client session; a deep backlog
-/// queues a burst instead of refusing it.
-const LISTEN_BACKLOG: u32 = 4096;
-
-async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    let mut last_error = None;
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        match socket.bind(addr) {
-            Ok(()) => return socket.listen(LISTEN_BACKLOG),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
 /// Serves the filter on `listener` until `shutdown`.
@@ -195,16 +165,13 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: impl Future<O
             }
         }
     });
-    let max_message_size = usize::try_from(config.max_message_size).unwrap_or(usize::MAX);
+    let max_message_size = config.max_message_bytes();
     let session = SessionConfig::new(
         Protocol::Smtp,
         config.mail_domain.hostname(),
         max_message_size,
     );
-    let max_connections = usize::try_from(config.max_smtp_connections)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(2)
-        .max(64);
+    let max_connections = config.filter_connection_limit();
     chatmail_smtp::serve(listener, filter, session, max_connections, shutdown).await;
     sweep.abort();
 }

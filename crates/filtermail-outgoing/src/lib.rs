@@ -6,8 +6,6 @@
 
 mod filter;
 mod rate;
-mod sender;
 
 pub use filter::{OutgoingFilter, run, run_daemon};
 pub use rate::SenderRateLimiter;
-pub use sender::from_header_address;

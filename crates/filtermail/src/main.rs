@@ -24,10 +24,11 @@ fn main() -> anyhow::Result<()> {
     chatmail_daemon::init_logging();
     let cli = Cli::parse();
     let config = chatmail_config::Config::load(&cli.config_path)?;
-    if !matches!(cli.mode, Mode::Outgoing) {
-        bail!(
-            "this mode is not implemented yet in this release; run the original filtermail for it"
-        );
+    match cli.mode {
+        Mode::Outgoing => filtermail_outgoing::run_daemon(&config),
+        Mode::Incoming => filtermail_incoming::run_daemon(&config),
+        Mode::Transport => bail!(
+            "the transport mode is not implemented yet in this release; run the original filtermail for it"
+        ),
     }
-    filtermail_outgoing::run_daemon(&config)
 }

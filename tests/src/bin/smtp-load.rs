@@ -2,7 +2,9 @@
 //! messages of a given size one after another (MAIL, RCPT and DATA
 //! pipelined), reporting messages per second and per-message latency.
 //! `--idle` instead opens N connections that only say EHLO and wait, to
-//! measure what idle sessions cost the server.
+//! measure what idle sessions cost the server. `--dkim-dns ADDR` signs the
+//! message with a fresh DKIM key of the sender's domain and serves that
+//! key from a DNS server at ADDR for the run (for filtermail-incoming).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Parser;
+use relay_tests::{DkimKey, DnsServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -31,6 +34,32 @@ struct Cli {
     /// Only open the connections and hold them idle for --seconds.
     #[arg(long)]
     idle: bool,
+    /// Sign with DKIM and serve the key from a DNS server at this address.
+    #[arg(long)]
+    dkim_dns: Option<std::net::SocketAddr>,
+    /// The DKIM key type: ed25519 or rsa (2048 bits).
+    #[arg(long, default_value = "ed25519")]
+    dkim_key: String,
+}
+
+/// Signs `message` with a new key of the sender's domain, published by a
+/// DNS server at `addr` (kept running while the handle lives).
+async fn dkim_sign(
+    cli: &Cli,
+    addr: std::net::SocketAddr,
+    message: &[u8],
+) -> Result<(DnsServer, Vec<u8>)> {
+    let domain = cli.from.rsplit_once('@').context("sender domain")?.1;
+    // A new selector per run: a filter may still cache an older run's key.
+    let selector = format!("bench{}", std::process::id());
+    let key = match cli.dkim_key.as_str() {
+        "ed25519" => DkimKey::ed25519(domain, &selector)?,
+        "rsa" => DkimKey::rsa(domain, &selector)?,
+        other => bail!("unknown key type {other}"),
+    };
+    let dns = DnsServer::start_at(addr).await?;
+    dns.add_txt(&key.record_name(), &[&key.record()]);
+    Ok((dns, key.sign(message)?))
 }
 
 /// A real PKESK from the shared test mail, so the policy parses it.
@@ -62,7 +91,7 @@ fn encrypted_message(from: &str, to: &str, size: usize) -> Result<Vec<u8>> {
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: [...]\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
          --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-         --b\r\nContent-Type: application/octet-stream\r\n\r\n{armored}\r\n--b--\r\n.\r\n"
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n{armored}\r\n--b--\r\n"
     );
     Ok(message.into_bytes())
 }
@@ -147,7 +176,17 @@ fn main() -> Result<()> {
             tokio::time::sleep_until(deadline.into()).await;
             return Ok(());
         }
-        let message = Arc::new(encrypted_message(&cli.from, &cli.to, cli.size)?);
+        let mut message = encrypted_message(&cli.from, &cli.to, cli.size)?;
+        let _dns = match cli.dkim_dns {
+            Some(addr) => {
+                let (dns, signed) = dkim_sign(&cli, addr, &message).await?;
+                message = signed;
+                Some(dns)
+            }
+            None => None,
+        };
+        message.extend_from_slice(b".\r\n");
+        let message = Arc::new(message);
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..cli.connections {

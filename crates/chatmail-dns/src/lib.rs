@@ -1,0 +1,58 @@
+//! The DNS resolver the filtermail daemons share: DKIM keys for the
+//! incoming filter, MX records for the transport.
+//!
+//! It asks the server named by `dns_resolver` in chatmail.ini, or the
+//! servers of /etc/resolv.conf. With `dns_dnssec_validation` (the default)
+//! answers from signed zones are validated and bogus ones refused, while
+//! unsigned zones still resolve. Negative answers are never cached: a key
+//! published a moment after a failed lookup must be found by the next one.
+
+use std::time::Duration;
+
+use chatmail_config::Config;
+pub use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+/// Answers kept by the resolver's own cache (entries, not bytes).
+const CACHE_ENTRIES: u64 = 4096;
+/// How long one query may take before it is retried, and how often.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+const QUERY_ATTEMPTS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsSetupError {
+    #[error("cannot read the system resolver configuration: {0}")]
+    SystemConfig(String),
+    #[error("cannot create the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// Builds the resolver for `config`.
+pub fn resolver(config: &Config) -> Result<TokioResolver, DnsSetupError> {
+    let (servers, mut options) = match config.dns_resolver {
+        Some(addr) => {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut server.connections {
+                connection.port = addr.port();
+            }
+            (
+                ResolverConfig::from_name_servers(vec![server]),
+                ResolverOpts::default(),
+            )
+        }
+        None => hickory_resolver::system_conf::read_system_conf()
+            .map_err(|error| DnsSetupError::SystemConfig(error.to_string()))?,
+    };
+    options.validate = config.dns_dnssec_validation;
+    options.cache_size = CACHE_ENTRIES;
+    options.negative_max_ttl = Some(Duration::ZERO);
+    options.timeout = QUERY_TIMEOUT;
+    options.attempts = QUERY_ATTEMPTS;
+    // Mail domains are absolute; never try them under a search domain.
+    options.ndots = 0;
+    TokioResolver::builder_with_config(servers, TokioRuntimeProvider::default())
+        .with_options(options)
+        .build()
+        .map_err(|error| DnsSetupError::Build(error.to_string()))
+}

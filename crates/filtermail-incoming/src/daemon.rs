@@ -1,0 +1,97 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chatmail_config::Config;
+use chatmail_smtp::{Protocol, SessionConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::dkim::DkimVerifier;
+use crate::filter::{IncomingFilter, OriginCheck};
+
+/// Set to `1` to turn the DKIM check off (tests without DNS only).
+pub const SKIP_DKIM_ENV: &str = "FILTERMAIL_SKIP_DKIM";
+
+/// Runs the daemon: binds the SMTP and HTTP ports, then serves until
+/// SIGTERM or SIGINT.
+pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let origin = origin_check(config)?;
+        let smtp_addr = format!(
+            "{}:{}",
+            config.filtermail_host, config.filtermail_smtp_port_incoming
+        );
+        let http_addr = format!(
+            "{}:{}",
+            config.filtermail_host, config.filtermail_http_port_incoming
+        );
+        let smtp = chatmail_daemon::bind_tcp(&smtp_addr)
+            .await
+            .with_context(|| format!("binding {smtp_addr}"))?;
+        let http = chatmail_daemon::bind_tcp(&http_addr)
+            .await
+            .with_context(|| format!("binding {http_addr}"))?;
+        tracing::info!(%smtp_addr, %http_addr, "filtermail-incoming listening");
+        run(
+            config,
+            smtp,
+            http,
+            origin,
+            chatmail_daemon::shutdown_signal(),
+        )
+        .await;
+        Ok(())
+    })
+}
+
+fn origin_check(config: &Config) -> anyhow::Result<OriginCheck> {
+    if std::env::var(SKIP_DKIM_ENV).is_ok_and(|value| value.trim() == "1") {
+        tracing::warn!(
+            "{SKIP_DKIM_ENV}=1: DKIM CHECKS ARE OFF, anyone can forge domain senders; \
+             never run a production relay like this"
+        );
+        return Ok(OriginCheck::Skip);
+    }
+    let resolver = chatmail_dns::resolver(config).context("setting up DNS for DKIM")?;
+    Ok(OriginCheck::Dkim(Box::new(DkimVerifier::new(resolver))))
+}
+
+/// Serves SMTP on `smtp` and HTTP on `http` until `shutdown`.
+pub async fn run(
+    config: &Config,
+    smtp: TcpListener,
+    http: TcpListener,
+    origin: OriginCheck,
+    shutdown: impl Future<Output = ()>,
+) {
+    let filter = Arc::new(IncomingFilter::new(config, origin));
+    let max_message_size = config.max_message_bytes();
+    let session = SessionConfig::new(
+        Protocol::Smtp,
+        config.mail_domain.hostname(),
+        max_message_size,
+    );
+    let max_connections = config.filter_connection_limit();
+    let stop = CancellationToken::new();
+    let smtp_server = chatmail_smtp::serve(
+        smtp,
+        Arc::clone(&filter),
+        session,
+        max_connections,
+        stop.clone().cancelled_owned(),
+    );
+    let http_server = crate::http::serve(
+        http,
+        filter,
+        max_message_size,
+        max_connections,
+        stop.clone().cancelled_owned(),
+    );
+    let stopper = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    tokio::join!(smtp_server, http_server, stopper);
+}

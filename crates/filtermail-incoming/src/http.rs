@@ -1,0 +1,249 @@
+//! `POST /mxdeliv`: other chatmail relays deliver over HTTPS (nginx
+//! terminates TLS and proxies here). The envelope travels in headers, the
+//! raw message in the body; the answer carries the SMTP reply text.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatmail_smtp::{Envelope, Reply};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
+
+use crate::filter::IncomingFilter;
+
+pub const PATH: &str = "/mxdeliv";
+pub const HEADER_MAIL_FROM: &str = "x-mail-from";
+pub const HEADER_MAIL_TO: &str = "x-mail-to";
+
+/// A connection silent this long, idle or mid-request, is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The whole body must arrive within this time.
+const BODY_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+const MAX_RECIPIENTS: usize = 1000;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves `/mxdeliv` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    filter: Arc<IncomingFilter>,
+    max_message_size: usize,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    chatmail_daemon::serve_connections(
+        listener,
+        max_connections,
+        SHUTDOWN_GRACE,
+        shutdown,
+        move |stream, stop| {
+            let filter = Arc::clone(&filter);
+            async move {
+                let mut stream = TimeoutStream::new(stream);
+                stream.set_read_timeout(Some(IDLE_TIMEOUT));
+                stream.set_write_timeout(Some(IDLE_TIMEOUT));
+                let service = hyper::service::service_fn(move |request| {
+                    let filter = Arc::clone(&filter);
+                    async move {
+                        Ok::<_, Infallible>(handle(request, &filter, max_message_size).await)
+                    }
+                });
+                let builder = builder();
+                let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .keep_alive_interval(IDLE_TIMEOUT)
+        .keep_alive_timeout(IDLE_TIMEOUT);
+    builder
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    filter: &IncomingFilter,
+    max_message_size: usize,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != PATH {
+        return text(StatusCode::NOT_FOUND, "Not Found");
+    }
+    if request.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let envelope = match envelope(request.headers()) {
+        Ok(envelope) => envelope,
+        Err(reply) => return refusal(&reply),
+    };
+    let declared_length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > max_message_size as u64) {
+        return too_large();
+    }
+    let body = Limited::new(request.into_body(), max_message_size);
+    let body = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "reading an HTTP body failed");
+            return text(StatusCode::BAD_REQUEST, "Bad Request");
+        }
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
+    };
+    let reply = filter.deliver(&envelope, crlf_lines(&body)).await;
+    if reply.is_positive() {
+        text(StatusCode::OK, &reply.to_string())
+    } else {
+        refusal(&reply)
+    }
+}
+
+/// The envelope from `X-Mail-From` (absent: the null sender) and one
+/// `X-Mail-To` per recipient.
+fn envelope(headers: &HeaderMap) -> Result<Envelope, Reply> {
+    let mail_from = match headers.get(HEADER_MAIL_FROM) {
+        None => String::new(),
+        Some(value) => address(value, true).ok_or(Reply::BAD_SENDER)?,
+    };
+    let mut rcpt_to = Vec::new();
+    for value in headers.get_all(HEADER_MAIL_TO) {
+        if rcpt_to.len() == MAX_RECIPIENTS {
+            return Err(Reply::TOO_MANY_RECIPIENTS);
+        }
+        rcpt_to.push(address(value, false).ok_or(Reply::BAD_RECIPIENT)?);
+    }
+    if rcpt_to.is_empty() {
+        return Err(Reply::NEED_RCPT);
+    }
+    Ok(Envelope {
+        mail_from: Some(mail_from),
+        rcpt_to,
+    })
+}
+
+/// A bare address (`<...>` tolerated) as an SMTP path would carry it.
+fn address(value: &HeaderValue, empty_ok: bool) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    let text = text
+        .strip_prefix('<')
+        .and_then(|inner| inner.strip_suffix('>'))
+        .unwrap_or(text);
+    if text.is_empty() {
+        return empty_ok.then(String::new);
+    }
+    let valid = text.len() <= 320
+        && matches!(text.rsplit_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty())
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    valid.then(|| text.to_owned())
+}
+
+/// The message with every line ending as CRLF, as SMTP would carry it
+/// (HTTP clients may send Unix line endings).
+fn crlf_lines(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(body.len() + body.len() / 32);
+    let mut previous = 0;
+    for &byte in body {
+        if byte == b'\n' && previous != b'\r' {
+            message.push(b'\r');
+        }
+        message.push(byte);
+        previous = byte;
+    }
+    message
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\r\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A refusal: HTTP 400 whose body is the SMTP reply, which tells the
+/// sending relay whether to try again (4xx) or bounce (5xx).
+fn refusal(reply: &Reply) -> Response<Full<Bytes>> {
+    text(StatusCode::BAD_REQUEST, &reply.to_string())
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &Reply::MESSAGE_TOO_BIG.to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_endings_become_crlf() {
+        assert_eq!(crlf_lines(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf_lines(b""), b"");
+    }
+
+    #[test]
+    fn envelope_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(HEADER_MAIL_TO, HeaderValue::from_static("<a@[127.0.0.1]>"));
+        headers.append(HEADER_MAIL_TO, HeaderValue::from_static("b@example.org"));
+        let parsed = envelope(&headers).unwrap();
+        assert_eq!(parsed.sender(), "");
+        assert_eq!(parsed.rcpt_to, ["a@[127.0.0.1]", "b@example.org"]);
+
+        headers.insert(HEADER_MAIL_FROM, HeaderValue::from_static("c@example.org"));
+        assert_eq!(envelope_sender(&headers), Ok("c@example.org".to_owned()));
+        headers.insert(HEADER_MAIL_FROM, HeaderValue::from_static("no address"));
+        assert_eq!(envelope_sender(&headers), Err(Reply::BAD_SENDER));
+
+        headers.remove(HEADER_MAIL_FROM);
+        headers.append(HEADER_MAIL_TO, HeaderValue::from_static("x y@z"));
+        assert_eq!(envelope(&headers), Err(Reply::BAD_RECIPIENT));
+        assert_eq!(envelope(&HeaderMap::new()), Err(Reply::NEED_RCPT));
+    }
+
+    fn envelope_sender(headers: &HeaderMap) -> Result<String, Reply> {
+        envelope(headers).map(|envelope| envelope.sender().to_owned())
+    }
+}

@@ -1,0 +1,217 @@
+//! Strict DKIM as filtermail-incoming checks it, against keys served by a
+//! DNS server on loopback and messages signed with mail-auth.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chatmail_config::Config;
+use filtermail_incoming::{DkimFailure, DkimVerifier};
+use relay_tests::{DkimKey, DnsMode, DnsServer};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn message(from: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <{from}>\r\nTo: <bob@[127.0.0.1]>\r\nSubject: hello\r\n\
+         Date: Sat, 28 Nov 2026 12:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\
+         \r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn verifier(dns: &DnsServer) -> DkimVerifier {
+    let ini = format!(
+        // The test zone is unsigned and has no signed parent that could
+        // prove it insecure, so validation is off.
+        "[params]\nmail_domain = 127.0.0.1\ndns_resolver = {}\ndns_dnssec_validation = no\n",
+        dns.addr()
+    );
+    let config = Config::from_ini_str(&ini, Path::new("test.ini")).expect("test config");
+    DkimVerifier::new(chatmail_dns::resolver(&config).expect("resolver"))
+}
+
+async fn setup(key: &DkimKey) -> (DnsServer, DkimVerifier) {
+    let dns = DnsServer::start(LOOPBACK).await.expect("DNS server");
+    dns.add_txt(&key.record_name(), &[&key.record()]);
+    let verifier = verifier(&dns);
+    (dns, verifier)
+}
+
+fn assert_invalid(result: Result<(), DkimFailure>, expected: &str) {
+    match result {
+        Err(DkimFailure::Invalid(reason)) => assert!(
+            reason.to_lowercase().contains(&expected.to_lowercase()),
+            "reason {reason:?} should mention {expected:?}"
+        ),
+        other => panic!("expected a refusal mentioning {expected:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn aligned_rsa_and_ed25519_signatures_pass() {
+    for key in [
+        DkimKey::rsa("example.org", "rsa").unwrap(),
+        DkimKey::ed25519("example.org", "ed").unwrap(),
+    ] {
+        let (_dns, verifier) = setup(&key).await;
+        let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+        verifier.verify(&signed, "example.org").await.unwrap();
+        // The From domain is compared without regard to case.
+        verifier.verify(&signed, "EXAMPLE.org").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn signature_of_another_domain_is_refused() {
+    let key = DkimKey::rsa("other.org", "s1").unwrap();
+    let (_dns, verifier) = setup(&key).await;
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    assert_invalid(
+        verifier.verify(&signed, "example.org").await,
+        "no DKIM signature by example.org",
+    );
+    // A subdomain is another domain too.
+    let key = DkimKey::ed25519("mail.example.org", "s1").unwrap();
+    let (_dns, verifier) = setup(&key).await;
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    assert_invalid(
+        verifier.verify(&signed, "example.org").await,
+        "no DKIM signature by",
+    );
+}
+
+#[tokio::test]
+async fn body_changed_after_signing_is_refused() {
+    let key = DkimKey::rsa("example.org", "s1").unwrap();
+    let (_dns, verifier) = setup(&key).await;
+    let signed = key.sign(&message("alice@example.org", "pay 10")).unwrap();
+    let text = String::from_utf8(signed).unwrap();
+    let tampered = text.replace("pay 10", "pay 99");
+    assert_invalid(
+        verifier.verify(tampered.as_bytes(), "example.org").await,
+        "body",
+    );
+}
+
+#[tokio::test]
+async fn changed_signed_header_is_refused() {
+    let key = DkimKey::ed25519("example.org", "s1").unwrap();
+    let (_dns, verifier) = setup(&key).await;
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    let text = String::from_utf8(signed).unwrap();
+    let tampered = text.replace("Subject: hello", "Subject: urgent");
+    assert_invalid(
+        verifier.verify(tampered.as_bytes(), "example.org").await,
+        "verif",
+    );
+}
+
+#[tokio::test]
+async fn expired_signature_is_refused() {
+    let key = DkimKey::rsa("example.org", "s1").unwrap();
+    let (_dns, verifier) = setup(&key).await;
+    let signed = key
+        .sign_expiring(&message("alice@example.org", "hi"), 1)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_invalid(verifier.verify(&signed, "example.org").await, "expired");
+}
+
+#[tokio::test]
+async fn missing_signature_is_refused() {
+    let dns = DnsServer::start(LOOPBACK).await.unwrap();
+    let verifier = verifier(&dns);
+    assert_invalid(
+        verifier
+            .verify(&message("alice@example.org", "hi"), "example.org")
+            .await,
+        "no DKIM signature",
+    );
+}
+
+#[tokio::test]
+async fn unpublished_key_is_refused_and_not_remembered() {
+    let key = DkimKey::rsa("example.org", "late").unwrap();
+    let dns = DnsServer::start(LOOPBACK).await.unwrap();
+    let verifier = verifier(&dns);
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    assert!(matches!(
+        verifier.verify(&signed, "example.org").await,
+        Err(DkimFailure::Invalid(_))
+    ));
+    // Published a moment later: found at once, as nothing negative is cached.
+    dns.add_txt(&key.record_name(), &[&key.record()]);
+    verifier.verify(&signed, "example.org").await.unwrap();
+}
+
+#[tokio::test]
+async fn unanswered_dns_is_a_temporary_failure() {
+    let key = DkimKey::rsa("example.org", "s1").unwrap();
+    let (dns, verifier) = setup(&key).await;
+    dns.set_mode(DnsMode::Silent);
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    let result = verifier.verify(&signed, "example.org").await;
+    assert!(
+        matches!(result, Err(DkimFailure::Temporary(_))),
+        "got {result:?}"
+    );
+    dns.set_mode(DnsMode::ServFail);
+    let result = verifier.verify(&signed, "example.org").await;
+    assert!(
+        matches!(result, Err(DkimFailure::Temporary(_))),
+        "got {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn cached_key_survives_a_dns_outage() {
+    let key = DkimKey::ed25519("example.org", "s1").unwrap();
+    let (dns, verifier) = setup(&key).await;
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    verifier.verify(&signed, "example.org").await.unwrap();
+    assert_eq!(verifier.cached_keys(), 1);
+    dns.set_mode(DnsMode::Silent);
+    let started = Instant::now();
+    verifier.verify(&signed, "example.org").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn key_records_in_unusual_forms_work() {
+    let key = DkimKey::rsa("example.org", "s1").unwrap();
+    let public_key = key.public_key();
+    let (first, second) = public_key.split_at(public_key.len() / 2);
+    let forms: Vec<Vec<String>> = vec![
+        // Split into several character strings, as long keys must be.
+        vec![format!("v=DKIM1; k=rsa; p={first}"), second.to_owned()],
+        // Stray whitespace and line breaks inside the key.
+        vec![format!("v=DKIM1;  k=rsa;\n\tp={first}\n {second} ")],
+        // No v= tag.
+        vec![format!("k=rsa; p={public_key}")],
+        // Only p=.
+        vec![format!("p={public_key}")],
+    ];
+    for form in forms {
+        let dns = DnsServer::start(LOOPBACK).await.unwrap();
+        let strings: Vec<&str> = form.iter().map(String::as_str).collect();
+        dns.add_txt(&key.record_name(), &strings);
+        let verifier = verifier(&dns);
+        let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+        verifier
+            .verify(&signed, "example.org")
+            .await
+            .unwrap_or_else(|error| panic!("record {form:?}: {error:?}"));
+    }
+}
+
+#[tokio::test]
+async fn one_valid_aligned_signature_among_others_is_enough() {
+    let good = DkimKey::ed25519("example.org", "good").unwrap();
+    let foreign = DkimKey::rsa("list.example.net", "list").unwrap();
+    let (dns, verifier) = setup(&good).await;
+    dns.add_txt(&foreign.record_name(), &[&foreign.record()]);
+    let signed = good.sign(&message("alice@example.org", "hi")).unwrap();
+    let signed = foreign.sign(&signed).unwrap();
+    verifier.verify(&signed, "example.org").await.unwrap();
+}

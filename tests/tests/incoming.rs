@@ -1,0 +1,420 @@
+//! filtermail-incoming behind real Postfix: a remote server's SMTP to the
+//! shipped port-25 service, or a remote relay's HTTP POST /mxdeliv, then
+//! reinjection into Postfix and delivery by Dovecot, with DKIM keys served
+//! by a DNS server on loopback.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::Full;
+use relay_tests::{
+    DkimKey, DnsMode, DnsServer, HttpVersion, Relay, RelayOptions, SmtpClient, SmtpReply,
+    VmailUser, http_request, post_mxdeliv, repo_root, wait_for_files,
+};
+
+const NEW_USER: &str = "newuser12@[127.0.0.1]";
+const OLD_USER: &str = "olduser12@[127.0.0.1]";
+const PASSWORD: &str = "right-password-1";
+const REMOTE: &str = "one@example.org";
+
+/// How a message reaches the relay.
+#[derive(Debug, Clone, Copy)]
+enum Door {
+    Smtp,
+    Http(HttpVersion),
+}
+
+const DOORS: [Door; 3] = [
+    Door::Smtp,
+    Door::Http(HttpVersion::Http1),
+    Door::Http(HttpVersion::Http2),
+];
+
+/// The outcome of one delivery attempt, in SMTP terms.
+#[derive(Debug)]
+struct Outcome {
+    code: u16,
+    text: String,
+    http_status: Option<u16>,
+}
+
+struct Setup {
+    relay: Relay,
+    dns: DnsServer,
+    key: DkimKey,
+}
+
+async fn setup() -> Result<Setup> {
+    setup_with(&[]).await
+}
+
+async fn setup_with(ini: &[(&str, &str)]) -> Result<Setup> {
+    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    let key = DkimKey::ed25519("example.org", "relay")?;
+    dns.add_txt(&key.record_name(), &[&key.record()]);
+    let mut values: Vec<(String, String)> = vec![
+        ("dns_resolver".into(), dns.addr().to_string()),
+        // The test zone is unsigned and has no signed parent.
+        ("dns_dnssec_validation".into(), "no".into()),
+    ];
+    values.extend(ini.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let relay = Relay::start(&RelayOptions {
+        ini: values,
+        incoming_filter: true,
+        ..RelayOptions::default()
+    })?;
+    // New accounts refuse cleartext; an account from before that rule
+    // has no enforceE2EEincoming file.
+    assert!(relay.login(NEW_USER, PASSWORD).await?);
+    assert!(relay.login(OLD_USER, PASSWORD).await?);
+    fs::remove_file(relay.mail().join(OLD_USER).join("enforceE2EEincoming"))?;
+    Ok(Setup { relay, dns, key })
+}
+
+/// A shared test mail from `from` to `to`, with CRLF line endings.
+fn mail(name: &str, from: &str, to: &str) -> Vec<u8> {
+    let path = repo_root().join("tests/data/mail").join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let text = text
+        .replace("{subject}", "Hi")
+        .replacen("From: one@example.org", &format!("From: <{from}>"), 1)
+        .replacen("From: <one@example.org>", &format!("From: <{from}>"), 1)
+        .replacen("To: two@example.org", &format!("To: <{to}>"), 1)
+        .replacen("To: <two@example.org>", &format!("To: <{to}>"), 1)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    text.into_bytes()
+}
+
+fn inbox(relay: &Relay, user: &str) -> PathBuf {
+    relay.mail().join(user).join("new")
+}
+
+fn delivered(relay: &Relay, user: &str) -> usize {
+    fs::read_dir(inbox(relay, user)).map_or(0, Iterator::count)
+}
+
+async fn deliver(
+    relay: &Relay,
+    door: Door,
+    mail_from: &str,
+    rcpt_to: &[&str],
+    message: &[u8],
+) -> Result<Outcome> {
+    match door {
+        Door::Smtp => {
+            let port = relay.mx_port().expect("port-25 service");
+            let mut client = SmtpClient::connect(port).await?;
+            client.ehlo().await?;
+            let text = String::from_utf8(message.to_vec())?;
+            let SmtpReply { code, text, .. } = client.send(mail_from, rcpt_to, &text).await?;
+            client.quit().await;
+            Ok(Outcome {
+                code,
+                text,
+                http_status: None,
+            })
+        }
+        Door::Http(version) => {
+            let port: u16 = relay
+                .ini_value("filtermail_http_port_incoming")
+                .and_then(|port| port.parse().ok())
+                .expect("HTTP port");
+            let from = (!mail_from.is_empty()).then_some(mail_from);
+            let answer = post_mxdeliv(port, version, from, rcpt_to, message).await?;
+            let code = answer
+                .text
+                .get(..3)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            Ok(Outcome {
+                code,
+                text: answer.text,
+                http_status: Some(answer.status),
+            })
+        }
+    }
+}
+
+/// Delivers through `door`, expects 250, and waits until the inbox of
+/// `user` holds `count` messages, which it returns.
+async fn deliver_ok(
+    relay: &Relay,
+    door: Door,
+    mail_from: &str,
+    rcpt_to: &[&str],
+    message: &[u8],
+    (user, count): (&str, usize),
+) -> Result<Vec<PathBuf>> {
+    let outcome = deliver(relay, door, mail_from, rcpt_to, message).await?;
+    assert_code(&outcome, 250, door);
+    wait_for_files(&inbox(relay, user), count, Duration::from_secs(20))
+}
+
+fn assert_code(outcome: &Outcome, code: u16, door: Door) {
+    assert_eq!(outcome.code, code, "{door:?}: {outcome:?}");
+    if let Some(status) = outcome.http_status {
+        let expected = if code == 250 { 200 } else { 400 };
+        assert_eq!(status, expected, "{door:?}: {outcome:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_signed_mail_is_delivered_through_both_doors() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        let files = deliver_ok(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &message,
+            (NEW_USER, n + 1),
+        )
+        .await?;
+        // Delivered unchanged after the headers Postfix and Dovecot add.
+        let text = fs::read_to_string(files.first().expect("a file"))?;
+        assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
+        assert!(text.contains("Return-Path: <one@example.org>"), "{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_is_refused_for_new_accounts_and_delivered_to_old_ones() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let refused = key.sign(&mail("plain.eml", REMOTE, NEW_USER))?;
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &refused).await?;
+        assert_code(&outcome, 523, door);
+        assert!(outcome.text.contains("Encryption Needed"), "{outcome:?}");
+
+        // One recipient that refuses cleartext refuses the message.
+        let outcome = deliver(relay, door, REMOTE, &[OLD_USER, NEW_USER], &refused).await?;
+        assert_code(&outcome, 523, door);
+
+        let accepted = key.sign(&mail("plain.eml", REMOTE, OLD_USER))?;
+        deliver_ok(
+            relay,
+            door,
+            REMOTE,
+            &[OLD_USER],
+            &accepted,
+            (OLD_USER, n + 1),
+        )
+        .await?;
+    }
+    assert_eq!(delivered(relay, NEW_USER), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailer_daemon_reports_are_delivered() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let report = key.sign(&mail("mailer-daemon.eml", REMOTE, NEW_USER))?;
+        deliver_ok(relay, door, "", &[NEW_USER], &report, (NEW_USER, n + 1)).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_failures_are_refused_with_the_reason() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    let stranger = DkimKey::ed25519("example.net", "relay")?;
+    for door in DOORS {
+        let unsigned = mail("encrypted.eml", REMOTE, NEW_USER);
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &unsigned).await?;
+        assert_code(&outcome, 554, door);
+        assert!(outcome.text.contains("no DKIM signature"), "{outcome:?}");
+
+        let foreign = stranger.sign(&unsigned)?;
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &foreign).await?;
+        assert_code(&outcome, 554, door);
+        assert!(
+            outcome.text.contains("no DKIM signature by example.org"),
+            "{outcome:?}"
+        );
+
+        let signed = key.sign(&unsigned)?;
+        let tampered = String::from_utf8(signed)?.replacen("Subject: Hi", "Subject: Yo", 1);
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], tampered.as_bytes()).await?;
+        assert_code(&outcome, 554, door);
+        assert!(outcome.text.contains("does not verify"), "{outcome:?}");
+    }
+    assert_eq!(delivered(relay, NEW_USER), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_outage_is_a_temporary_failure() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    s.dns.set_mode(DnsMode::ServFail);
+    for door in DOORS {
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &message).await?;
+        assert_code(&outcome, 451, door);
+        assert!(outcome.text.contains("try again later"), "{outcome:?}");
+    }
+    assert_eq!(delivered(relay, NEW_USER), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literal_senders_need_no_dkim() -> Result<()> {
+    let s = setup().await?;
+    let relay = &s.relay;
+    let sender = "someone@[127.0.0.2]";
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let message = mail("encrypted.eml", sender, NEW_USER);
+        deliver_ok(
+            relay,
+            door,
+            sender,
+            &[NEW_USER],
+            &message,
+            (NEW_USER, n + 1),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_envelope_sender_gets_an_empty_return_path() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        let files = deliver_ok(
+            relay,
+            door,
+            "victim@example.com",
+            &[NEW_USER],
+            &message,
+            (NEW_USER, n + 1),
+        )
+        .await?;
+        for file in files {
+            let text = fs::read_to_string(file)?;
+            assert!(text.starts_with("Return-Path: <>"), "{door:?}: {text}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_recipients_are_dropped() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    fs::write(relay.mail().join(OLD_USER).join("DISABLED"), "")?;
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        deliver_ok(
+            relay,
+            door,
+            REMOTE,
+            &[OLD_USER, NEW_USER],
+            &message,
+            (NEW_USER, n + 1),
+        )
+        .await?;
+        // Only disabled recipients: accepted and dropped.
+        let outcome = deliver(relay, door, REMOTE, &[OLD_USER], &message).await?;
+        assert_code(&outcome, 250, door);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(delivered(relay, OLD_USER), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refuses_bad_requests() -> Result<()> {
+    let s = setup_with(&[("max_message_size", "20000")]).await?;
+    let (relay, key) = (&s.relay, &s.key);
+    let port: u16 = relay
+        .ini_value("filtermail_http_port_incoming")
+        .and_then(|port| port.parse().ok())
+        .expect("HTTP port");
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let get = hyper::Request::get(format!("http://127.0.0.1:{port}/mxdeliv"))
+            .body(Full::new(Bytes::new()))?;
+        assert_eq!(http_request(port, version, get).await?.status, 405);
+
+        let wrong_path = hyper::Request::post(format!("http://127.0.0.1:{port}/other"))
+            .header("X-Mail-To", NEW_USER)
+            .body(Full::new(Bytes::new()))?;
+        assert_eq!(http_request(port, version, wrong_path).await?.status, 404);
+
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        let answer = post_mxdeliv(port, version, Some(REMOTE), &[], &message).await?;
+        assert_eq!(answer.status, 400, "{answer:?}");
+        assert!(answer.text.starts_with("503"), "{answer:?}");
+
+        let mut big = message.clone();
+        big.extend(std::iter::repeat_n(b'x', 30_000));
+        let answer = post_mxdeliv(port, version, Some(REMOTE), &[NEW_USER], &big).await?;
+        assert_eq!(answer.status, 413, "{answer:?}");
+        assert!(answer.text.starts_with("552"), "{answer:?}");
+    }
+    assert_eq!(delivered(relay, NEW_USER), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_dkim_is_possible_and_loud() -> Result<()> {
+    let mut s = setup().await?;
+    s.relay
+        .restart_incoming_filter(&[], &[("FILTERMAIL_SKIP_DKIM", "1")])?;
+    let relay = &s.relay;
+    let log = relay.incoming_filter_log();
+    assert!(log.contains("DKIM CHECKS ARE OFF"), "{log}");
+    let unsigned = mail("encrypted.eml", REMOTE, NEW_USER);
+    deliver_ok(
+        relay,
+        Door::Smtp,
+        REMOTE,
+        &[NEW_USER],
+        &unsigned,
+        (NEW_USER, 1),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_mail_is_kept_only_when_asked() -> Result<()> {
+    let mut s = setup().await?;
+    let unsigned = mail("encrypted.eml", REMOTE, NEW_USER);
+    let outcome = deliver(&s.relay, Door::Smtp, REMOTE, &[NEW_USER], &unsigned).await?;
+    assert_code(&outcome, 554, Door::Smtp);
+    assert!(!s.relay.work.path().join("refused").exists());
+    // The operator creates the directory for the daemon's user.
+    let kept = s.relay.work.subdir("refused", 0o700)?;
+    VmailUser::lookup()?.own(&kept)?;
+    let kept_dir = kept.display().to_string();
+    s.relay
+        .restart_incoming_filter(&[("filtermail_refused_mail_dir", &kept_dir)], &[])?;
+    let (relay, key) = (&s.relay, &s.key);
+    let outcome = deliver(relay, Door::Smtp, REMOTE, &[NEW_USER], &unsigned).await?;
+    assert_code(&outcome, 554, Door::Smtp);
+    let files = wait_for_files(&kept, 1, Duration::from_secs(5))?;
+    let text = fs::read_to_string(files.first().expect("a file"))?;
+    assert!(text.starts_with("X-Filtermail-Refused: 554"), "{text}");
+    // Accepted mail is not kept.
+    let signed = key.sign(&unsigned)?;
+    let outcome = deliver(relay, Door::Smtp, REMOTE, &[NEW_USER], &signed).await?;
+    assert_code(&outcome, 250, Door::Smtp);
+    assert_eq!(fs::read_dir(&kept)?.count(), 1);
+    Ok(())
+}
