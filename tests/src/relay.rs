@@ -30,6 +30,10 @@ pub struct RelayOptions {
     /// Route mail from other servers through filtermail-incoming: the
     /// shipped port-25 service (on a free port, see [`Relay::mx_port`]).
     pub incoming_filter: bool,
+    /// Load the shipped quota fragment, with `max_mailbox_size` of the
+    /// ini (`quota_mailbox_mb` MiB) and this workspace's
+    /// chatmail-quota-expire.
+    pub quota_mailbox_mb: Option<u64>,
 }
 
 pub struct Relay {
@@ -141,6 +145,21 @@ impl Relay {
             "/run/chatmail-lastlogin/lastlogin.socket",
             &lastlogin_socket.display().to_string(),
         ));
+        if let Some(quota_mb) = options.quota_mailbox_mb {
+            let target_mb = quota_mb * 70 / 100;
+            let script = crate::daemon::daemon_binary("chatmail-quota-expire")?;
+            // Global mail_plugins must come before protocol blocks.
+            dovecot_config.insert_str(
+                0,
+                &shipped("dovecot/quota.conf.ext")?
+                    .replace("storage=500M", &format!("storage={quota_mb}M"))
+                    .replace("quota-warning 350", &format!("quota-warning {target_mb}"))
+                    .replace(
+                        "/usr/bin/chatmail-quota-expire",
+                        &script.display().to_string(),
+                    ),
+            );
+        }
         // Failed logins are part of the tests: no delay after each, and no
         // growing per-IP penalty.
         dovecot_config.push_str(
