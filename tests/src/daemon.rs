@@ -108,6 +108,13 @@ impl Daemon {
     /// Stops the daemon now (as on drop).
     pub fn stop(self) {}
 
+    /// Kills the daemon with SIGKILL, as a crash or the OOM killer would:
+    /// no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()

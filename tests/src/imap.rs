@@ -49,6 +49,13 @@ impl ImapClient {
     /// Sends a command and returns the tagged status line (`OK ...`,
     /// `NO ...`, `BAD ...`) without the tag.
     pub async fn command(&mut self, command: &str) -> Result<String> {
+        Ok(self.command_lines(command).await?.1)
+    }
+
+    /// Sends a command; returns its untagged responses (each with any
+    /// literals inlined, CRLF removed) and the tagged status line.
+    pub async fn command_lines(&mut self, command: &str) -> Result<(Vec<String>, String)> {
+        use tokio::io::AsyncReadExt as _;
         let tag = format!("a{}", self.next_tag);
         self.next_tag += 1;
         self.stream
@@ -56,11 +63,29 @@ impl ImapClient {
             .write_all(format!("{tag} {command}\r\n").as_bytes())
             .await?;
         let prefix = format!("{tag} ");
+        let mut responses = Vec::new();
+        let mut current = String::new();
         loop {
             let line = self.read_line().await?;
-            if let Some(status) = line.strip_prefix(&prefix) {
-                return Ok(status.trim_end().to_owned());
+            let line = line.trim_end_matches(['\r', '\n']);
+            // A literal `{N}` at the end of a line: N bytes follow.
+            if let Some(size) = line
+                .strip_suffix('}')
+                .and_then(|rest| rest.rsplit_once('{'))
+                .and_then(|(_, digits)| digits.parse::<usize>().ok())
+            {
+                let mut literal = vec![0; size];
+                self.stream.read_exact(&mut literal).await?;
+                current.push_str(line);
+                current.push_str(&String::from_utf8_lossy(&literal));
+                continue;
             }
+            current.push_str(line);
+            let complete = std::mem::take(&mut current);
+            if let Some(status) = complete.strip_prefix(&prefix) {
+                return Ok((responses, status.to_owned()));
+            }
+            responses.push(complete);
         }
     }
 

@@ -15,6 +15,7 @@ mod http;
 mod imap;
 mod postfix;
 mod process;
+mod push;
 mod relay;
 mod smtp;
 mod tls;
@@ -28,9 +29,10 @@ pub use http::{HttpAnswer, HttpVersion, http_request, post_mxdeliv};
 pub use imap::ImapClient;
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{free_port, wait_for_files, wait_for_path, wait_for_port};
+pub use push::PushServer;
 pub use relay::{Relay, RelayOptions};
 pub use smtp::{SmtpClient, SmtpReply, send_mail};
-pub use tls::SelfSignedCert;
+pub use tls::{SelfSignedCert, TestCa};
 pub use workdir::{VmailUser, WorkDir};
 
 /// The root of this repository, for reading the integration files we ship.

@@ -34,6 +34,9 @@ pub struct RelayOptions {
     /// ini (`quota_mailbox_mb` MiB) and this workspace's
     /// chatmail-quota-expire.
     pub quota_mailbox_mb: Option<u64>,
+    /// Run chatmail-metadata behind Dovecot's mail_attribute_dict with the
+    /// shipped fragment and Lua push script.
+    pub metadata: bool,
 }
 
 pub struct Relay {
@@ -43,6 +46,7 @@ pub struct Relay {
     _daemons: Vec<Daemon>,
     outgoing_filter: Option<Daemon>,
     incoming_filter: Option<Daemon>,
+    metadata: Option<Daemon>,
     ini_values: BTreeMap<String, String>,
     /// Implicit-TLS submission (as on port 465).
     pub submission_port: u16,
@@ -145,6 +149,22 @@ impl Relay {
             "/run/chatmail-lastlogin/lastlogin.socket",
             &lastlogin_socket.display().to_string(),
         ));
+        let metadata_socket = run.join("metadata.socket");
+        if options.metadata {
+            let script = work.path().join("push_notification.lua");
+            fs::write(&script, shipped("dovecot/push_notification.lua")?)?;
+            dovecot_config.push_str(
+                &shipped("dovecot/metadata.conf.ext")?
+                    .replace(
+                        "/run/chatmail-metadata/metadata.socket",
+                        &metadata_socket.display().to_string(),
+                    )
+                    .replace(
+                        "/etc/dovecot/push_notification.lua",
+                        &script.display().to_string(),
+                    ),
+            );
+        }
         if let Some(quota_mb) = options.quota_mailbox_mb {
             let target_mb = quota_mb * 70 / 100;
             let script = crate::daemon::daemon_binary("chatmail-quota-expire")?;
@@ -226,6 +246,7 @@ impl Relay {
             _daemons: relay_daemons,
             outgoing_filter: None,
             incoming_filter: None,
+            metadata: None,
             ini_values,
             submission_port,
             mx_port,
@@ -237,7 +258,50 @@ impl Relay {
         if options.incoming_filter {
             relay.restart_incoming_filter(&[], &[])?;
         }
+        if options.metadata {
+            relay.start_metadata()?;
+        }
         Ok(relay)
+    }
+
+    fn metadata_socket(&self) -> PathBuf {
+        self.work.path().join("run").join("metadata.socket")
+    }
+
+    /// Starts chatmail-metadata (after [`Relay::kill_metadata`]).
+    pub fn start_metadata(&mut self) -> Result<()> {
+        let socket = self.metadata_socket();
+        let ini = write_ini(self.work.path(), &self.ini_values)?;
+        self.metadata = Some(start_daemon(
+            "chatmail-metadata",
+            &dict_args(&socket, &ini),
+            Ready::Socket(&socket),
+            self.work.path(),
+        )?);
+        // A socket file left by a killed daemon exists before the new one
+        // listens: wait until it accepts.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("chatmail-metadata does not accept connections");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Kills chatmail-metadata with SIGKILL; its socket file stays, as
+    /// after a crash.
+    pub fn kill_metadata(&mut self) {
+        if let Some(daemon) = self.metadata.take() {
+            daemon.kill();
+        }
+    }
+
+    /// chatmail-metadata's log so far.
+    #[must_use]
+    pub fn metadata_log(&self) -> String {
+        self.metadata.as_ref().map(Daemon::log).unwrap_or_default()
     }
 
     /// The port of Postfix's port-25 service (with `incoming_filter`).

@@ -124,3 +124,111 @@ impl ServerCertVerifier for PinnedCert {
             .supported_schemes()
     }
 }
+
+/// A test CA and a server certificate it issued for 127.0.0.1 and
+/// localhost: for servers our daemons verify as they would a public one.
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+fn openssl(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .context("running openssl")?;
+    if !output.status.success() {
+        bail!(
+            "openssl {:?} failed: {}",
+            args.first(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl TestCa {
+    pub fn generate(dir: &Path) -> Result<Self> {
+        let ca_key = dir.join("ca-key.pem");
+        let ca_path = dir.join("ca.pem");
+        let key_path = dir.join("server-key.pem");
+        let csr = dir.join("server.csr");
+        let cert_path = dir.join("server.pem");
+        let extensions = dir.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )?;
+        let os = |s: &str| std::ffi::OsString::from(s);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut args: Vec<std::ffi::OsString> = vec![os("req"), os("-x509")];
+        args.extend(ec.iter().map(|s| os(s)));
+        args.extend(["-days", "2", "-subj", "/CN=chatmail test CA"].map(os));
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"].map(os));
+        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"].map(os));
+        args.extend([
+            os("-keyout"),
+            ca_key.clone().into(),
+            os("-out"),
+            ca_path.clone().into(),
+        ]);
+        openssl(&args.iter().map(AsRef::as_ref).collect::<Vec<_>>())?;
+        let mut args: Vec<std::ffi::OsString> = vec![os("req")];
+        args.extend(ec.iter().map(|s| os(s)));
+        args.extend(["-subj", "/CN=localhost"].map(os));
+        args.extend([
+            os("-keyout"),
+            key_path.clone().into(),
+            os("-out"),
+            csr.clone().into(),
+        ]);
+        openssl(&args.iter().map(AsRef::as_ref).collect::<Vec<_>>())?;
+        let args: Vec<std::ffi::OsString> = vec![
+            os("x509"),
+            os("-req"),
+            os("-days"),
+            os("2"),
+            os("-in"),
+            csr.into(),
+            os("-CA"),
+            ca_path.clone().into(),
+            os("-CAkey"),
+            ca_key.into(),
+            os("-CAcreateserial"),
+            os("-extfile"),
+            extensions.into(),
+            os("-out"),
+            cert_path.clone().into(),
+        ];
+        openssl(&args.iter().map(AsRef::as_ref).collect::<Vec<_>>())?;
+        Ok(Self {
+            ca_path,
+            cert_path,
+            key_path,
+        })
+    }
+
+    /// A TLS server configuration with the issued certificate, offering
+    /// HTTP/2 and HTTP/1.1.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig> {
+        let chain =
+            CertificateDer::pem_file_iter(&self.cert_path)?.collect::<Result<Vec<_>, _>>()?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.key_path)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}

@@ -72,6 +72,18 @@ pub struct Config {
     /// Where filtermail-incoming keeps the messages it refuses, for
     /// debugging; `None` (the default) keeps no private data at rest.
     pub filtermail_refused_mail_dir: Option<PathBuf>,
+    /// Where chatmail-metadata sends push notifications.
+    pub notification_url: String,
+    /// A PEM file of extra CAs trusted for `notification_url` (tests, or
+    /// a private notification proxy); the system's CAs are trusted too.
+    pub notification_ca_file: Option<PathBuf>,
+    /// The first retry delay of a failed notification; each further one
+    /// is 8 times longer.
+    pub notification_retry_base: std::time::Duration,
+    /// How long after its first attempt a notification is given up.
+    pub notification_retry_deadline: std::time::Duration,
+    /// The JSON file served as the `appversions` server metadata.
+    pub appversions_file: PathBuf,
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
 }
@@ -172,6 +184,27 @@ impl Config {
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             filtermail_refused_mail_dir: params
                 .optional("filtermail_refused_mail_dir", value::path)?,
+            notification_url: params.get(
+                "notification_url",
+                value::url,
+                "https://notifications.delta.chat/notify".into(),
+            )?,
+            notification_ca_file: params.optional("notification_ca_file", value::path)?,
+            notification_retry_base: params.get(
+                "notification_retry_base",
+                value::duration,
+                std::time::Duration::from_secs(8),
+            )?,
+            notification_retry_deadline: params.get(
+                "notification_retry_deadline",
+                value::duration,
+                std::time::Duration::from_secs(5 * 3600),
+            )?,
+            appversions_file: params.get(
+                "appversions_file",
+                value::path,
+                "/usr/share/chatmail-relay/appversions.json".into(),
+            )?,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,

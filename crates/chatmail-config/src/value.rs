@@ -73,3 +73,29 @@ pub fn socket_addr(default_port: u16) -> impl FnOnce(&str) -> Result<std::net::S
             .map_err(|_| "expected an IP address, optionally with :port".into())
     }
 }
+
+/// A duration such as `8s`, `500ms` or `5h`; a bare number is seconds.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(_) => Err("expected a duration such as 8s, 500ms or 5h".into()),
+    }
+}
+
+/// An http or https URL.
+pub fn url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or("expected an http:// or https:// URL")?;
+    if rest.is_empty() || rest.starts_with('/') || text.chars().any(char::is_whitespace) {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(text.to_owned())
+}

@@ -33,10 +33,20 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 /// Binds the socket and serves `handler` until SIGTERM or SIGINT.
 pub fn run(args: &DictDaemonArgs, handler: impl DictHandler) -> io::Result<()> {
+    run_with(args, || Ok(handler)).map_err(io::Error::other)
+}
+
+/// As [`run`], with the handler made inside the runtime (for handlers
+/// that start background tasks), before the socket is bound.
+pub fn run_with<H: DictHandler>(
+    args: &DictDaemonArgs,
+    make_handler: impl FnOnce() -> anyhow::Result<H>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let handler = make_handler()?;
         let options = SocketOptions {
             mode: args.socket_mode,
             ..SocketOptions::default()

@@ -1,5 +1,5 @@
 //! Dovecot's generic tab-escaping: `\x01` starts an escape; `0` is NUL,
-//! `1` is `\x01`, `t` is TAB, `r` is CR, `l` is LF.
+//! `1` is `\x01`, `t` is TAB, `r` is CR, `n` is LF (lib/strescape.c).
 
 const ESCAPE: char = '\u{1}';
 
@@ -19,7 +19,7 @@ pub fn escape_into(field: &str, out: &mut String) {
             ESCAPE => out.push_str("\u{1}1"),
             '\t' => out.push_str("\u{1}t"),
             '\r' => out.push_str("\u{1}r"),
-            '\n' => out.push_str("\u{1}l"),
+            '\n' => out.push_str("\u{1}n"),
             other => out.push(other),
         }
     }
@@ -48,7 +48,7 @@ pub fn unescape(field: &str) -> Result<String, DanglingEscape> {
             '1' => out.push(ESCAPE),
             't' => out.push('\t'),
             'r' => out.push('\r'),
-            'l' => out.push('\n'),
+            'n' => out.push('\n'),
             other => out.push(other),
         }
     }
@@ -69,7 +69,7 @@ mod tests {
         let raw = "a\tb\nc\rd\0e\u{1}f\\g\"h ü";
         let escaped = escape(raw);
         assert!(!escaped.contains(['\t', '\n', '\r', '\0']));
-        assert_eq!(escaped, "a\u{1}tb\u{1}lc\u{1}rd\u{1}0e\u{1}1f\\g\"h ü");
+        assert_eq!(escaped, "a\u{1}tb\u{1}nc\u{1}rd\u{1}0e\u{1}1f\\g\"h ü");
         assert_eq!(unescape(&escaped), Ok(raw.to_owned()));
     }
 

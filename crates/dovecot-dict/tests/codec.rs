@@ -50,7 +50,7 @@ fn lookup_with_and_without_user() {
 fn lookup_key_is_unescaped() {
     // A passdb key carrying a password with a TAB and an LF in it.
     assert_eq!(
-        Command::parse("Lshared/passdb/pa\u{1}tss\u{1}lword\"user@x\t"),
+        Command::parse("Lshared/passdb/pa\u{1}tss\u{1}nword\"user@x\t"),
         Ok(Command::Lookup {
             key: "shared/passdb/pa\tss\nword\"user@x".into(),
             user: String::new()
@@ -208,7 +208,7 @@ fn replies_encode_as_dovecot_expects() {
             "O{\"a\":\"x\u{1}ty\"}\n",
         ),
         (Reply::NotFound, "N\n"),
-        (Reply::Failed("disk\nfull".into()), "Fdisk\u{1}lfull\n"),
+        (Reply::Failed("disk\nfull".into()), "Fdisk\u{1}nfull\n"),
         (
             Reply::Row {
                 key: "shared/userdb/a@x".into(),

@@ -1,0 +1,288 @@
+//! The push notifier. Every notification is first stored in the
+//! persistent queue, then posted; it stays on disk until the service
+//! accepted it (200), declared the token dead (410, and the token is
+//! removed from the account), or its retries ran past the deadline. So a
+//! crash or restart loses nothing: the queue is replayed on start.
+//!
+//! Retries wait `base`, then 8 times longer each time (8 s, 64 s, 512 s,
+//! ... by default), and stop when the next attempt would come later than
+//! the deadline (5 hours) after the notification was first queued.
+
+mod client;
+mod queue;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatmail_config::Config;
+use futures_util::StreamExt as _;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::time::DelayQueue;
+
+pub use client::{Answer, PushClient};
+pub use queue::{Pending, QUEUE_DIR, Queue};
+
+use crate::store::TokenStore;
+
+/// Notifications posted at once; more wait for a slot.
+const MAX_IN_FLIGHT: usize = 512;
+/// New notifications buffered for the scheduler; a full buffer makes the
+/// dict commit that queues more wait.
+const NEW_BUFFER: usize = 4096;
+
+/// A token shortened for logs: tokens are credentials of the user's
+/// device with the push service.
+#[must_use]
+pub fn redact(token: &str) -> String {
+    let prefix: String = token.chars().take(6).collect();
+    format!("{prefix}…")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub deadline: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`, after `attempt` failures.
+    #[must_use]
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 8u32.saturating_pow(failures.saturating_sub(1));
+        self.base.saturating_mul(factor)
+    }
+}
+
+/// One queued notification, as the scheduler tracks it: only the queue
+/// file's name, so that many pending notifications cost little memory.
+#[derive(Debug)]
+struct Job {
+    id: String,
+    /// When it was first queued, in milliseconds since the epoch.
+    start_ms: i64,
+    failures: u32,
+}
+
+pub struct Notifier {
+    queue: Queue,
+    new_jobs: mpsc::Sender<Job>,
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+impl Notifier {
+    /// Opens the queue, replays what it holds and starts sending. Must
+    /// be called within a tokio runtime.
+    pub fn start(config: &Config, store: Arc<TokenStore>) -> anyhow::Result<Self> {
+        let queue = Queue::open(&config.mailboxes_dir)?;
+        let client = PushClient::new(
+            &config.notification_url,
+            config.notification_ca_file.as_deref(),
+        )?;
+        let retry = RetryPolicy {
+            base: config.notification_retry_base,
+            deadline: config.notification_retry_deadline,
+        };
+        let recovered = recover(&queue)?;
+        if !recovered.is_empty() {
+            tracing::info!(count = recovered.len(), "resending pending notifications");
+        }
+        let (new_jobs, receiver) = mpsc::channel(NEW_BUFFER);
+        let scheduler = Scheduler {
+            queue: queue.clone(),
+            client: Arc::new(client),
+            store,
+            retry,
+        };
+        tokio::spawn(scheduler.run(receiver, recovered));
+        Ok(Self { queue, new_jobs })
+    }
+
+    /// Queues one notification per token of `addr`.
+    pub async fn notify(&self, addr: &str, tokens: Vec<String>) -> io::Result<()> {
+        let start_ms = now_ms();
+        for token in tokens {
+            let pending = Pending {
+                addr: addr.to_owned(),
+                start_ms,
+                token,
+            };
+            let queue = self.queue.clone();
+            let id = tokio::task::spawn_blocking(move || queue.store(&pending))
+                .await
+                .map_err(io::Error::other)??;
+            let job = Job {
+                id,
+                start_ms,
+                failures: 0,
+            };
+            if self.new_jobs.send(job).await.is_err() {
+                // The scheduler is gone (shutting down); the file stays
+                // and is sent after the restart.
+                tracing::warn!("notifier stopped; notification kept for the next start");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The jobs for what the queue holds after a restart.
+fn recover(queue: &Queue) -> io::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for id in queue.recover()? {
+        match queue.load(&id) {
+            Ok(Some(pending)) => jobs.push(Job {
+                id,
+                start_ms: pending.start_ms,
+                failures: 0,
+            }),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, id, "removing an unreadable queue file");
+                queue.remove(&id)?;
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+struct Scheduler {
+    queue: Queue,
+    client: Arc<PushClient>,
+    store: Arc<TokenStore>,
+    retry: RetryPolicy,
+}
+
+/// How one attempt ended.
+enum Done {
+    Finished,
+    Failed(String),
+}
+
+impl Scheduler {
+    async fn run(self, mut new_jobs: mpsc::Receiver<Job>, recovered: Vec<Job>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut waiting: DelayQueue<Job> = DelayQueue::new();
+        let (results, mut finished) = mpsc::unbounded_channel::<(Job, Done)>();
+        for job in recovered {
+            this.schedule(&mut waiting, job, Duration::ZERO);
+        }
+        loop {
+            tokio::select! {
+                Some(job) = new_jobs.recv() => {
+                    waiting.insert(job, Duration::ZERO);
+                }
+                Some(expired) = waiting.next() => {
+                    let job = expired.into_inner();
+                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                        break;
+                    };
+                    let this = Arc::clone(&this);
+                    let results = results.clone();
+                    tokio::spawn(async move {
+                        let done = this.attempt(&job).await;
+                        drop(slot);
+                        let _ = results.send((job, done));
+                    });
+                }
+                Some((mut job, done)) = finished.recv() => {
+                    if let Done::Failed(reason) = done {
+                        job.failures += 1;
+                        let delay = this.retry.delay(job.failures);
+                        tracing::debug!(%reason, failures = job.failures, "notification failed; will retry");
+                        this.schedule(&mut waiting, job, delay);
+                    }
+                }
+                else => break,
+            }
+        }
+    }
+
+    /// Waits `delay` before the next attempt, or drops the notification
+    /// when that would pass its deadline.
+    fn schedule(&self, waiting: &mut DelayQueue<Job>, job: Job, delay: Duration) {
+        let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let deadline = job
+            .start_ms
+            .saturating_add(i64::try_from(self.retry.deadline.as_millis()).unwrap_or(i64::MAX));
+        if next > deadline {
+            tracing::warn!(
+                failures = job.failures,
+                "giving up a push notification: its retries ran past the deadline"
+            );
+            if let Err(error) = self.queue.remove(&job.id) {
+                tracing::error!(%error, "cannot remove a queue file");
+            }
+            return;
+        }
+        waiting.insert(job, delay);
+    }
+
+    async fn attempt(&self, job: &Job) -> Done {
+        let queue = self.queue.clone();
+        let id = job.id.clone();
+        let loaded = tokio::task::spawn_blocking(move || queue.load(&id)).await;
+        let pending = match loaded {
+            Ok(Ok(Some(pending))) => pending,
+            Ok(Ok(None)) => return Done::Finished,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot read a queue file; dropping it");
+                let _ = self.queue.remove(&job.id);
+                return Done::Finished;
+            }
+            Err(error) => return Done::Failed(error.to_string()),
+        };
+        match self.client.send(&pending.token).await {
+            Answer::Delivered => {
+                tracing::debug!(token = %redact(&pending.token), "notification delivered");
+            }
+            Answer::TokenGone => {
+                tracing::info!(token = %redact(&pending.token), "device token expired; removing it");
+                let store = Arc::clone(&self.store);
+                let removed = tokio::task::spawn_blocking(move || {
+                    store.remove(&pending.addr, &pending.token, now_ms() / 1000)
+                })
+                .await;
+                if !matches!(removed, Ok(Ok(_))) {
+                    return Done::Failed("cannot remove the expired token".into());
+                }
+            }
+            Answer::Retry(reason) => return Done::Failed(reason),
+        }
+        if let Err(error) = self.queue.remove(&job.id) {
+            tracing::error!(%error, "cannot remove a queue file");
+        }
+        Done::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_by_eight() {
+        let retry = RetryPolicy {
+            base: Duration::from_secs(8),
+            deadline: Duration::from_secs(5 * 3600),
+        };
+        let delays: Vec<u64> = (1..=4).map(|n| retry.delay(n).as_secs()).collect();
+        assert_eq!(delays, [8, 64, 512, 4096]);
+        assert_eq!(retry.delay(40), Duration::MAX.min(retry.delay(40)));
+    }
+
+    #[test]
+    fn tokens_are_shortened() {
+        assert_eq!(redact("abcdefghijkl"), "abcdef…");
+        assert_eq!(redact("ab"), "ab…");
+    }
+}
