@@ -22,11 +22,16 @@ pub struct Daemon {
 /// --workspace` builds every daemon; tests/run builds them first too.
 pub fn daemon_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected test binary location")?;
+    // A test runs as target/<profile>/deps/<test>, a benchmark program
+    // as target/<profile>/<bin>; daemons are target/<profile>/<name>.
+    let exe_dir = exe.parent().context("unexpected binary location")?;
+    let profile_dir = if exe_dir.ends_with("deps") {
+        exe_dir
+            .parent()
+            .context("unexpected test binary location")?
+    } else {
+        exe_dir
+    };
     let binary = profile_dir.join(name);
     if !binary.is_file() {
         bail!(

@@ -1,15 +1,18 @@
 //! A small authoritative DNS server on loopback for tests: it answers UDP
 //! and TCP queries from records the test adds (TXT for DKIM keys, MX and
-//! A for relays), and can be switched to stay silent or fail, to show how
-//! the daemons handle a DNS outage.
+//! A for relays), can sign one zone with DNSSEC, and can be switched to
+//! stay silent or fail, to show how the daemons handle a DNS outage.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hickory_proto::dnssec::crypto::Ed25519SigningKey;
+use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, RRSIG};
+use hickory_proto::dnssec::{DnssecSigner, SigningKey as _};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordSet, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -28,6 +31,62 @@ pub enum DnsMode {
 struct Zone {
     records: HashMap<(LowerName, RecordType), Vec<RData>>,
     mode: Option<DnsMode>,
+    signed: Option<SignedZone>,
+}
+
+/// A DNSSEC-signed zone: answers under it carry RRSIGs made on the fly.
+struct SignedZone {
+    apex: Name,
+    dnskey: DNSKEY,
+    signer: DnssecSigner,
+    /// Serve signatures that do not verify (a forged answer).
+    broken: bool,
+}
+
+impl SignedZone {
+    fn new(apex: Name) -> Self {
+        let pkcs8 = Ed25519SigningKey::generate_pkcs8().expect("key generation");
+        let key = Ed25519SigningKey::from_pkcs8(&pkcs8).expect("generated key");
+        let public = key.to_public_key().expect("public key");
+        let dnskey = DNSKEY::new(true, true, false, public);
+        let signer = DnssecSigner::new(
+            dnskey.clone(),
+            Box::new(key),
+            apex.clone(),
+            std::time::Duration::from_secs(86_400),
+        );
+        Self {
+            apex,
+            dnskey,
+            signer,
+            broken: false,
+        }
+    }
+
+    /// The RRSIG over `answers` (one RRset).
+    fn sign(&self, name: &Name, answers: &[RData]) -> Option<Record> {
+        let first = answers.first()?;
+        let mut rrset = RecordSet::with_ttl(name.clone(), first.record_type(), TTL);
+        for rdata in answers {
+            rrset.add_rdata(rdata.clone());
+        }
+        let inception = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let rrsig = RRSIG::from_rrset(&rrset, DNSClass::IN, inception, &self.signer).ok()?;
+        let rrsig = if self.broken {
+            let mut signature = rrsig.sig().to_vec();
+            if let Some(byte) = signature.first_mut() {
+                *byte ^= 0xff;
+            }
+            RRSIG::from_sig(rrsig.input().clone(), signature)
+        } else {
+            rrsig
+        };
+        Some(Record::from_rdata(
+            name.clone(),
+            TTL,
+            RData::DNSSEC(DNSSECRData::RRSIG(rrsig)),
+        ))
+    }
 }
 
 /// A running server; it stops when dropped.
@@ -117,6 +176,24 @@ impl DnsServer {
         self.add(name, rdata);
     }
 
+    /// Signs the zone at `apex` with a new key: answers under it carry
+    /// RRSIGs when the query asks for them (DO bit). Returns the trust
+    /// anchor for a resolver, a DNSKEY line in zone-file form.
+    pub fn sign_zone(&self, apex: &str) -> String {
+        let apex = Name::from_ascii(apex).expect("valid test name");
+        let zone = SignedZone::new(apex.clone());
+        let anchor = format!("{apex} 3600 IN DNSKEY {}\n", zone.dnskey);
+        self.zone().signed = Some(zone);
+        anchor
+    }
+
+    /// From now on, signatures of the signed zone do not verify.
+    pub fn break_signatures(&self) {
+        if let Some(zone) = self.zone().signed.as_mut() {
+            zone.broken = true;
+        }
+    }
+
     /// Removes every record of `name`.
     pub fn remove(&self, name: &str) {
         let name = LowerName::from(Name::from_ascii(name).expect("valid test name"));
@@ -146,9 +223,14 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.recursion_available = true;
     response.add_queries(request.queries.iter().cloned());
+    let dnssec_ok = request
+        .edns
+        .as_ref()
+        .is_some_and(|edns| edns.flags().dnssec_ok);
     if request.edns.is_some() {
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
+        edns.enable_dnssec();
         response.set_edns(edns);
     }
     let Some(question) = request.queries.first() else {
@@ -160,8 +242,22 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
         return response.to_vec().ok();
     }
     let name = LowerName::from(question.name());
+    let signed = zone
+        .signed
+        .as_ref()
+        .filter(|signed| dnssec_ok && signed.apex.zone_of(question.name()));
+    let apex_keys;
     let key = (name.clone(), question.query_type());
-    match zone.records.get(&key) {
+    let found = match signed {
+        Some(signed)
+            if question.query_type() == RecordType::DNSKEY && signed.apex == *question.name() =>
+        {
+            apex_keys = vec![RData::DNSSEC(DNSSECRData::DNSKEY(signed.dnskey.clone()))];
+            Some(&apex_keys)
+        }
+        _ => zone.records.get(&key),
+    };
+    match found {
         Some(answers) => {
             for rdata in answers {
                 response.add_answer(Record::from_rdata(
@@ -169,6 +265,9 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
                     TTL,
                     rdata.clone(),
                 ));
+            }
+            if let Some(rrsig) = signed.and_then(|signed| signed.sign(question.name(), answers)) {
+                response.add_answer(rrsig);
             }
         }
         None if zone.records.keys().any(|(owner, _)| *owner == name) => {}

@@ -1,6 +1,8 @@
-//! A stand-in for the push notification service: HTTPS (HTTP/2 or 1.1)
-//! with a certificate from a test CA, recording each token posted and
-//! answering with scripted statuses (200 once the script is used up).
+//! A stand-in for HTTPS services our daemons call: the push notification
+//! service, and another relay's `/mxdeliv`. HTTPS (HTTP/2 or 1.1) with a
+//! certificate from a test CA; it records each request (body, and the
+//! envelope headers of /mxdeliv) and answers with scripted statuses and
+//! bodies (200 with an empty body once the script is used up).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,14 +20,27 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::tls::TestCa;
 
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: Instant,
+    pub path: String,
+    pub mail_from: Option<String>,
+    pub mail_to: Vec<String>,
+    pub body: Vec<u8>,
+}
+
 #[derive(Default)]
 struct State {
     received: Vec<(Instant, String)>,
-    script: VecDeque<u16>,
+    requests: Vec<Recorded>,
+    script: VecDeque<(u16, String)>,
     /// Answer used once the script is empty.
     default_status: Option<u16>,
     /// Keep no record of tokens (benchmarks).
     count_only: bool,
+    /// Wait this long before each answer (a slow remote).
+    delay: std::time::Duration,
 }
 
 pub struct PushServer {
@@ -68,12 +83,39 @@ impl PushServer {
 
     /// The statuses of the next requests, in order.
     pub fn script(&self, statuses: &[u16]) {
-        self.state().script.extend(statuses);
+        self.state()
+            .script
+            .extend(statuses.iter().map(|status| (*status, String::new())));
+    }
+
+    /// The statuses and bodies of the next answers, in order.
+    pub fn script_answers(&self, answers: &[(u16, &str)]) {
+        self.state().script.extend(
+            answers
+                .iter()
+                .map(|(status, body)| (*status, (*body).to_owned())),
+        );
+    }
+
+    /// Every request so far, with its headers.
+    #[must_use]
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The status once the script is used up (200 unless set).
     pub fn set_default_status(&self, status: u16) {
         self.state().default_status = Some(status);
+    }
+
+    /// Makes every answer come this much later.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.state().delay = delay;
     }
 
     pub fn count_only(&self) {
@@ -120,18 +162,41 @@ async fn serve(
                     let state = Arc::clone(&state);
                     let count = Arc::clone(&count);
                     async move {
+                        let header = |name: &str| -> Vec<String> {
+                            request
+                                .headers()
+                                .get_all(name)
+                                .iter()
+                                .filter_map(|value| value.to_str().ok().map(str::to_owned))
+                                .collect()
+                        };
+                        let mail_from = header("x-mail-from").into_iter().next();
+                        let mail_to = header("x-mail-to");
+                        let path = request.uri().path().to_owned();
                         let body = request.into_body().collect().await.map(|b| b.to_bytes());
-                        let token = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+                        let body = body.unwrap_or_default().to_vec();
                         count.fetch_add(1, Ordering::Relaxed);
-                        let status = {
+                        let (status, answer, delay) = {
                             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
                             if !state.count_only {
+                                let token = String::from_utf8_lossy(&body).into_owned();
                                 state.received.push((Instant::now(), token));
+                                state.requests.push(Recorded {
+                                    at: Instant::now(),
+                                    path,
+                                    mail_from,
+                                    mail_to,
+                                    body,
+                                });
                             }
-                            let default = state.default_status.unwrap_or(200);
-                            state.script.pop_front().unwrap_or(default)
+                            let default = (state.default_status.unwrap_or(200), String::new());
+                            let (status, answer) = state.script.pop_front().unwrap_or(default);
+                            (status, answer, state.delay)
                         };
-                        let mut response = Response::new(Full::new(Bytes::new()));
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let mut response = Response::new(Full::new(Bytes::from(answer)));
                         *response.status_mut() = StatusCode::from_u16(status)
                             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                         Ok::<_, Infallible>(response)

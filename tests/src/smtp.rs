@@ -126,22 +126,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if data.code != 354 {
             return Ok(data);
         }
-        let mut body = String::with_capacity(message.len() + 64);
-        for line in message.lines() {
-            if line.starts_with('.') {
-                body.push('.');
-            }
-            body.push_str(line);
-            body.push_str("\r\n");
-        }
-        body.push_str(".\r\n");
-        self.stream.get_mut().write_all(body.as_bytes()).await?;
+        self.stream
+            .get_mut()
+            .write_all(data_block(message).as_bytes())
+            .await?;
         self.read_reply().await
+    }
+
+    /// LMTP's greeting (RFC 2033).
+    pub async fn lhlo(&mut self) -> Result<SmtpReply> {
+        self.command("LHLO test.localhost").await
+    }
+
+    /// Sends one message over LMTP: a reply per recipient, in order; a
+    /// recipient refused at RCPT keeps that refusal.
+    pub async fn send_lmtp(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &str,
+    ) -> Result<Vec<SmtpReply>> {
+        let mail = self.command(&format!("MAIL FROM:<{from}>")).await?;
+        if mail.code != 250 {
+            return Ok(vec![mail; to.len()]);
+        }
+        let mut replies: Vec<Option<SmtpReply>> = Vec::with_capacity(to.len());
+        for rcpt in to {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            replies.push((reply.code != 250).then_some(reply));
+        }
+        if replies.iter().all(Option::is_some) {
+            let _ = self.command("RSET").await?;
+            return Ok(replies.into_iter().flatten().collect());
+        }
+        let data = self.command("DATA").await?;
+        if data.code != 354 {
+            return Ok(vec![data; to.len()]);
+        }
+        self.stream
+            .get_mut()
+            .write_all(data_block(message).as_bytes())
+            .await?;
+        let mut out = Vec::with_capacity(to.len());
+        for refused in replies {
+            match refused {
+                Some(reply) => out.push(reply),
+                None => out.push(self.read_reply().await?),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn quit(mut self) {
         let _ = self.command("QUIT").await;
     }
+}
+
+/// `message` as DATA sends it: CRLF line ends, leading dots doubled, the
+/// final dot line.
+fn data_block(message: &str) -> String {
+    let mut body = String::with_capacity(message.len() + 64);
+    for line in message.lines() {
+        if line.starts_with('.') {
+            body.push('.');
+        }
+        body.push_str(line);
+        body.push_str("\r\n");
+    }
+    body.push_str(".\r\n");
+    body
 }
 
 /// Sends one message over cleartext SMTP to 127.0.0.1:`port` and returns

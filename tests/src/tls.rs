@@ -151,16 +151,28 @@ fn openssl(args: &[&std::ffi::OsStr]) -> Result<()> {
 
 impl TestCa {
     pub fn generate(dir: &Path) -> Result<Self> {
+        Self::generate_for(dir, &[])
+    }
+
+    /// As [`TestCa::generate`], with extra DNS names in the certificate.
+    pub fn generate_for(dir: &Path, names: &[&str]) -> Result<Self> {
         let ca_key = dir.join("ca-key.pem");
         let ca_path = dir.join("ca.pem");
         let key_path = dir.join("server-key.pem");
         let csr = dir.join("server.csr");
         let cert_path = dir.join("server.pem");
         let extensions = dir.join("server.ext");
+        let mut alt_names = String::from("IP:127.0.0.1,DNS:localhost");
+        for name in names {
+            alt_names.push_str(",DNS:");
+            alt_names.push_str(name);
+        }
         std::fs::write(
             &extensions,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName={alt_names}\nbasicConstraints=CA:FALSE\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
         )?;
         let os = |s: &str| std::ffi::OsString::from(s);
         let ec = [

@@ -21,10 +21,17 @@ fn message(from: &str, body: &str) -> Vec<u8> {
 }
 
 fn verifier(dns: &DnsServer) -> DkimVerifier {
-    let ini = format!(
+    verifier_with(
+        dns,
         // The test zone is unsigned and has no signed parent that could
         // prove it insecure, so validation is off.
-        "[params]\nmail_domain = 127.0.0.1\ndns_resolver = {}\ndns_dnssec_validation = no\n",
+        "dns_dnssec_validation = no\n",
+    )
+}
+
+fn verifier_with(dns: &DnsServer, extra_ini: &str) -> DkimVerifier {
+    let ini = format!(
+        "[params]\nmail_domain = 127.0.0.1\ndns_resolver = {}\n{extra_ini}",
         dns.addr()
     );
     let config = Config::from_ini_str(&ini, Path::new("test.ini")).expect("test config");
@@ -214,4 +221,35 @@ async fn one_valid_aligned_signature_among_others_is_enough() {
     let signed = good.sign(&message("alice@example.org", "hi")).unwrap();
     let signed = foreign.sign(&signed).unwrap();
     verifier.verify(&signed, "example.org").await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_from_a_signed_zone_are_validated() {
+    let key = DkimKey::ed25519("example.org", "s1").unwrap();
+    let dns = DnsServer::start(LOOPBACK).await.unwrap();
+    dns.add_txt(&key.record_name(), &[&key.record()]);
+    let anchor = dns.sign_zone("example.org.");
+    let dir = tempfile::tempdir().unwrap();
+    let anchor_file = dir.path().join("anchor.keys");
+    std::fs::write(&anchor_file, anchor).unwrap();
+    let ini = format!(
+        "dns_dnssec_validation = yes\ndns_trust_anchor = {}\n",
+        anchor_file.display()
+    );
+    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+    verifier_with(&dns, &ini)
+        .verify(&signed, "example.org")
+        .await
+        .unwrap();
+
+    // A forged answer (signatures that do not verify) is never trusted:
+    // the key cannot be had, which is a temporary failure, not a pass.
+    dns.break_signatures();
+    let result = verifier_with(&dns, &ini)
+        .verify(&signed, "example.org")
+        .await;
+    match result {
+        Err(DkimFailure::Temporary(reason)) => assert!(reason.contains("DNSSEC"), "{reason}"),
+        other => panic!("expected a temporary DNSSEC failure, got {other:?}"),
+    }
 }

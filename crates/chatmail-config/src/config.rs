@@ -69,6 +69,9 @@ pub struct Config {
     /// Whether DNS answers are DNSSEC-validated: answers from signed zones
     /// that fail validation are refused, unsigned zones still resolve.
     pub dns_dnssec_validation: bool,
+    /// A file of DNSKEY records trusted instead of the root's keys (for
+    /// tests with a signed zone on loopback).
+    pub dns_trust_anchor: Option<PathBuf>,
     /// Where filtermail-incoming keeps the messages it refuses, for
     /// debugging; `None` (the default) keeps no private data at rest.
     pub filtermail_refused_mail_dir: Option<PathBuf>,
@@ -84,6 +87,17 @@ pub struct Config {
     pub notification_retry_deadline: std::time::Duration,
     /// The JSON file served as the `appversions` server metadata.
     pub appversions_file: PathBuf,
+    /// The port filtermail-transport connects to for SMTP (25; tests only
+    /// change it).
+    pub filtermail_transport_smtp_port: u16,
+    /// The port of other relays' HTTPS `/mxdeliv` (443; tests only).
+    pub filtermail_transport_https_port: u16,
+    /// A PEM file of extra CAs trusted for other relays (tests only).
+    pub filtermail_transport_ca_file: Option<PathBuf>,
+    /// Outbound deliveries in flight at once, over all destinations.
+    pub filtermail_transport_max_deliveries: usize,
+    /// Messages queued or in flight per destination before 4xx.
+    pub filtermail_transport_destination_limit: usize,
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
 }
@@ -182,6 +196,7 @@ impl Config {
             tls_self_signed: params.get("tls_self_signed", value::boolean, mail_domain.is_ip())?,
             dns_resolver: params.optional("dns_resolver", value::socket_addr(53))?,
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
+            dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,
             filtermail_refused_mail_dir: params
                 .optional("filtermail_refused_mail_dir", value::path)?,
             notification_url: params.get(
@@ -205,6 +220,22 @@ impl Config {
                 value::path,
                 "/usr/share/chatmail-relay/appversions.json".into(),
             )?,
+            filtermail_transport_smtp_port: params.get(
+                "filtermail_transport_smtp_port",
+                value::port,
+                25,
+            )?,
+            filtermail_transport_https_port: params.get(
+                "filtermail_transport_https_port",
+                value::port,
+                443,
+            )?,
+            filtermail_transport_ca_file: params
+                .optional("filtermail_transport_ca_file", value::path)?,
+            filtermail_transport_max_deliveries: params
+                .number("filtermail_transport_max_deliveries", 1000)?,
+            filtermail_transport_destination_limit: params
+                .number("filtermail_transport_destination_limit", 30)?,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,

@@ -86,6 +86,7 @@ fn every_default() {
     assert!(!config.tls_self_signed);
     assert_eq!(config.dns_resolver, None);
     assert!(config.dns_dnssec_validation);
+    assert_eq!(config.dns_trust_anchor, None);
     assert_eq!(config.filtermail_refused_mail_dir, None);
     assert!(config.unknown_keys.is_empty());
     assert_eq!(config.mailboxes().root(), config.mailboxes_dir);

@@ -7,12 +7,14 @@
 //! unsigned zones still resolve. Negative answers are never cached: a key
 //! published a moment after a failed lookup must be found by the next one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatmail_config::Config;
 pub use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::dnssec::TrustAnchors;
 
 /// Answers kept by the resolver's own cache (entries, not bytes).
 const CACHE_ENTRIES: u64 = 4096;
@@ -26,6 +28,8 @@ pub enum DnsSetupError {
     SystemConfig(String),
     #[error("cannot create the DNS resolver: {0}")]
     Build(String),
+    #[error("cannot read the DNSSEC trust anchor {0}")]
+    TrustAnchor(String),
 }
 
 /// Builds the resolver for `config`.
@@ -51,8 +55,16 @@ pub fn resolver(config: &Config) -> Result<TokioResolver, DnsSetupError> {
     options.attempts = QUERY_ATTEMPTS;
     // Mail domains are absolute; never try them under a search domain.
     options.ndots = 0;
-    TokioResolver::builder_with_config(servers, TokioRuntimeProvider::default())
-        .with_options(options)
+    let mut builder = TokioResolver::builder_with_config(servers, TokioRuntimeProvider::default())
+        .with_options(options);
+    // The resolver's own trust_anchor option names a file it never reads;
+    // the anchors must be handed over loaded.
+    if let (true, Some(path)) = (config.dns_dnssec_validation, &config.dns_trust_anchor) {
+        let anchors = TrustAnchors::from_file(path)
+            .map_err(|error| DnsSetupError::TrustAnchor(format!("{}: {error}", path.display())))?;
+        builder = builder.with_trust_anchor(Arc::new(anchors));
+    }
+    builder
         .build()
         .map_err(|error| DnsSetupError::Build(error.to_string()))
 }

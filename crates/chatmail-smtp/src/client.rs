@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_PIPELINING, EhloResponse};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::reply::Reply;
@@ -68,33 +68,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads one possibly multi-line reply, returning it and its raw bytes.
     async fn read_reply(&mut self) -> Result<(Reply, Vec<u8>), ClientError> {
-        let mut raw = Vec::new();
-        loop {
-            let before = raw.len();
-            let read = timed(self.stream.read_until(b'\n', &mut raw)).await??;
-            if read == 0 {
-                return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            if raw.len() > MAX_REPLY_BYTES {
-                return Err(ClientError::Unexpected("reply too long".into()));
-            }
-            let line = raw.get(before..).unwrap_or_default();
-            if line.get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        let response = ResponseReceiver::default()
-            .parse(&mut raw.iter())
-            .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&raw).into_owned()))?;
-        let [a, b, c] = response.esc;
-        let enhanced = if a == 0 {
-            String::new()
-        } else {
-            format!("{a}.{b}.{c}")
-        };
-        Ok((Reply::owned(response.code, enhanced, response.message), raw))
+        read_reply(&mut self.stream).await
     }
 
     /// Runs one transaction; the flag says whether the connection may be
@@ -172,6 +147,38 @@ impl Connection {
     }
 }
 
+/// Reads one possibly multi-line SMTP reply, returning it and its raw
+/// bytes; each line must come within the step timeout.
+pub async fn read_reply<R: AsyncBufRead + Unpin>(
+    stream: &mut R,
+) -> Result<(Reply, Vec<u8>), ClientError> {
+    let mut raw = Vec::new();
+    loop {
+        let before = raw.len();
+        let read = timed(stream.read_until(b'\n', &mut raw)).await??;
+        if read == 0 {
+            return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if raw.len() > MAX_REPLY_BYTES {
+            return Err(ClientError::Unexpected("reply too long".into()));
+        }
+        let line = raw.get(before..).unwrap_or_default();
+        if line.get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    let response = ResponseReceiver::default()
+        .parse(&mut raw.iter())
+        .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&raw).into_owned()))?;
+    let [a, b, c] = response.esc;
+    let enhanced = if a == 0 {
+        String::new()
+    } else {
+        format!("{a}.{b}.{c}")
+    };
+    Ok((Reply::owned(response.code, enhanced, response.message), raw))
+}
+
 async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientError> {
     tokio::time::timeout(STEP_TIMEOUT, future)
         .await
@@ -180,7 +187,7 @@ async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientErr
 
 /// The message in DATA form: leading dots doubled, ending in CRLF, then
 /// the terminating dot line.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
     for line in message.split_inclusive(|&byte| byte == b'\n') {
         if line.first() == Some(&b'.') {

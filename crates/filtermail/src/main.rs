@@ -1,6 +1,5 @@
 use std::path::PathBuf;
 
-use anyhow::bail;
 use clap::{Parser, ValueEnum};
 
 /// Runs one of the filtermail daemons with the command line of the program
@@ -27,8 +26,6 @@ fn main() -> anyhow::Result<()> {
     match cli.mode {
         Mode::Outgoing => filtermail_outgoing::run_daemon(&config),
         Mode::Incoming => filtermail_incoming::run_daemon(&config),
-        Mode::Transport => bail!(
-            "the transport mode is not implemented yet in this release; run the original filtermail for it"
-        ),
+        Mode::Transport => filtermail_transport::run_daemon(&config),
     }
 }

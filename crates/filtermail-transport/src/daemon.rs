@@ -1,0 +1,84 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chatmail_config::Config;
+use chatmail_smtp::{Protocol, SessionConfig};
+use tokio::net::TcpListener;
+
+use crate::deliver::{Deliverer, Ports};
+use crate::handler::{Limits, Transport};
+use crate::tls::TlsConfigs;
+
+/// Postfix runs up to maxproc (1000) LMTP clients; a few more connections
+/// let closing ones overlap.
+const MAX_LMTP_CONNECTIONS: usize = 1100;
+
+/// Runs the daemon: binds the LMTP port, then serves until SIGTERM or
+/// SIGINT.
+pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let transport = transport(config)?;
+        let addr = format!(
+            "{}:{}",
+            config.filtermail_host, config.filtermail_lmtp_port_transport
+        );
+        let listener = chatmail_daemon::bind_tcp(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, "filtermail-transport listening");
+        run(
+            config,
+            listener,
+            transport,
+            chatmail_daemon::shutdown_signal(),
+        )
+        .await;
+        Ok(())
+    })
+}
+
+/// The transport for `config`; must be made inside a tokio runtime.
+pub fn transport(config: &Config) -> anyhow::Result<Transport> {
+    let resolver = chatmail_dns::resolver(config).context("setting up DNS")?;
+    let tls = TlsConfigs::new(config.filtermail_transport_ca_file.as_deref())?;
+    let ports = Ports {
+        smtp: config.filtermail_transport_smtp_port,
+        https: config.filtermail_transport_https_port,
+    };
+    let deliverer = Deliverer::new(resolver, tls, config.mail_domain.hostname(), ports);
+    let limits = Limits {
+        max_deliveries: config.filtermail_transport_max_deliveries,
+        per_destination: config.filtermail_transport_destination_limit,
+        ..Limits::default()
+    };
+    Ok(Transport::new(deliverer, limits))
+}
+
+/// Serves LMTP on `listener` until `shutdown`.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    transport: Transport,
+    shutdown: impl Future<Output = ()>,
+) {
+    let session = SessionConfig {
+        // Deliveries end within their own deadline (300 s); the session
+        // must not cut them short.
+        handler_timeout: std::time::Duration::from_secs(400),
+        ..SessionConfig::new(
+            Protocol::Lmtp,
+            config.mail_domain.hostname(),
+            config.max_message_bytes(),
+        )
+    };
+    chatmail_smtp::serve(
+        listener,
+        Arc::new(transport),
+        session,
+        MAX_LMTP_CONNECTIONS,
+        shutdown,
+    )
+    .await;
+}

@@ -1,0 +1,204 @@
+//! Delivering one message to one destination: its MX hosts in order, on
+//! each first HTTPS `/mxdeliv`, then SMTP with STARTTLS. Only failures to
+//! talk to a host at all move on to the next one; any answer a server
+//! gives is final and goes back per recipient.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatmail_dns::TokioResolver;
+use chatmail_smtp::Reply;
+use lru::LruCache;
+
+use crate::destination::Destination;
+use crate::https_out::{HttpsClient, HttpsOutcome, HttpsTarget};
+use crate::mx::{self, Host};
+use crate::reply::sanitize;
+use crate::smtp_out::{ConnectionError, SmtpConnection, SmtpPool};
+use crate::state::DestinationState;
+use crate::tls::TlsConfigs;
+
+/// Hosts where HTTPS failed but SMTP worked skip HTTPS this long.
+const SKIP_HTTPS_FOR: Duration = Duration::from_secs(30 * 60);
+const SKIP_HTTPS_HOSTS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
+
+pub struct Ports {
+    pub smtp: u16,
+    pub https: u16,
+}
+
+pub struct Deliverer {
+    resolver: TokioResolver,
+    tls: TlsConfigs,
+    https: HttpsClient,
+    smtp_pool: SmtpPool,
+    skip_https: Mutex<LruCache<String, Instant>>,
+    helo: String,
+    ports: Ports,
+}
+
+impl Deliverer {
+    #[must_use]
+    pub fn new(resolver: TokioResolver, tls: TlsConfigs, helo: String, ports: Ports) -> Self {
+        Self {
+            resolver,
+            tls,
+            https: HttpsClient::default(),
+            smtp_pool: SmtpPool::default(),
+            skip_https: Mutex::new(LruCache::new(SKIP_HTTPS_HOSTS)),
+            helo,
+            ports,
+        }
+    }
+
+    /// A reply per recipient of `rcpt_to`, all of `destination`.
+    pub async fn deliver(
+        &self,
+        destination: &Destination,
+        state: &DestinationState,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &Bytes,
+    ) -> Vec<Reply> {
+        let hosts = match mx::hosts(&self.resolver, destination).await {
+            Ok(hosts) => hosts,
+            Err(reply) => return vec![reply; rcpt_to.len()],
+        };
+        let self_signed_ok = destination.accepts_self_signed();
+        let mut failures = Vec::new();
+        for host in &hosts {
+            match self
+                .deliver_to_host(host, self_signed_ok, mail_from, rcpt_to, message)
+                .await
+            {
+                Ok(replies) => {
+                    state.reached();
+                    return replies.iter().map(sanitize).collect();
+                }
+                Err(failure) => {
+                    tracing::info!(host = %host.name, %failure, "cannot deliver to this host");
+                    failures.push(format!("{}: {failure}", host.name));
+                }
+            }
+        }
+        state.connection_failed();
+        let reason = sanitize(&Reply::owned(
+            451,
+            "4.4.1",
+            format!("Cannot reach {destination}: {}", failures.join("; ")),
+        ));
+        vec![reason; rcpt_to.len()]
+    }
+
+    async fn deliver_to_host(
+        &self,
+        host: &Host,
+        self_signed_ok: bool,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &Bytes,
+    ) -> Result<Vec<Reply>, String> {
+        let addresses = mx::addresses(&self.resolver, host).await?;
+        let https_key = format!("{}:{}", host.name, self.ports.https);
+        let mut https_failed = None;
+        if !self.skips_https(&https_key) {
+            let target = HttpsTarget {
+                host: &host.name,
+                addresses: &addresses,
+                port: self.ports.https,
+                tls: self.tls.for_peer(self_signed_ok, true),
+            };
+            match self
+                .https
+                .deliver(&target, mail_from, rcpt_to, message)
+                .await
+            {
+                HttpsOutcome::Answered(replies) => return Ok(replies),
+                HttpsOutcome::NotOffered(why) | HttpsOutcome::Failed(why) => {
+                    tracing::debug!(host = %host.name, %why, "no HTTPS delivery; trying SMTP");
+                    https_failed = Some(why);
+                }
+            }
+        }
+        let replies = self
+            .smtp(
+                host,
+                &addresses,
+                self_signed_ok,
+                mail_from,
+                rcpt_to,
+                message,
+            )
+            .await
+            .map_err(|error| match &https_failed {
+                Some(https) => format!("HTTPS: {https}; SMTP: {error}"),
+                None => format!("SMTP: {error}"),
+            })?;
+        if https_failed.is_some() {
+            self.skip_https
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(https_key, Instant::now() + SKIP_HTTPS_FOR);
+        }
+        Ok(replies)
+    }
+
+    fn skips_https(&self, key: &str) -> bool {
+        let mut skip = self
+            .skip_https
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match skip.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                skip.pop(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// SMTP on a pooled connection if there is one (retried once on a
+    /// fresh connection if the pooled one fails or says 421), else fresh.
+    async fn smtp(
+        &self,
+        host: &Host,
+        addresses: &[IpAddr],
+        self_signed_ok: bool,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<Vec<Reply>, ConnectionError> {
+        let key = format!("{}:{}", host.name, self.ports.smtp);
+        if let Some(mut connection) = self.smtp_pool.take(&key) {
+            match connection.send(mail_from, rcpt_to, message).await {
+                Ok(delivered) if delivered.replies.iter().all(|reply| reply.code == 421) => {
+                    tracing::debug!(host = %host.name, "pooled connection said 421; reconnecting");
+                }
+                Ok(delivered) => {
+                    if delivered.reusable {
+                        self.smtp_pool.put(&key, connection);
+                    }
+                    return Ok(delivered.replies);
+                }
+                Err(error) => {
+                    tracing::debug!(host = %host.name, %error, "pooled connection failed; reconnecting");
+                }
+            }
+        }
+        let tcp = crate::connect::connect(addresses, self.ports.smtp)
+            .await
+            .map_err(ConnectionError::Connect)?;
+        let name = crate::tls::server_name(&host.name).map_err(ConnectionError::Tls)?;
+        let tls = self.tls.for_peer(self_signed_ok, false);
+        let mut connection = SmtpConnection::open(tcp, &self.helo, tls, name).await?;
+        let delivered = connection.send(mail_from, rcpt_to, message).await?;
+        if delivered.reusable {
+            self.smtp_pool.put(&key, connection);
+        }
+        Ok(delivered.replies)
+    }
+}

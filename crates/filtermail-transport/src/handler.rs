@@ -1,0 +1,192 @@
+//! The LMTP side: Postfix hands over each message with its recipients;
+//! they are split by destination, destinations are delivered in
+//! parallel, and each recipient gets its own reply, in RCPT order.
+//!
+//! Two bounds keep a queue flush from swamping the transport: one global
+//! semaphore on deliveries in flight (waited on for a limited time), and
+//! a per-destination queue limit and circuit breaker checked already at
+//! RCPT time, so Postfix gets a 4xx for an over-queued or dead destination
+//! before it even sends the message.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatmail_smtp::{DataOutcome, Envelope, Reply, SmtpHandler};
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::deliver::Deliverer;
+use crate::destination::Destination;
+use crate::state::{Busy, Destinations};
+
+/// Destinations tracked at once (idle ones are forgotten first).
+const TRACKED_DESTINATIONS: NonZeroUsize = NonZeroUsize::new(50_000).expect("non-zero");
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deliveries in flight at once, over all destinations.
+    pub max_deliveries: usize,
+    /// Messages queued or in flight per destination.
+    pub per_destination: usize,
+    /// How long a delivery waits for a global slot before giving up.
+    pub slot_wait: Duration,
+    /// Every delivery ends within this time, well inside Postfix's
+    /// lmtp_data_done_timeout (600 s): a timeout there would make Postfix
+    /// deliver the message twice.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_deliveries: 1000,
+            per_destination: 30,
+            slot_wait: Duration::from_secs(30),
+            deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Transport {
+    deliverer: Arc<Deliverer>,
+    destinations: Destinations,
+    global: Arc<Semaphore>,
+    limits: Limits,
+}
+
+fn busy_reply(destination: &Destination, busy: Busy) -> Reply {
+    match busy {
+        Busy::Full => Reply::owned(
+            451,
+            "4.4.5",
+            format!("Too many messages queued for {destination}; try again later"),
+        ),
+        Busy::Dead => Reply::owned(
+            451,
+            "4.4.1",
+            format!("{destination} was not reachable just now; try again later"),
+        ),
+    }
+}
+
+impl Transport {
+    #[must_use]
+    pub fn new(deliverer: Deliverer, limits: Limits) -> Self {
+        Self {
+            deliverer: Arc::new(deliverer),
+            destinations: Destinations::new(TRACKED_DESTINATIONS),
+            global: Arc::new(Semaphore::new(limits.max_deliveries.max(1))),
+            limits,
+        }
+    }
+
+    /// Destinations currently tracked.
+    #[must_use]
+    pub fn tracked_destinations(&self) -> usize {
+        self.destinations.len()
+    }
+
+    /// Deliveries in flight now.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_deliveries.max(1) - self.global.available_permits()
+    }
+
+    async fn deliver_one(
+        &self,
+        destination: &Destination,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &Bytes,
+    ) -> Vec<Reply> {
+        let state = self.destinations.get(destination);
+        let slot = match state.enter(self.limits.per_destination) {
+            Ok(slot) => slot,
+            Err(busy) => return vec![busy_reply(destination, busy); rcpt_to.len()],
+        };
+        let permit = tokio::time::timeout(
+            self.limits.slot_wait,
+            Arc::clone(&self.global).acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(_permit)) = permit else {
+            let reply = Reply::new(
+                451,
+                "4.3.2",
+                "Too many deliveries in progress; try again later",
+            );
+            return vec![reply; rcpt_to.len()];
+        };
+        let delivery =
+            self.deliverer
+                .deliver(destination, slot.state(), mail_from, rcpt_to, message);
+        match tokio::time::timeout(self.limits.deadline, delivery).await {
+            Ok(replies) => replies,
+            Err(_) => {
+                tracing::warn!(%destination, "delivery took too long; Postfix will retry");
+                let reply = Reply::new(451, "4.4.7", "Delivery took too long; try again later");
+                vec![reply; rcpt_to.len()]
+            }
+        }
+    }
+}
+
+impl SmtpHandler for Transport {
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
+        let Some(destination) = Destination::of(recipient) else {
+            return Err(Reply::BAD_RECIPIENT);
+        };
+        match self
+            .destinations
+            .get(&destination)
+            .check(self.limits.per_destination)
+        {
+            Some(busy) => {
+                tracing::debug!(%destination, ?busy, "fast tempfail");
+                Err(busy_reply(&destination, busy))
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
+        let message = Bytes::from(message);
+        let mut groups: BTreeMap<String, (Destination, Vec<usize>)> = BTreeMap::new();
+        for (index, rcpt) in envelope.rcpt_to.iter().enumerate() {
+            // Recipients passed rcpt_to, so each has a destination.
+            if let Some(destination) = Destination::of(rcpt) {
+                groups
+                    .entry(destination.to_string())
+                    .or_insert_with(|| (destination, Vec::new()))
+                    .1
+                    .push(index);
+            }
+        }
+        let sender = envelope.sender();
+        let deliveries = groups.values().map(|(destination, indexes)| {
+            let rcpts: Vec<String> = indexes
+                .iter()
+                .filter_map(|&index| envelope.rcpt_to.get(index).cloned())
+                .collect();
+            let message = message.clone();
+            async move {
+                let replies = self
+                    .deliver_one(destination, sender, &rcpts, &message)
+                    .await;
+                (indexes, replies)
+            }
+        });
+        let mut replies = vec![Reply::TEMPORARY_FAILURE; envelope.rcpt_to.len()];
+        for (indexes, group_replies) in join_all(deliveries).await {
+            for (&index, reply) in indexes.iter().zip(group_replies) {
+                if let Some(slot) = replies.get_mut(index) {
+                    *slot = reply;
+                }
+            }
+        }
+        DataOutcome::PerRecipient(replies)
+    }
+}

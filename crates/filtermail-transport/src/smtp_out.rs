@@ -1,0 +1,251 @@
+//! SMTP to another relay's port 25: STARTTLS is mandatory (a server
+//! without it gets nothing), the certificate is verified, the envelope is
+//! pipelined when offered, and every recipient gets the server's own
+//! answer. Connections are kept for reuse, a few per host.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chatmail_smtp::{ClientError, Reply, dot_stuff, read_reply};
+use rustls::ClientConfig;
+use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, EhloResponse};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Idle connections kept per host, and how long.
+const MAX_IDLE_PER_HOST: usize = 4;
+const MAX_IDLE_HOSTS: usize = 1000;
+const IDLE_FOR: Duration = Duration::from_secs(60);
+
+/// Why a host could not take the message at all: the caller may try the
+/// next host. A server's reply is never one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("STARTTLS is not offered")]
+    NoStartTls,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Protocol(#[from] ClientError),
+    #[error("the server refused the session: {0}")]
+    Refused(Reply),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct SmtpConnection {
+    stream: BufReader<TlsStream<TcpStream>>,
+    pipelining: bool,
+    idle_since: Instant,
+}
+
+/// The outcome of one transaction: a reply per recipient, in order.
+pub struct Delivered {
+    pub replies: Vec<Reply>,
+    /// The connection may carry another message.
+    pub reusable: bool,
+}
+
+impl SmtpConnection {
+    /// Connects over `tcp`: greeting, EHLO, STARTTLS, TLS, EHLO again.
+    pub async fn open(
+        tcp: TcpStream,
+        helo: &str,
+        tls: Arc<ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Self, ConnectionError> {
+        let mut plain = BufReader::new(tcp);
+        let (greeting, _) = read_reply(&mut plain).await?;
+        if greeting.code != 220 {
+            return Err(ConnectionError::Refused(greeting));
+        }
+        let offered = ehlo(&mut plain, helo).await?;
+        if offered & EXT_START_TLS == 0 {
+            return Err(ConnectionError::NoStartTls);
+        }
+        write(&mut plain, b"STARTTLS\r\n").await?;
+        let (ready, _) = read_reply(&mut plain).await?;
+        if ready.code != 220 {
+            return Err(ConnectionError::Refused(ready));
+        }
+        let tcp = plain.into_inner();
+        let stream = tokio::time::timeout(
+            crate::connect::CONNECT_TIMEOUT,
+            TlsConnector::from(tls).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_| ConnectionError::Tls("handshake timed out".into()))?
+        .map_err(|error| ConnectionError::Tls(error.to_string()))?;
+        let mut stream = BufReader::new(stream);
+        let capabilities = ehlo(&mut stream, helo).await?;
+        Ok(Self {
+            stream,
+            pipelining: capabilities & EXT_PIPELINING != 0,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Sends one message. `Err` only for connection trouble before the
+    /// message was committed (the caller may retry elsewhere); afterwards
+    /// trouble is a 4xx for the recipients the server had accepted.
+    pub async fn send(
+        &mut self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<Delivered, ConnectionError> {
+        let mail = format!("MAIL FROM:<{mail_from}> BODY=8BITMIME\r\n");
+        let rcpts: Vec<String> = rcpt_to
+            .iter()
+            .map(|rcpt| format!("RCPT TO:<{rcpt}>\r\n"))
+            .collect();
+        let (mail_reply, rcpt_replies) = if self.pipelining {
+            let mut batch = mail.into_bytes();
+            for rcpt in &rcpts {
+                batch.extend_from_slice(rcpt.as_bytes());
+            }
+            write(&mut self.stream, &batch).await?;
+            let (mail_reply, _) = read_reply(&mut self.stream).await?;
+            let mut replies = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                replies.push(read_reply(&mut self.stream).await?.0);
+            }
+            (mail_reply, replies)
+        } else {
+            write(&mut self.stream, mail.as_bytes()).await?;
+            let (mail_reply, _) = read_reply(&mut self.stream).await?;
+            let mut replies = Vec::with_capacity(rcpts.len());
+            if mail_reply.is_positive() {
+                for rcpt in &rcpts {
+                    write(&mut self.stream, rcpt.as_bytes()).await?;
+                    replies.push(read_reply(&mut self.stream).await?.0);
+                }
+            }
+            (mail_reply, replies)
+        };
+        if !mail_reply.is_positive() {
+            let reusable = mail_reply.code != 421 && self.reset().await.is_ok();
+            return Ok(Delivered {
+                replies: vec![mail_reply; rcpt_to.len()],
+                reusable,
+            });
+        }
+        if !rcpt_replies.iter().any(Reply::is_positive) {
+            let reusable = self.reset().await.is_ok();
+            return Ok(Delivered {
+                replies: rcpt_replies,
+                reusable,
+            });
+        }
+        write(&mut self.stream, b"DATA\r\n").await?;
+        let (data, _) = read_reply(&mut self.stream).await?;
+        if data.code != 354 {
+            let reusable = self.reset().await.is_ok();
+            return Ok(Delivered {
+                replies: merge(&rcpt_replies, &data),
+                reusable,
+            });
+        }
+        // From here on the message may have been taken: never an Err.
+        let sent = async {
+            write(&mut self.stream, &dot_stuff(message)).await?;
+            read_reply(&mut self.stream).await.map(|(reply, _)| reply)
+        };
+        let (final_reply, reusable) = match sent.await {
+            Ok(reply) => (reply, true),
+            Err(error) => (
+                Reply::owned(
+                    451,
+                    "4.4.2",
+                    format!("Connection lost after the message: {error}"),
+                ),
+                false,
+            ),
+        };
+        self.idle_since = Instant::now();
+        Ok(Delivered {
+            replies: merge(&rcpt_replies, &final_reply),
+            reusable,
+        })
+    }
+
+    async fn reset(&mut self) -> Result<(), ClientError> {
+        write(&mut self.stream, b"RSET\r\n").await?;
+        read_reply(&mut self.stream).await.map(drop)
+    }
+}
+
+/// Each accepted recipient gets `outcome`; refused ones keep their reply.
+fn merge(rcpt_replies: &[Reply], outcome: &Reply) -> Vec<Reply> {
+    rcpt_replies
+        .iter()
+        .map(|reply| {
+            if reply.is_positive() {
+                outcome.clone()
+            } else {
+                reply.clone()
+            }
+        })
+        .collect()
+}
+
+async fn write<S: Io>(stream: &mut BufReader<S>, bytes: &[u8]) -> Result<(), ClientError> {
+    tokio::time::timeout(Duration::from_secs(30), stream.get_mut().write_all(bytes))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    Ok(())
+}
+
+/// Sends EHLO; returns the capability flags.
+async fn ehlo<S: Io>(stream: &mut BufReader<S>, helo: &str) -> Result<u32, ConnectionError> {
+    write(stream, format!("EHLO {helo}\r\n").as_bytes()).await?;
+    let (reply, raw) = read_reply(stream).await?;
+    if reply.code != 250 {
+        return Err(ConnectionError::Refused(reply));
+    }
+    Ok(EhloResponse::parse(&mut raw.iter()).map_or(0, |response| response.capabilities))
+}
+
+/// Idle connections by host.
+#[derive(Default)]
+pub struct SmtpPool {
+    idle: Mutex<HashMap<String, Vec<SmtpConnection>>>,
+}
+
+impl SmtpPool {
+    pub fn take(&self, host: &str) -> Option<SmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let connections = idle.get_mut(host)?;
+        while let Some(connection) = connections.pop() {
+            if connection.idle_since.elapsed() < IDLE_FOR {
+                return Some(connection);
+            }
+        }
+        idle.remove(host);
+        None
+    }
+
+    pub fn put(&self, host: &str, connection: SmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= MAX_IDLE_HOSTS && !idle.contains_key(host) {
+            // Full: forget the stale ones; if none, this one is dropped.
+            idle.retain(|_, connections| {
+                connections.retain(|c| c.idle_since.elapsed() < IDLE_FOR);
+                !connections.is_empty()
+            });
+            if idle.len() >= MAX_IDLE_HOSTS {
+                return;
+            }
+        }
+        let connections = idle.entry(host.to_owned()).or_default();
+        if connections.len() < MAX_IDLE_PER_HOST {
+            connections.push(connection);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Benchmarks filtermail-transport (release build, run as root from the
+//! repository root: the daemon runs as vmail like in production).
+//!
+//! (a) `blackhole`: N concurrent LMTP clients, half sending to a healthy
+//!     relay (HTTPS /mxdeliv on loopback), half to a destination whose
+//!     host accepts connections and never answers. Reports how fast the
+//!     dead half gets its 4xx, how long the healthy half takes, how many
+//!     deliveries reached the dead host at once, and the daemon's memory.
+//! (b) `slow`: one healthy destination answering each message 50 ms late;
+//!     messages/s with C concurrent LMTP clients, against strictly one
+//!     message at a time (what the program we replace does per
+//!     destination), in the same run.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use relay_tests::{Daemon, DnsServer, PushServer, Ready, SmtpClient, TestCa, free_port};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Blackhole {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+    },
+    Slow {
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        delay_ms: u64,
+    },
+}
+
+const SENDER: &str = "bench@[127.0.0.1]";
+const MESSAGE: &str = "From: <bench@[127.0.0.1]>\r\nSubject: x\r\n\r\n\
+    -----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA\r\n-----END PGP MESSAGE-----\r\n";
+const BLACKHOLE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The healthy half goes to this many domains (all served by the same
+/// relay), as outbound mail from a relay goes to many relays.
+const HEALTHY_DOMAINS: usize = 50;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _dns: DnsServer,
+    https: PushServer,
+    daemon: Daemon,
+    lmtp_port: u16,
+    blackhole_connections: Arc<AtomicUsize>,
+}
+
+async fn setup(extra_ini: &str) -> Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let ca = TestCa::generate_for(dir.path(), &["mx.healthy.test"])?;
+    fs::set_permissions(&ca.ca_path, fs::Permissions::from_mode(0o644))?;
+    let https = PushServer::start(&ca).await?;
+    https.count_only();
+    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    dns.add_mx("healthy.test.", 10, "mx.healthy.test.");
+    for n in 0..HEALTHY_DOMAINS {
+        dns.add_mx(&format!("h{n}.test."), 10, "mx.healthy.test.");
+    }
+    dns.add_ip("mx.healthy.test.", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    dns.add_mx("blackhole.test.", 10, "mx.blackhole.test.");
+    dns.add_ip("mx.blackhole.test.", IpAddr::V4(BLACKHOLE));
+    // The black hole listens on both ports the transport uses.
+    let smtp_port = free_port()?;
+    let blackhole_connections = Arc::new(AtomicUsize::new(0));
+    for port in [https.port(), smtp_port] {
+        let listener = TcpListener::bind((BLACKHOLE, port)).await?;
+        let counter = Arc::clone(&blackhole_connections);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                held.push(stream);
+            }
+        });
+    }
+    let lmtp_port = free_port()?;
+    let ini = dir.path().join("chatmail.ini");
+    fs::write(
+        &ini,
+        format!(
+            "[params]\nmail_domain = 127.0.0.1\nmailboxes_dir = {mail}\n\
+             filtermail_lmtp_port_transport = {lmtp_port}\n\
+             filtermail_transport_smtp_port = {smtp_port}\n\
+             filtermail_transport_https_port = {https_port}\n\
+             filtermail_transport_ca_file = {ca}\n\
+             dns_resolver = {dns}\ndns_dnssec_validation = no\n{extra_ini}",
+            mail = dir.path().join("mail").display(),
+            https_port = https.port(),
+            ca = ca.ca_path.display(),
+            dns = dns.addr(),
+        ),
+    )?;
+    let daemon = Daemon::start_with_env(
+        "filtermail-transport",
+        &[ini.as_os_str()],
+        &[("RUST_LOG", "warn")],
+        Ready::Port(lmtp_port),
+        dir.path(),
+    )?;
+    Ok(Setup {
+        _dir: dir,
+        _dns: dns,
+        https,
+        daemon,
+        lmtp_port,
+        blackhole_connections,
+    })
+}
+
+/// Sends one message; returns the reply code and how long it took.
+async fn send(port: u16, rcpt: &str) -> Result<(u16, Duration)> {
+    let mut client = SmtpClient::connect(port).await?;
+    client.lhlo().await?;
+    let started = Instant::now();
+    let replies = client.send_lmtp(SENDER, &[rcpt], MESSAGE).await?;
+    let took = started.elapsed();
+    client.quit().await;
+    Ok((replies.first().map_or(0, |reply| reply.code), took))
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], permille: usize) -> Duration {
+    let last = sorted.len().saturating_sub(1);
+    sorted
+        .get(last * permille / 1000)
+        .copied()
+        .unwrap_or_default()
+}
+
+async fn blackhole(clients: usize) -> Result<()> {
+    let setup = setup("").await?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..clients {
+        let port = setup.lmtp_port;
+        let healthy = n % 2 == 0;
+        let rcpt = if healthy {
+            format!("u{n}@h{}.test", n % HEALTHY_DOMAINS)
+        } else {
+            format!("u{n}@blackhole.test")
+        };
+        tasks.spawn(async move {
+            // A deferred healthy message is retried, as Postfix would
+            // (sooner, to measure when the healthy half is through).
+            let mut result = send(port, &rcpt).await;
+            let mut tries = 1;
+            while healthy && tries < 100 && matches!(result, Ok((451, _))) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                result = send(port, &rcpt).await;
+                tries += 1;
+            }
+            (healthy, result)
+        });
+    }
+    let mut healthy_done = Duration::ZERO;
+    let mut healthy_ok = 0;
+    let mut dead = Vec::new();
+    let mut dead_codes = std::collections::BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (healthy, result) = joined?;
+        let (code, took) = result?;
+        if healthy {
+            if code == 250 {
+                healthy_ok += 1;
+            }
+            healthy_done = healthy_done.max(started.elapsed());
+        } else {
+            *dead_codes.entry(code).or_insert(0) += 1;
+            dead.push(took);
+        }
+    }
+    dead.sort_unstable();
+    println!(
+        "clients={clients} healthy_delivered={healthy_ok} healthy_all_done={:.2}s \
+         blackhole_replies={dead_codes:?} blackhole_p50={:?} blackhole_p90={:?} blackhole_max={:?} \
+         deliveries_reaching_blackhole={} https_requests={} daemon_rss_peak={} KiB",
+        healthy_done.as_secs_f64(),
+        percentile(&dead, 500),
+        percentile(&dead, 900),
+        dead.last().copied().unwrap_or_default(),
+        setup.blackhole_connections.load(Ordering::Relaxed),
+        setup.https.count(),
+        rss_kib(setup.daemon.pid(), "VmHWM"),
+    );
+    Ok(())
+}
+
+async fn slow(messages: usize, clients: usize, delay: Duration) -> Result<()> {
+    let setup = setup("").await?;
+    setup.https.set_delay(delay);
+    // Warm up: the connection to the relay.
+    send(setup.lmtp_port, "warm@healthy.test").await?;
+
+    let serial_count = (messages / 10).max(10);
+    let started = Instant::now();
+    for n in 0..serial_count {
+        let (code, _) = send(setup.lmtp_port, &format!("s{n}@healthy.test")).await?;
+        anyhow::ensure!(code == 250, "serial send got {code}");
+    }
+    let serial_rate = serial_count as f64 / started.elapsed().as_secs_f64();
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let next = Arc::clone(&next);
+        let port = setup.lmtp_port;
+        tasks.spawn(async move {
+            let mut client = SmtpClient::connect(port).await?;
+            client.lhlo().await?;
+            let mut refused = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < messages {
+                let replies = client
+                    .send_lmtp(SENDER, &["p@healthy.test"], MESSAGE)
+                    .await?;
+                if replies.first().is_none_or(|reply| reply.code != 250) {
+                    refused += 1;
+                }
+            }
+            client.quit().await;
+            Ok::<_, anyhow::Error>(refused)
+        });
+    }
+    let mut refused = 0;
+    while let Some(joined) = tasks.join_next().await {
+        refused += joined??;
+    }
+    let parallel_rate = messages as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "delay={delay:?} one_at_a_time={serial_rate:.1}/s ({serial_count} messages) \
+         parallel={parallel_rate:.1}/s ({messages} messages, {clients} LMTP clients, {refused} got 4xx) \
+         ratio={:.1} daemon_rss_peak={} KiB",
+        parallel_rate / serial_rate,
+        rss_kib(setup.daemon.pid(), "VmHWM"),
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Blackhole { clients } => blackhole(clients).await,
+            Command::Slow {
+                messages,
+                clients,
+                delay_ms,
+            } => slow(messages, clients, Duration::from_millis(delay_ms)).await,
+        }
+    })
+}
