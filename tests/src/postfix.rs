@@ -204,6 +204,53 @@ append_dot_mydomain = no
         self.work.path().join("queue/private")
     }
 
+    /// Changes main.cf settings (`name = value`) and reloads Postfix.
+    pub fn reconfigure(&self, settings: &[&str]) -> Result<()> {
+        let output = Command::new("postconf")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("-e")
+            .args(settings)
+            .output()
+            .context("running postconf")?;
+        if !output.status.success() {
+            bail!(
+                "postconf failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        self.command("reload")
+    }
+
+    /// Asks Postfix to attempt delivery of everything queued now.
+    pub fn flush(&self) -> Result<()> {
+        let status = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("-f")
+            .status()
+            .context("running postqueue")?;
+        if !status.success() {
+            bail!("postqueue -f failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// The number of messages in the queue (`postqueue -j`).
+    pub fn queued(&self) -> Result<usize> {
+        let output = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("-j")
+            .output()
+            .context("running postqueue")?;
+        Ok(output
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .count())
+    }
+
     #[must_use]
     pub fn config_dir(&self) -> &Path {
         &self.config_dir

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use relay_tests::{
     Daemon, DnsMode, DnsServer, Postfix, PostfixOptions, PushServer, Ready, SmtpClient, SmtpReply,
-    TestCa, free_port,
+    TestCa, free_port, repo_root,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -40,7 +40,7 @@ async fn world(names: &[&str]) -> Result<World> {
 }
 
 struct Transport {
-    _daemon: Daemon,
+    daemon: Daemon,
     lmtp_port: u16,
 }
 
@@ -77,10 +77,7 @@ fn start_transport(
         Ready::Port(lmtp_port),
         &dir,
     )?;
-    Ok(Transport {
-        _daemon: daemon,
-        lmtp_port,
-    })
+    Ok(Transport { daemon, lmtp_port })
 }
 
 async fn lmtp(transport: &Transport, to: &[&str]) -> Result<Vec<SmtpReply>> {
@@ -405,6 +402,210 @@ async fn deliveries_in_flight_never_exceed_the_global_bound() -> Result<()> {
     for client in clients {
         client.abort();
     }
+    drop(transport);
+    Ok(())
+}
+
+/// Listens on `ip` at each of `ports`, accepting connections and never
+/// answering; returns the number of connections accepted so far.
+async fn black_hole(
+    ip: Ipv4Addr,
+    ports: &[u16],
+) -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for port in ports {
+        let listener = TcpListener::bind((ip, *port)).await?;
+        let counter = std::sync::Arc::clone(&count);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    Ok(count)
+}
+
+/// smtp-source: `count` messages to `rcpt` through `port`, 20 sessions.
+async fn smtp_source(port: u16, rcpt: &str, count: usize) -> Result<()> {
+    let args = [
+        "-m".to_owned(),
+        count.to_string(),
+        "-s".to_owned(),
+        "20".to_owned(),
+        "-f".to_owned(),
+        SENDER.to_owned(),
+        "-t".to_owned(),
+        rcpt.to_owned(),
+        format!("127.0.0.1:{port}"),
+    ];
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("smtp-source")
+            .args(&args)
+            .status()
+    })
+    .await??;
+    anyhow::ensure!(status.success(), "smtp-source failed: {status}");
+    Ok(())
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() -> Result<()> {
+    const DEAD: usize = 5000;
+    const HEALTHY: usize = 500;
+    let world = world(&["mx.healthy.test"]).await?;
+    let https = PushServer::start(&world.ca).await?;
+    https.count_only();
+    let smtp_port = free_port()?;
+    let dead_ip = Ipv4Addr::new(127, 0, 0, 3);
+    let dead_connections = black_hole(dead_ip, &[https.port(), smtp_port]).await?;
+    mx(
+        &world,
+        "dead.test",
+        &[(10, "mx.dead.test", IpAddr::V4(dead_ip))],
+    );
+    // A second dead destination drops packets instead of answering.
+    let drop_ip = Ipv4Addr::new(127, 0, 0, 4);
+    let _droppers = (
+        packet_dropper(drop_ip, https.port())?,
+        packet_dropper(drop_ip, smtp_port)?,
+    );
+    mx(
+        &world,
+        "drop.test",
+        &[(10, "mx.drop.test", IpAddr::V4(drop_ip))],
+    );
+    for n in 0..10 {
+        mx(
+            &world,
+            &format!("h{n}.test"),
+            &[(10, "mx.healthy.test", LOOPBACK)],
+        );
+    }
+    let transport = start_transport(&world, smtp_port, https.port(), "")?;
+
+    // Postfix with the shipped transport settings, holding mail for
+    // lmtp-filtermail until the flush.
+    let main_cf = fs::read_to_string(repo_root().join("postfix/main.cf"))?
+        .replace("10083", &transport.lmtp_port.to_string());
+    let master_cf = fs::read_to_string(repo_root().join("postfix/master.cf"))?;
+    let service = master_cf
+        .find("lmtp-filtermail unix")
+        .and_then(|start| master_cf.get(start..))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(service.contains("1000"), "{service}");
+    let postfix = Postfix::start(&PostfixOptions {
+        main_cf: format!("{main_cf}\ndefer_transports = lmtp-filtermail\n"),
+        master_cf: service,
+        ..PostfixOptions::default()
+    })?;
+    smtp_source(postfix.smtp_port(), "a@dead.test", DEAD / 2).await?;
+    smtp_source(postfix.smtp_port(), "a@drop.test", DEAD / 2).await?;
+    for n in 0..10 {
+        smtp_source(postfix.smtp_port(), &format!("u@h{n}.test"), HEALTHY / 10).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while postfix.queued()? < DEAD + HEALTHY {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} queued",
+            postfix.queued()?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    postfix.reconfigure(&["defer_transports ="])?;
+    postfix.flush()?;
+    let flushed = Instant::now();
+    while https.count() < HEALTHY as u64 {
+        anyhow::ensure!(
+            flushed.elapsed() < Duration::from_secs(90),
+            "healthy mail held up: {} of {HEALTHY} delivered after {:?}",
+            https.count(),
+            flushed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let healthy_time = flushed.elapsed();
+    let connections = dead_connections.load(std::sync::atomic::Ordering::SeqCst);
+    let queued = postfix.queued()?;
+    let rss = rss_kib(transport.daemon.pid(), "VmHWM");
+    eprintln!(
+        "flush: {HEALTHY} healthy delivered in {healthy_time:?}; {connections} connections \
+         reached the dead host; {queued} still queued; transport peak RSS {rss} KiB"
+    );
+    // The dead destination's messages stay queued (deferred with 4xx).
+    assert!(queued >= DEAD, "{queued}");
+    let log = fs::read_to_string(postfix.log_path())?;
+    assert!(
+        log.contains("status=deferred") && log.contains("451"),
+        "no 4xx deferrals"
+    );
+    // At most 30 deliveries (two connections each) reached the dead host,
+    // plus a probe or two after the pause.
+    assert!(connections <= 2 * 30 + 8, "{connections}");
+    assert!(rss < 300 * 1024, "{rss} KiB");
+    drop(postfix);
+    drop(transport);
+    Ok(())
+}
+
+/// A host that drops connection attempts, as a firewall does: a listener
+/// whose accept queue is full and never drained, so new SYNs go
+/// unanswered. Returns the listener and the connections filling it.
+fn packet_dropper(ip: Ipv4Addr, port: u16) -> Result<(socket2::Socket, Vec<std::net::TcpStream>)> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from((ip, port)).into())?;
+    socket.listen(0)?;
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        let addr = std::net::SocketAddr::from((ip, port));
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => fill.push(stream),
+            Err(_) => break,
+        }
+    }
+    Ok((socket, fill))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_addresses_of_a_host_are_tried_at_once() -> Result<()> {
+    let world = world(&["mx.remote.test"]).await?;
+    let https = PushServer::start(&world.ca).await?;
+    // mx.remote.test has an IPv6 address where nothing listens, one that
+    // drops packets, and the working one, in that order.
+    let (_dropper, _fill) = packet_dropper(Ipv4Addr::new(127, 0, 0, 4), https.port())?;
+    world.dns.add_mx("remote.test.", 10, "mx.remote.test.");
+    world.dns.add_ip("mx.remote.test.", "::1".parse()?);
+    world
+        .dns
+        .add_ip("mx.remote.test.", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)));
+    world.dns.add_ip("mx.remote.test.", LOOPBACK);
+    let transport = start_transport(&world, free_port()?, https.port(), "")?;
+    let started = Instant::now();
+    let replies = lmtp(&transport, &["a@remote.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    // Far less than the 15 s connect timeout of the dropping address.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     drop(transport);
     Ok(())
 }

@@ -421,3 +421,45 @@ fn fsreport_writes_both_metrics_files_atomically_and_readable() {
     assert!(summary.contains("[cur] larger than"), "{summary}");
     assert!(summary.contains("non-ci:  1"), "{summary}");
 }
+
+#[test]
+fn unreadable_directories_are_counted_not_fatal() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    // The pass runs as vmail (as systemd runs it); a directory it cannot
+    // read, left by someone else, must not stop it.
+    let vmail = nix::unistd::User::from_name("vmail")
+        .unwrap()
+        .expect("the vmail user (tests/run creates it)");
+    let relay = Relay::new("delete_mails_after = 1\n");
+    let top = relay.root.parent().unwrap();
+    fs::set_permissions(top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&relay.ini, fs::Permissions::from_mode(0o644)).unwrap();
+    let locked = relay.mailbox("locked@example.org", 0);
+    relay.message(&locked, "cur", "1.M1", 10, 5 * DAY);
+    fs::set_permissions(locked.join("cur"), fs::Permissions::from_mode(0o700)).unwrap();
+    let open = relay.mailbox("open@example.org", 0);
+    let old = relay.message(&open, "new", "2.M2", 10, 5 * DAY);
+    for path in [
+        &relay.root,
+        &open,
+        &open.join("new"),
+        &open.join("cur"),
+        &open.join("tmp"),
+    ] {
+        nix::unistd::chown(path.as_path(), Some(vmail.uid), Some(vmail.gid)).unwrap();
+    }
+    nix::unistd::chown(old.as_path(), Some(vmail.uid), Some(vmail.gid)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chatmail-expire"))
+        .arg(&relay.ini)
+        .arg("--remove")
+        .uid(vmail.uid.as_raw())
+        .gid(vmail.gid.as_raw())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("1 errors"), "{out}");
+    assert!(!old.exists(), "the readable mailbox was still expired");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Permission denied"));
+}
