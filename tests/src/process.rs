@@ -99,3 +99,18 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A memory figure of process `pid` in KiB from /proc (`VmRSS`,
+/// `VmHWM`...); 0 when it cannot be read.
+#[must_use]
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

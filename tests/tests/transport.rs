@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use relay_tests::{
     Daemon, DnsMode, DnsServer, Postfix, PostfixOptions, PushServer, Ready, SmtpClient, SmtpReply,
-    TestCa, free_port, repo_root,
+    TestCa, free_port, proc_status_kib, repo_root,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -355,26 +355,11 @@ async fn over_queued_and_dead_destinations_get_a_fast_4xx() -> Result<()> {
     Ok(())
 }
 
-/// Accepts connections, counts them, and never says anything.
-async fn counting_silent_server() -> Result<(u16, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let port = listener.local_addr()?.port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&count);
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(stream);
-        }
-    });
-    Ok((port, count))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_in_flight_never_exceed_the_global_bound() -> Result<()> {
     let world = world(&[]).await?;
-    let (port, connections) = counting_silent_server().await?;
+    let port = free_port()?;
+    let connections = black_hole(Ipv4Addr::LOCALHOST, &[port]).await?;
     let destinations: Vec<String> = (0..6).map(|n| format!("d{n}.test")).collect();
     for domain in &destinations {
         mx(&world, domain, &[(10, &format!("mx.{domain}"), LOOPBACK)]);
@@ -448,18 +433,6 @@ async fn smtp_source(port: u16, rcpt: &str, count: usize) -> Result<()> {
     .await??;
     anyhow::ensure!(status.success(), "smtp-source failed: {status}");
     Ok(())
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +516,7 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
     let healthy_time = flushed.elapsed();
     let connections = dead_connections.load(std::sync::atomic::Ordering::SeqCst);
     let queued = postfix.queued()?;
-    let rss = rss_kib(transport.daemon.pid(), "VmHWM");
+    let rss = proc_status_kib(transport.daemon.pid(), "VmHWM");
     eprintln!(
         "flush: {HEALTHY} healthy delivered in {healthy_time:?}; {connections} connections \
          reached the dead host; {queued} still queued; transport peak RSS {rss} KiB"
@@ -606,6 +579,56 @@ async fn all_addresses_of_a_host_are_tried_at_once() -> Result<()> {
         "{:?}",
         started.elapsed()
     );
+    drop(transport);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_certificates_only_for_ip_literals_and_test_domains() -> Result<()> {
+    let world = world(&[]).await?;
+    // A relay whose certificate comes from a CA the transport does not
+    // trust: as good as self-signed.
+    let stranger_dir = tempfile::tempdir()?;
+    let stranger = TestCa::generate_for(
+        stranger_dir.path(),
+        &["mx.remote.test", "mx._test.relay", "implicit.test"],
+    )?;
+    let https = PushServer::start(&stranger).await?;
+    mx(&world, "remote.test", &[(10, "mx.remote.test", LOOPBACK)]);
+    mx(&world, "_test.relay", &[(10, "mx._test.relay", LOOPBACK)]);
+    // A domain without MX records is its own mail host (implicit MX).
+    world.dns.add_ip("implicit.test.", LOOPBACK);
+    let transport = start_transport(&world, free_port()?, https.port(), "")?;
+    let replies = lmtp(&transport, &["a@[127.0.0.1]", "b@_test.relay"]).await?;
+    assert_eq!(codes(&replies), [250, 250], "{replies:?}");
+    let requests = https.requests();
+    assert_eq!(requests.len(), 2, "one request per destination");
+    let replies = lmtp(&transport, &["c@remote.test", "d@implicit.test"]).await?;
+    assert_eq!(
+        codes(&replies),
+        [451, 451],
+        "untrusted certificates: {replies:?}"
+    );
+    assert!(
+        replies[0].text.contains("TLS") || replies[0].text.contains("certificate"),
+        "{replies:?}"
+    );
+    assert_eq!(https.requests().len(), 2);
+    drop(transport);
+
+    // With the CA trusted, the implicit MX host takes the message.
+    let trusted = World {
+        dir: tempfile::tempdir()?,
+        dns: DnsServer::start(LOOPBACK).await?,
+        ca: stranger.clone(),
+    };
+    fs::set_permissions(trusted.dir.path(), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(stranger_dir.path(), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(&stranger.ca_path, fs::Permissions::from_mode(0o644))?;
+    trusted.dns.add_ip("implicit.test.", LOOPBACK);
+    let transport = start_transport(&trusted, free_port()?, https.port(), "")?;
+    let replies = lmtp(&transport, &["d@implicit.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
     drop(transport);
     Ok(())
 }

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use relay_tests::{Daemon, DnsServer, PushServer, Ready, SmtpClient, TestCa, free_port};
+use relay_tests::{
+    Daemon, DnsServer, PushServer, Ready, SmtpClient, TestCa, free_port, proc_status_kib,
+};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -136,18 +138,6 @@ async fn send(port: u16, rcpt: &str) -> Result<(u16, Duration)> {
     Ok((replies.first().map_or(0, |reply| reply.code), took))
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], permille: usize) -> Duration {
     let last = sorted.len().saturating_sub(1);
     sorted
@@ -209,7 +199,7 @@ async fn blackhole(clients: usize) -> Result<()> {
         dead.last().copied().unwrap_or_default(),
         setup.blackhole_connections.load(Ordering::Relaxed),
         setup.https.count(),
-        rss_kib(setup.daemon.pid(), "VmHWM"),
+        proc_status_kib(setup.daemon.pid(), "VmHWM"),
     );
     Ok(())
 }
@@ -260,7 +250,7 @@ async fn slow(messages: usize, clients: usize, delay: Duration) -> Result<()> {
          parallel={parallel_rate:.1}/s ({messages} messages, {clients} LMTP clients, {refused} got 4xx) \
          ratio={:.1} daemon_rss_peak={} KiB",
         parallel_rate / serial_rate,
-        rss_kib(setup.daemon.pid(), "VmHWM"),
+        proc_status_kib(setup.daemon.pid(), "VmHWM"),
     );
     Ok(())
 }
