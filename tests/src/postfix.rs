@@ -68,6 +68,47 @@ scache     unix  - - n -    1 scache
 postlog    unix-dgram n - n - 1 postlogd
 ";
 
+/// The name of the setting a main.cf line starts, if it starts one
+/// (continuation lines begin with whitespace, comments with `#`).
+fn setting_name(line: &str) -> Option<&str> {
+    if line.starts_with(char::is_whitespace) || line.starts_with('#') {
+        return None;
+    }
+    let (name, _) = line.split_once('=')?;
+    Some(name.trim())
+}
+
+/// `base` with the settings of `extra` appended, each setting defined
+/// once: a later definition replaces an earlier one. Postfix warns about
+/// each duplicate in every process it starts, and those warnings, sent to
+/// postlogd all at once, can fill its socket until postlogd itself blocks
+/// on logging its own copy: the whole instance then hangs.
+fn merge_main_cf(base: &str, extra: &str) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    for line in base.lines().chain(extra.lines()) {
+        if let Some(name) = setting_name(line) {
+            // Drop the earlier definition with its continuation lines.
+            if let Some(start) = lines
+                .iter()
+                .position(|earlier| setting_name(earlier) == Some(name))
+            {
+                let end = lines
+                    .iter()
+                    .skip(start + 1)
+                    .position(|next| {
+                        !next.starts_with(char::is_whitespace) || next.trim().is_empty()
+                    })
+                    .map_or(lines.len(), |offset| start + 1 + offset);
+                lines.drain(start..end);
+            }
+        }
+        lines.push(line);
+    }
+    let mut merged = lines.join("\n");
+    merged.push('\n');
+    merged
+}
+
 /// A running private Postfix; stopped on drop.
 pub struct Postfix {
     work: WorkDir,
@@ -120,7 +161,7 @@ biff = no
 append_dot_mydomain = no
 ",
         );
-        main_cf.push_str(&options.main_cf);
+        let main_cf = merge_main_cf(&main_cf, &options.main_cf);
         fs::write(config_dir.join("main.cf"), main_cf)?;
 
         let mut master_cf = format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n");
@@ -270,5 +311,20 @@ impl Drop for Postfix {
         if let Err(err) = self.command("stop") {
             eprintln!("stopping postfix: {err:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_main_cf;
+
+    #[test]
+    fn later_settings_replace_earlier_ones() {
+        let base = "a = 1\nb = 2\n  continued\nc = 3\n";
+        let extra = "# comment\nb = 4\nd = 5\n";
+        assert_eq!(
+            merge_main_cf(base, extra),
+            "a = 1\nc = 3\n# comment\nb = 4\nd = 5\n"
+        );
     }
 }

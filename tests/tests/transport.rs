@@ -306,6 +306,25 @@ async fn silent_server() -> Result<(u16, tokio::task::JoinHandle<()>)> {
     Ok((port, task))
 }
 
+/// The median time of five RCPTs for `rcpt` (other tests share the two
+/// cores, so one measurement alone could catch a stall), and the reply.
+async fn median_rcpt(
+    client: &mut SmtpClient<tokio::net::TcpStream>,
+    rcpt: &str,
+) -> Result<(SmtpReply, Duration)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = client.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        times.push(started.elapsed());
+        last = Some(reply);
+    }
+    times.sort_unstable();
+    let reply = last.ok_or_else(|| anyhow::anyhow!("no reply"))?;
+    Ok((reply, times.get(2).copied().unwrap_or_default()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_queued_and_dead_destinations_get_a_fast_4xx() -> Result<()> {
     let world = world(&[]).await?;
@@ -334,9 +353,7 @@ async fn over_queued_and_dead_destinations_get_a_fast_4xx() -> Result<()> {
     let mut client = SmtpClient::connect(transport.lmtp_port).await?;
     client.lhlo().await?;
     client.command(&format!("MAIL FROM:<{SENDER}>")).await?;
-    let started = Instant::now();
-    let reply = client.command("RCPT TO:<b@slow.test>").await?;
-    let took = started.elapsed();
+    let (reply, took) = median_rcpt(&mut client, "b@slow.test").await?;
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(took < Duration::from_millis(50), "took {took:?}");
 
@@ -345,11 +362,10 @@ async fn over_queued_and_dead_destinations_get_a_fast_4xx() -> Result<()> {
     let replies = client.send_lmtp(SENDER, &["a@dead.test"], MESSAGE).await?;
     assert_eq!(codes(&replies), [451], "{replies:?}");
     client.command(&format!("MAIL FROM:<{SENDER}>")).await?;
-    let started = Instant::now();
-    let reply = client.command("RCPT TO:<b@dead.test>").await?;
+    let (reply, took) = median_rcpt(&mut client, "b@dead.test").await?;
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text.contains("not reachable"), "{reply:?}");
-    assert!(started.elapsed() < Duration::from_millis(50));
+    assert!(took < Duration::from_millis(50), "took {took:?}");
     hanging.abort();
     drop(transport);
     Ok(())

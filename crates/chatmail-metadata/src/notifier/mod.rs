@@ -219,12 +219,18 @@ impl Scheduler {
                 failures = job.failures,
                 "giving up a push notification: its retries ran past the deadline"
             );
-            if let Err(error) = self.queue.remove(&job.id) {
-                tracing::error!(%error, "cannot remove a queue file");
-            }
+            // Not awaited: the scheduler loop must not wait on the disk.
+            let queue = self.queue.clone();
+            tokio::task::spawn_blocking(move || remove_logged(&queue, &job.id));
             return;
         }
         waiting.insert(job, delay);
+    }
+
+    async fn remove(&self, id: &str) {
+        let queue = self.queue.clone();
+        let id = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || remove_logged(&queue, &id)).await;
     }
 
     async fn attempt(&self, job: &Job) -> Done {
@@ -236,7 +242,7 @@ impl Scheduler {
             Ok(Ok(None)) => return Done::Finished,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read a queue file; dropping it");
-                let _ = self.queue.remove(&job.id);
+                self.remove(&job.id).await;
                 return Done::Finished;
             }
             Err(error) => return Done::Failed(error.to_string()),
@@ -258,10 +264,14 @@ impl Scheduler {
             }
             Answer::Retry(reason) => return Done::Failed(reason),
         }
-        if let Err(error) = self.queue.remove(&job.id) {
-            tracing::error!(%error, "cannot remove a queue file");
-        }
+        self.remove(&job.id).await;
         Done::Finished
+    }
+}
+
+fn remove_logged(queue: &Queue, id: &str) {
+    if let Err(error) = queue.remove(id) {
+        tracing::error!(%error, "cannot remove a queue file");
     }
 }
 
