@@ -1,0 +1,118 @@
+//! The head-of-line scenario with a real Postfix: a flushed queue full of
+//! mail for dead destinations must not hold up healthy mail. In its own
+//! test binary so that its load (1000 Postfix LMTP clients) does not
+//! distort the timing assertions of the other transport tests.
+
+mod transport_support;
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use relay_tests::{Postfix, PostfixOptions, PushServer, free_port, proc_status_kib, repo_root};
+use transport_support::{
+    LOOPBACK, black_hole, mx, packet_dropper, smtp_source, start_transport, world,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() -> Result<()> {
+    const DEAD: usize = 5000;
+    const HEALTHY: usize = 500;
+    let world = world(&["mx.healthy.test"]).await?;
+    let https = PushServer::start(&world.ca).await?;
+    https.count_only();
+    let smtp_port = free_port()?;
+    let dead_ip = Ipv4Addr::new(127, 0, 0, 3);
+    let dead_connections = black_hole(dead_ip, &[https.port(), smtp_port]).await?;
+    mx(
+        &world,
+        "dead.test",
+        &[(10, "mx.dead.test", IpAddr::V4(dead_ip))],
+    );
+    // A second dead destination drops packets instead of answering.
+    let drop_ip = Ipv4Addr::new(127, 0, 0, 4);
+    let _droppers = (
+        packet_dropper(drop_ip, https.port())?,
+        packet_dropper(drop_ip, smtp_port)?,
+    );
+    mx(
+        &world,
+        "drop.test",
+        &[(10, "mx.drop.test", IpAddr::V4(drop_ip))],
+    );
+    for n in 0..10 {
+        mx(
+            &world,
+            &format!("h{n}.test"),
+            &[(10, "mx.healthy.test", LOOPBACK)],
+        );
+    }
+    let transport = start_transport(&world, smtp_port, https.port(), "")?;
+
+    // Postfix with the shipped transport settings, holding mail for
+    // lmtp-filtermail until the flush.
+    let main_cf = fs::read_to_string(repo_root().join("postfix/main.cf"))?
+        .replace("10083", &transport.lmtp_port.to_string());
+    let master_cf = fs::read_to_string(repo_root().join("postfix/master.cf"))?;
+    let service = master_cf
+        .find("lmtp-filtermail unix")
+        .and_then(|start| master_cf.get(start..))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(service.contains("1000"), "{service}");
+    let postfix = Postfix::start(&PostfixOptions {
+        main_cf: format!("{main_cf}\ndefer_transports = lmtp-filtermail\n"),
+        master_cf: service,
+        ..PostfixOptions::default()
+    })?;
+    smtp_source(postfix.smtp_port(), "a@dead.test", DEAD / 2).await?;
+    smtp_source(postfix.smtp_port(), "a@drop.test", DEAD / 2).await?;
+    for n in 0..10 {
+        smtp_source(postfix.smtp_port(), &format!("u@h{n}.test"), HEALTHY / 10).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while postfix.queued()? < DEAD + HEALTHY {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} queued",
+            postfix.queued()?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    postfix.reconfigure(&["defer_transports ="])?;
+    postfix.flush()?;
+    let flushed = Instant::now();
+    while https.count() < HEALTHY as u64 {
+        anyhow::ensure!(
+            flushed.elapsed() < Duration::from_secs(90),
+            "healthy mail held up: {} of {HEALTHY} delivered after {:?}",
+            https.count(),
+            flushed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let healthy_time = flushed.elapsed();
+    let connections = dead_connections.load(std::sync::atomic::Ordering::SeqCst);
+    let queued = postfix.queued()?;
+    let rss = proc_status_kib(transport.daemon.pid(), "VmHWM");
+    eprintln!(
+        "flush: {HEALTHY} healthy delivered in {healthy_time:?}; {connections} connections \
+         reached the dead host; {queued} still queued; transport peak RSS {rss} KiB"
+    );
+    // The dead destination's messages stay queued (deferred with 4xx).
+    assert!(queued >= DEAD, "{queued}");
+    let log = fs::read_to_string(postfix.log_path())?;
+    assert!(
+        log.contains("status=deferred") && log.contains("451"),
+        "no 4xx deferrals"
+    );
+    // At most 30 deliveries (two connections each) reached the dead host,
+    // plus a probe or two after the pause.
+    assert!(connections <= 2 * 30 + 8, "{connections}");
+    assert!(rss < 300 * 1024, "{rss} KiB");
+    drop(postfix);
+    drop(transport);
+    Ok(())
+}
