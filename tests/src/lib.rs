@@ -19,6 +19,7 @@ mod push;
 mod relay;
 mod smtp;
 mod tls;
+mod transport;
 mod workdir;
 
 pub use daemon::{Daemon, Ready, daemon_binary};
@@ -33,6 +34,7 @@ pub use push::{PushServer, Recorded};
 pub use relay::{Relay, RelayOptions};
 pub use smtp::{SmtpClient, SmtpReply, send_mail};
 pub use tls::{SelfSignedCert, TestCa};
+pub use transport::{TransportDaemon, TransportSetup, black_hole};
 pub use workdir::{VmailUser, WorkDir};
 
 /// The root of this repository, for reading the integration files we ship.

@@ -155,6 +155,22 @@ async fn deliver_ok(
     wait_for_files(&inbox(relay, user), count, Duration::from_secs(20))
 }
 
+/// Delivers through `door` and expects a refusal with `code` whose text
+/// mentions `reason`.
+async fn expect_refusal(
+    relay: &Relay,
+    door: Door,
+    mail_from: &str,
+    rcpt_to: &[&str],
+    message: &[u8],
+    (code, reason): (u16, &str),
+) -> Result<()> {
+    let outcome = deliver(relay, door, mail_from, rcpt_to, message).await?;
+    assert_code(&outcome, code, door);
+    assert!(outcome.text.contains(reason), "{door:?}: {outcome:?}");
+    Ok(())
+}
+
 fn assert_code(outcome: &Outcome, code: u16, door: Door) {
     assert_eq!(outcome.code, code, "{door:?}: {outcome:?}");
     if let Some(status) = outcome.http_status {
@@ -192,9 +208,15 @@ async fn cleartext_is_refused_for_new_accounts_and_delivered_to_old_ones() -> Re
     let (relay, key) = (&s.relay, &s.key);
     for (n, door) in DOORS.into_iter().enumerate() {
         let refused = key.sign(&mail("plain.eml", REMOTE, NEW_USER))?;
-        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &refused).await?;
-        assert_code(&outcome, 523, door);
-        assert!(outcome.text.contains("Encryption Needed"), "{outcome:?}");
+        expect_refusal(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &refused,
+            (523, "Encryption Needed"),
+        )
+        .await?;
 
         // One recipient that refuses cleartext refuses the message.
         let outcome = deliver(relay, door, REMOTE, &[OLD_USER, NEW_USER], &refused).await?;
@@ -233,17 +255,26 @@ async fn dkim_failures_are_refused_with_the_reason() -> Result<()> {
     let stranger = DkimKey::ed25519("example.net", "relay")?;
     for door in DOORS {
         let unsigned = mail("encrypted.eml", REMOTE, NEW_USER);
-        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &unsigned).await?;
-        assert_code(&outcome, 554, door);
-        assert!(outcome.text.contains("no DKIM signature"), "{outcome:?}");
+        expect_refusal(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &unsigned,
+            (554, "no DKIM signature"),
+        )
+        .await?;
 
         let foreign = stranger.sign(&unsigned)?;
-        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &foreign).await?;
-        assert_code(&outcome, 554, door);
-        assert!(
-            outcome.text.contains("no DKIM signature by example.org"),
-            "{outcome:?}"
-        );
+        expect_refusal(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &foreign,
+            (554, "no DKIM signature by example.org"),
+        )
+        .await?;
 
         let signed = key.sign(&unsigned)?;
         let tampered = String::from_utf8(signed)?.replacen("Subject: Hi", "Subject: Yo", 1);
@@ -262,9 +293,15 @@ async fn dns_outage_is_a_temporary_failure() -> Result<()> {
     s.dns.set_mode(DnsMode::ServFail);
     for door in DOORS {
         let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
-        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &message).await?;
-        assert_code(&outcome, 451, door);
-        assert!(outcome.text.contains("try again later"), "{outcome:?}");
+        expect_refusal(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &message,
+            (451, "try again later"),
+        )
+        .await?;
     }
     assert_eq!(delivered(relay, NEW_USER), 0);
     Ok(())

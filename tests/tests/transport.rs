@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use relay_tests::{DnsMode, DnsServer, PushServer, SmtpClient, TestCa, free_port};
+use relay_tests::{DnsMode, DnsServer, PushServer, SmtpClient, TestCa, black_hole, free_port};
 use transport_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

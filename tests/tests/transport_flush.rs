@@ -10,10 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use relay_tests::{Postfix, PostfixOptions, PushServer, free_port, proc_status_kib, repo_root};
-use transport_support::{
-    LOOPBACK, black_hole, mx, packet_dropper, smtp_source, start_transport, world,
+use relay_tests::{
+    Postfix, PostfixOptions, PushServer, black_hole, free_port, proc_status_kib, repo_root,
 };
+use transport_support::{LOOPBACK, mx, packet_dropper, smtp_source, start_transport, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() -> Result<()> {

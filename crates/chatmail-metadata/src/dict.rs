@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dovecot_dict::{Change, DictError, DictHandler, Transaction};
 
-use crate::notifier::Notifier;
+use crate::notifier::{Notifier, now_secs};
 use crate::server_keys::ServerKeys;
 use crate::store::TokenStore;
 
@@ -45,14 +45,6 @@ fn check_token(token: &str) -> Result<(), DictError> {
     Ok(())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
-}
-
 impl MetadataDict {
     #[must_use]
     pub fn new(store: Arc<TokenStore>, notifier: Notifier, server: ServerKeys) -> Self {
@@ -66,7 +58,7 @@ impl MetadataDict {
     async fn tokens(&self, user: &str) -> Result<Vec<String>, DictError> {
         let store = Arc::clone(&self.store);
         let user = user.to_owned();
-        tokio::task::spawn_blocking(move || store.tokens(&user, now()))
+        tokio::task::spawn_blocking(move || store.tokens(&user, now_secs()))
             .await
             .map_err(|error| DictError::new(error.to_string()))?
             .map_err(|error| DictError::new(format!("reading device tokens: {error}")))
@@ -76,7 +68,7 @@ impl MetadataDict {
         check_token(token)?;
         let store = Arc::clone(&self.store);
         let (user, token) = (user.to_owned(), token.to_owned());
-        tokio::task::spawn_blocking(move || store.add(&user, &token, now()))
+        tokio::task::spawn_blocking(move || store.add(&user, &token, now_secs()))
             .await
             .map_err(|error| DictError::new(error.to_string()))?
             .map_err(|error| DictError::new(format!("storing a device token: {error}")))

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use relay_tests::{
-    Daemon, DnsServer, PushServer, Ready, SmtpClient, TestCa, free_port, proc_status_kib,
+    Daemon, DnsServer, PushServer, SmtpClient, TestCa, TransportDaemon, TransportSetup, black_hole,
+    free_port, proc_status_kib,
 };
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 struct Cli {
@@ -81,48 +81,22 @@ async fn setup(extra_ini: &str) -> Result<Setup> {
     dns.add_ip("mx.blackhole.test.", IpAddr::V4(BLACKHOLE));
     // The black hole listens on both ports the transport uses.
     let smtp_port = free_port()?;
-    let blackhole_connections = Arc::new(AtomicUsize::new(0));
-    for port in [https.port(), smtp_port] {
-        let listener = TcpListener::bind((BLACKHOLE, port)).await?;
-        let counter = Arc::clone(&blackhole_connections);
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::Relaxed);
-                held.push(stream);
-            }
-        });
-    }
-    let lmtp_port = free_port()?;
-    let ini = dir.path().join("chatmail.ini");
-    fs::write(
-        &ini,
-        format!(
-            "[params]\nmail_domain = 127.0.0.1\nmailboxes_dir = {mail}\n\
-             filtermail_lmtp_port_transport = {lmtp_port}\n\
-             filtermail_transport_smtp_port = {smtp_port}\n\
-             filtermail_transport_https_port = {https_port}\n\
-             filtermail_transport_ca_file = {ca}\n\
-             dns_resolver = {dns}\ndns_dnssec_validation = no\n{extra_ini}",
-            mail = dir.path().join("mail").display(),
-            https_port = https.port(),
-            ca = ca.ca_path.display(),
-            dns = dns.addr(),
-        ),
-    )?;
-    let daemon = Daemon::start_with_env(
-        "filtermail-transport",
-        &[ini.as_os_str()],
-        &[("RUST_LOG", "warn")],
-        Ready::Port(lmtp_port),
-        dir.path(),
-    )?;
+    let blackhole_connections = black_hole(BLACKHOLE, &[https.port(), smtp_port]).await?;
+    let transport = TransportDaemon::start(&TransportSetup {
+        dir: dir.path(),
+        dns: dns.addr(),
+        ca_file: &ca.ca_path,
+        smtp_port,
+        https_port: https.port(),
+        extra_ini,
+        env: &[("RUST_LOG", "warn")],
+    })?;
     Ok(Setup {
         _dir: dir,
         _dns: dns,
         https,
-        daemon,
-        lmtp_port,
+        daemon: transport.daemon,
+        lmtp_port: transport.lmtp_port,
         blackhole_connections,
     })
 }

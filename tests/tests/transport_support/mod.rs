@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use relay_tests::{
-    Daemon, DnsServer, Postfix, PostfixOptions, Ready, SmtpClient, SmtpReply, TestCa, free_port,
+    DnsServer, Postfix, PostfixOptions, SmtpClient, SmtpReply, TestCa, TransportDaemon,
+    TransportSetup,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -38,11 +39,6 @@ pub async fn world(names: &[&str]) -> Result<World> {
     Ok(World { dir, dns, ca })
 }
 
-pub struct Transport {
-    pub daemon: Daemon,
-    pub lmtp_port: u16,
-}
-
 /// Starts filtermail-transport talking SMTP to `smtp_port` and HTTPS to
 /// `https_port` on every remote host.
 pub fn start_transport(
@@ -50,36 +46,19 @@ pub fn start_transport(
     smtp_port: u16,
     https_port: u16,
     extra: &str,
-) -> Result<Transport> {
-    let lmtp_port = free_port()?;
-    let dir = world.dir.path().join(format!("transport-{lmtp_port}"));
-    fs::create_dir(&dir)?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
-    let ini = dir.join("chatmail.ini");
-    fs::write(
-        &ini,
-        format!(
-            "[params]\nmail_domain = 127.0.0.1\nmailboxes_dir = {mail}\n\
-             filtermail_lmtp_port_transport = {lmtp_port}\n\
-             filtermail_transport_smtp_port = {smtp_port}\n\
-             filtermail_transport_https_port = {https_port}\n\
-             filtermail_transport_ca_file = {ca}\n\
-             dns_resolver = {dns}\ndns_dnssec_validation = no\n{extra}",
-            mail = dir.join("mail").display(),
-            ca = world.ca.ca_path.display(),
-            dns = world.dns.addr(),
-        ),
-    )?;
-    let daemon = Daemon::start(
-        "filtermail-transport",
-        &[ini.as_os_str()],
-        Ready::Port(lmtp_port),
-        &dir,
-    )?;
-    Ok(Transport { daemon, lmtp_port })
+) -> Result<TransportDaemon> {
+    TransportDaemon::start(&TransportSetup {
+        dir: world.dir.path(),
+        dns: world.dns.addr(),
+        ca_file: &world.ca.ca_path,
+        smtp_port,
+        https_port,
+        extra_ini: extra,
+        env: &[],
+    })
 }
 
-pub async fn lmtp(transport: &Transport, to: &[&str]) -> Result<Vec<SmtpReply>> {
+pub async fn lmtp(transport: &TransportDaemon, to: &[&str]) -> Result<Vec<SmtpReply>> {
     let mut client = SmtpClient::connect(transport.lmtp_port).await?;
     client.lhlo().await?;
     let replies = client.send_lmtp(SENDER, to, MESSAGE).await?;
@@ -195,27 +174,6 @@ pub async fn median_rcpt(
     times.sort_unstable();
     let reply = last.ok_or_else(|| anyhow::anyhow!("no reply"))?;
     Ok((reply, times.get(2).copied().unwrap_or_default()))
-}
-
-/// Listens on `ip` at each of `ports`, accepting connections and never
-/// answering; returns the number of connections accepted so far.
-pub async fn black_hole(
-    ip: Ipv4Addr,
-    ports: &[u16],
-) -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for port in ports {
-        let listener = TcpListener::bind((ip, *port)).await?;
-        let counter = std::sync::Arc::clone(&count);
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                held.push(stream);
-            }
-        });
-    }
-    Ok(count)
 }
 
 /// smtp-source: `count` messages to `rcpt` through `port`, 20 sessions.

@@ -69,6 +69,11 @@ pub struct Notifier {
     new_jobs: mpsc::Sender<Job>,
 }
 
+/// Seconds since the epoch.
+pub(crate) fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
 /// Milliseconds since the epoch.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -255,7 +260,7 @@ impl Scheduler {
                 tracing::info!(token = %redact(&pending.token), "device token expired; removing it");
                 let store = Arc::clone(&self.store);
                 let removed = tokio::task::spawn_blocking(move || {
-                    store.remove(&pending.addr, &pending.token, now_ms() / 1000)
+                    store.remove(&pending.addr, &pending.token, now_secs())
                 })
                 .await;
                 if !matches!(removed, Ok(Ok(_))) {
