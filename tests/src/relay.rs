@@ -10,14 +10,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
+use chatmail_configure::{Context, DictSockets, Layout, Vmail, render_template};
 
 use crate::daemon::{Daemon, Ready};
 use crate::dovecot::{Dovecot, DovecotOptions};
 use crate::imap::ImapClient;
 use crate::postfix::{Postfix, PostfixOptions};
 use crate::process::{free_port, wait_for_port};
-use crate::repo_root;
 use crate::workdir::{VmailUser, WorkDir};
 
 #[derive(Debug, Clone, Default)]
@@ -30,10 +30,9 @@ pub struct RelayOptions {
     /// Route mail from other servers through filtermail-incoming: the
     /// shipped port-25 service (on a free port, see [`Relay::mx_port`]).
     pub incoming_filter: bool,
-    /// Load the shipped quota fragment, with `max_mailbox_size` of the
-    /// ini (`quota_mailbox_mb` MiB) and this workspace's
-    /// chatmail-quota-expire.
-    pub quota_mailbox_mb: Option<u64>,
+    /// Load the shipped quota fragment, rendered with `max_mailbox_size`
+    /// of the ini and this workspace's chatmail-quota-expire.
+    pub quota: bool,
     /// Run chatmail-metadata behind Dovecot's mail_attribute_dict with the
     /// shipped fragment and Lua push script.
     pub metadata: bool,
@@ -52,11 +51,6 @@ pub struct Relay {
     pub submission_port: u16,
     mx_port: Option<u16>,
     pub work: WorkDir,
-}
-
-fn shipped(path: &str) -> Result<String> {
-    let path = repo_root().join(path);
-    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn dict_args(socket: &Path, ini: &Path) -> Vec<OsString> {
@@ -133,52 +127,45 @@ impl Relay {
             work.path(),
         )?);
 
-        let dict_settings = work.path().join("auth.conf");
+        // The shipped templates, rendered for this relay's paths and ports.
+        let config = chatmail_config::Config::load(&ini)?;
+        let starttls_port = free_port()?;
+        let submission_port = free_port()?;
+        let mx_port = free_port()?;
+        let mut layout = Layout::system(Vmail {
+            uid: vmail.uid,
+            gid: vmail.gid,
+        });
+        layout.postfix_dir = work.subdir("postfix-maps", 0o755)?;
+        layout.dovecot_dir = work.path().to_owned();
+        layout.sockets = DictSockets::in_dir(&run);
+        layout.bin_dir = crate::daemon::daemon_binary("chatmail-quota-expire")?
+            .parent()
+            .context("binary directory")?
+            .to_owned();
+        layout.listen = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        layout.ports.smtp = mx_port;
+        layout.ports.submission = starttls_port;
+        layout.ports.smtps = submission_port;
+        let context = Context::new(&config, &layout);
+        let rendered = |name: &str| render_template(name, &context);
         fs::write(
-            &dict_settings,
-            shipped("dovecot/auth.conf")?.replace(
-                "/run/doveauth/doveauth.socket",
-                &auth_socket.display().to_string(),
-            ),
+            work.path().join("auth.conf"),
+            rendered("dovecot/auth.conf")?,
         )?;
-        let mut dovecot_config = shipped("dovecot/auth-dict.conf.ext")?.replace(
-            "/etc/dovecot/auth.conf",
-            &dict_settings.display().to_string(),
-        );
-        dovecot_config.push_str(&shipped("dovecot/last-login.conf.ext")?.replace(
-            "/run/chatmail-lastlogin/lastlogin.socket",
-            &lastlogin_socket.display().to_string(),
-        ));
-        let metadata_socket = run.join("metadata.socket");
-        if options.metadata {
-            let script = work.path().join("push_notification.lua");
-            fs::write(&script, shipped("dovecot/push_notification.lua")?)?;
-            dovecot_config.push_str(
-                &shipped("dovecot/metadata.conf.ext")?
-                    .replace(
-                        "/run/chatmail-metadata/metadata.socket",
-                        &metadata_socket.display().to_string(),
-                    )
-                    .replace(
-                        "/etc/dovecot/push_notification.lua",
-                        &script.display().to_string(),
-                    ),
-            );
-        }
-        if let Some(quota_mb) = options.quota_mailbox_mb {
-            let target_mb = quota_mb * 70 / 100;
-            let script = crate::daemon::daemon_binary("chatmail-quota-expire")?;
+        let mut dovecot_config = String::new();
+        if options.quota {
             // Global mail_plugins must come before protocol blocks.
-            dovecot_config.insert_str(
-                0,
-                &shipped("dovecot/quota.conf.ext")?
-                    .replace("storage=500M", &format!("storage={quota_mb}M"))
-                    .replace("quota-warning 350", &format!("quota-warning {target_mb}"))
-                    .replace(
-                        "/usr/bin/chatmail-quota-expire",
-                        &script.display().to_string(),
-                    ),
-            );
+            dovecot_config.push_str(&rendered("dovecot/quota.conf.ext")?);
+        }
+        dovecot_config.push_str(&rendered("dovecot/auth-dict.conf.ext")?);
+        dovecot_config.push_str(&rendered("dovecot/last-login.conf.ext")?);
+        if options.metadata {
+            fs::write(
+                work.path().join("push_notification.lua"),
+                rendered("dovecot/push_notification.lua")?,
+            )?;
+            dovecot_config.push_str(&rendered("dovecot/metadata.conf.ext")?);
         }
         // Failed logins are part of the tests: no delay after each, and no
         // growing per-IP penalty.
@@ -189,32 +176,13 @@ impl Relay {
 
         let uses_filters = options.outgoing_filter || options.incoming_filter;
         let (postfix_options, submission_port, mx_port) = if uses_filters {
-            let starttls_port = free_port()?;
-            let submission_port = free_port()?;
-            let mx_port = free_port()?;
-            let master_cf = shipped("postfix/master.cf")?
-                .replace(
-                    "submission inet",
-                    &format!("127.0.0.1:{starttls_port} inet"),
-                )
-                .replace(
-                    "smtps     inet",
-                    &format!("127.0.0.1:{submission_port} inet"),
-                )
-                .replace("smtp      inet", &format!("127.0.0.1:{mx_port} inet"))
-                .replace("127.0.0.1:10080", &format!("127.0.0.1:{filter_port}"))
-                .replace("127.0.0.1:10081", &format!("127.0.0.1:{incoming_port}"))
-                .replace(
-                    "127.0.0.1:10025 inet",
-                    &format!("127.0.0.1:{reinject_port} inet"),
-                )
-                .replace(
-                    "127.0.0.1:10026 inet",
-                    &format!("127.0.0.1:{reinject_incoming_port} inet"),
-                );
+            fs::write(
+                layout.postfix_dir.join("submission_header_cleanup"),
+                rendered("postfix/submission_header_cleanup")?,
+            )?;
             let options = PostfixOptions {
-                main_cf: shipped("postfix/main.cf")?,
-                master_cf,
+                main_cf: rendered("postfix/main-chatmail.cf")?,
+                master_cf: rendered("postfix/master-chatmail.cf")?,
                 ..PostfixOptions::default()
             };
             (options, Some(submission_port), Some(mx_port))

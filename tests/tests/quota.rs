@@ -34,7 +34,7 @@ fn message_bytes(dir: &Path) -> Result<u64> {
 async fn passing_75_percent_trims_the_mailbox_below_70() -> Result<()> {
     let relay = Relay::start(&RelayOptions {
         ini: vec![("max_mailbox_size".into(), format!("{QUOTA_MB}M"))],
-        quota_mailbox_mb: Some(QUOTA_MB),
+        quota: true,
         ..RelayOptions::default()
     })?;
     assert!(relay.login(USER, PASSWORD).await?);

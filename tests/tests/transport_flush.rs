@@ -10,9 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use relay_tests::{
-    Postfix, PostfixOptions, PushServer, black_hole, free_port, proc_status_kib, repo_root,
-};
+use chatmail_configure::{Context, Layout, Vmail, render_template};
+use relay_tests::{Postfix, PostfixOptions, PushServer, black_hole, free_port, proc_status_kib};
 use transport_support::{LOOPBACK, mx, packet_dropper, smtp_source, start_transport, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,9 +51,17 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
 
     // Postfix with the shipped transport settings, holding mail for
     // lmtp-filtermail until the flush.
-    let main_cf = fs::read_to_string(repo_root().join("postfix/main.cf"))?
-        .replace("10083", &transport.lmtp_port.to_string());
-    let master_cf = fs::read_to_string(repo_root().join("postfix/master.cf"))?;
+    let config = chatmail_config::Config::from_ini_str(
+        &format!(
+            "[params]\nmail_domain = 127.0.0.1\nfiltermail_lmtp_port_transport = {}\n",
+            transport.lmtp_port
+        ),
+        std::path::Path::new("chatmail.ini"),
+    )?;
+    let layout = Layout::system(Vmail { uid: 0, gid: 0 });
+    let context = Context::new(&config, &layout);
+    let main_cf = render_template("postfix/main-chatmail.cf", &context)?;
+    let master_cf = render_template("postfix/master-chatmail.cf", &context)?;
     let service = master_cf
         .find("lmtp-filtermail unix")
         .and_then(|start| master_cf.get(start..))
@@ -101,9 +108,18 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
         "flush: {HEALTHY} healthy delivered in {healthy_time:?}; {connections} connections \
          reached the dead host; {queued} still queued; transport peak RSS {rss} KiB"
     );
-    // The dead destination's messages stay queued (deferred with 4xx).
-    assert!(queued >= DEAD, "{queued}");
+    // The dead destinations' messages stay queued (deferred with 4xx):
+    // none bounced, none delivered. (The queue listing itself can miss
+    // messages that qmgr is moving between queues at that moment.)
     let log = fs::read_to_string(postfix.log_path())?;
+    assert!(!log.contains("status=bounced"), "a message bounced");
+    let dead_sent = log
+        .lines()
+        .filter(|line| line.contains("status=sent"))
+        .filter(|line| line.contains("@dead.test>") || line.contains("@drop.test>"))
+        .count();
+    assert_eq!(dead_sent, 0);
+    assert!(queued >= DEAD * 9 / 10, "{queued}");
     assert!(
         log.contains("status=deferred") && log.contains("451"),
         "no 4xx deferrals"

@@ -1,6 +1,6 @@
 //! Process setup every chatmail daemon shares.
 
-use std::io;
+use std::io::{self, IsTerminal as _};
 
 /// Logs to stderr (journald adds time stamps) at the level set by
 /// `RUST_LOG`, `info` by default.
@@ -10,6 +10,9 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, never in the
+        // journal or a log file.
+        .with_ansi(io::stderr().is_terminal())
         .without_time()
         .with_target(false)
         .init();

@@ -1,0 +1,268 @@
+//! The values the templates see, computed from chatmail.ini and a
+//! [`Layout`]. Templates fail on any name missing here.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use chatmail_config::Config;
+use serde::Serialize;
+
+use crate::layout::{Layout, PublicPorts};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    /// The domain part of addresses: `example.org` or `[1.2.3.4]`.
+    pub mail_domain: String,
+    pub hostname: String,
+    pub inet_protocols: &'static str,
+    pub listen: Listen,
+    /// master.cf service names of the public SMTP services.
+    pub services: Services,
+    pub ports: Ports,
+    pub filter: Filter,
+    pub limits: Limits,
+    pub paths: Paths,
+    pub vmail: Vmail,
+    pub private: Option<Private>,
+    pub dkim_milter: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listen {
+    /// Postfix's inet_interfaces.
+    pub postfix: String,
+    /// Dovecot's listen.
+    pub dovecot: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Services {
+    pub smtp: String,
+    pub submission: String,
+    pub smtps: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ports {
+    pub imap: u16,
+    pub imaps: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Filter {
+    /// Where the filters and the transport listen (filtermail_host).
+    pub host: String,
+    /// Where the reinjection services listen (postfix_host).
+    pub postfix_host: String,
+    pub outgoing: u16,
+    pub incoming: u16,
+    pub transport_lmtp: u16,
+    pub reinject: u16,
+    pub reinject_incoming: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_smtp_connections: u32,
+    pub max_imap_connections: u32,
+    pub max_message_size: u64,
+    pub quota_mb: u64,
+    /// What chatmail-quota-expire trims a full mailbox to: 70%.
+    pub quota_target_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Paths {
+    pub postfix_dir: String,
+    pub dovecot_dir: String,
+    pub postfix_private: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub doveauth_socket: String,
+    pub lastlogin_socket: String,
+    pub metadata_socket: String,
+    pub quota_expire: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vmail {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Private {
+    pub root: String,
+    pub queue_dir: String,
+    pub data_dir: String,
+    pub postfix_log: String,
+    pub dovecot_base_dir: String,
+    pub dovecot_state_dir: String,
+    pub dovecot_log: String,
+    pub instance_name: String,
+}
+
+fn text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// A master.cf service name for `port`: the conventional name when the
+/// relay listens everywhere on the standard port (so logs read
+/// "postfix/submission"), else an explicit `address:port`.
+fn service(listen: Option<IpAddr>, port: u16, standard: u16, name: &str) -> String {
+    match listen {
+        None if port == standard => name.to_owned(),
+        None => port.to_string(),
+        Some(address) => format!("{address}:{port}"),
+    }
+}
+
+impl Context {
+    #[must_use]
+    pub fn new(config: &Config, layout: &Layout) -> Self {
+        let standard = PublicPorts::STANDARD;
+        let ports = layout.ports;
+        let quota_mb = config.max_mailbox_size.div_ceil(1024 * 1024);
+        let listen = match layout.listen {
+            Some(address) => Listen {
+                postfix: address.to_string(),
+                dovecot: address.to_string(),
+            },
+            None => Listen {
+                postfix: "all".into(),
+                dovecot: if config.disable_ipv6 { "*" } else { "*, ::" }.into(),
+            },
+        };
+        let inet_protocols = match layout.listen {
+            Some(IpAddr::V4(_)) => "ipv4",
+            Some(IpAddr::V6(_)) => "ipv6",
+            None if config.disable_ipv6 => "ipv4",
+            None => "all",
+        };
+        Self {
+            mail_domain: config.mail_domain.address_domain(),
+            hostname: config.mail_domain.hostname(),
+            inet_protocols,
+            listen,
+            services: Services {
+                smtp: service(layout.listen, ports.smtp, standard.smtp, "smtp"),
+                submission: service(
+                    layout.listen,
+                    ports.submission,
+                    standard.submission,
+                    "submission",
+                ),
+                smtps: service(layout.listen, ports.smtps, standard.smtps, "smtps"),
+            },
+            ports: Ports {
+                imap: ports.imap,
+                imaps: ports.imaps,
+            },
+            filter: Filter {
+                host: config.filtermail_host.clone(),
+                postfix_host: config.postfix_host.clone(),
+                outgoing: config.filtermail_smtp_port,
+                incoming: config.filtermail_smtp_port_incoming,
+                transport_lmtp: config.filtermail_lmtp_port_transport,
+                reinject: config.postfix_reinject_port,
+                reinject_incoming: config.postfix_reinject_port_incoming,
+            },
+            limits: Limits {
+                max_smtp_connections: config.max_smtp_connections,
+                max_imap_connections: config.max_imap_connections,
+                max_message_size: config.max_message_size,
+                quota_mb,
+                quota_target_mb: quota_mb * 7 / 10,
+            },
+            paths: Paths {
+                postfix_dir: text(&layout.postfix_dir),
+                dovecot_dir: text(&layout.dovecot_dir),
+                postfix_private: text(&layout.postfix_private()),
+                tls_cert: text(&layout.tls_cert),
+                tls_key: text(&layout.tls_key),
+                doveauth_socket: text(&layout.sockets.doveauth),
+                lastlogin_socket: text(&layout.sockets.lastlogin),
+                metadata_socket: text(&layout.sockets.metadata),
+                quota_expire: text(&layout.bin_dir.join("chatmail-quota-expire")),
+            },
+            vmail: Vmail {
+                uid: layout.vmail.uid,
+                gid: layout.vmail.gid,
+            },
+            dkim_milter: layout.dkim_milter.clone(),
+            private: layout.private.as_ref().map(|instance| Private {
+                root: text(&instance.root),
+                queue_dir: text(&instance.postfix_queue()),
+                data_dir: text(&instance.postfix_data()),
+                postfix_log: text(&instance.log_dir().join("postfix.log")),
+                dovecot_base_dir: text(&instance.dovecot_base()),
+                dovecot_state_dir: text(&instance.dovecot_state()),
+                dovecot_log: text(&instance.log_dir().join("dovecot.log")),
+                instance_name: instance.instance_name.clone(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+
+    use chatmail_config::Config;
+
+    use super::Context;
+    use crate::layout::{Layout, PublicPorts, Vmail};
+
+    fn config(ini: &str) -> Config {
+        Config::from_ini_str(ini, Path::new("chatmail.ini")).expect("valid test ini")
+    }
+
+    #[test]
+    fn standard_ports_everywhere_keep_the_service_names() {
+        let layout = Layout::system(Vmail {
+            uid: 5000,
+            gid: 5000,
+        });
+        let context = Context::new(&config("[params]\nmail_domain = example.org\n"), &layout);
+        assert_eq!(context.services.smtp, "smtp");
+        assert_eq!(context.services.submission, "submission");
+        assert_eq!(context.services.smtps, "smtps");
+        assert_eq!(context.listen.postfix, "all");
+        assert_eq!(context.inet_protocols, "all");
+    }
+
+    #[test]
+    fn a_listen_address_or_other_ports_name_address_and_port() {
+        let mut layout = Layout::system(Vmail {
+            uid: 5000,
+            gid: 5000,
+        });
+        layout.ports = PublicPorts::offset(20000).expect("ports fit");
+        let ini = "[params]\nmail_domain = 127.0.0.2\ndisable_ipv6 = true\n";
+        assert_eq!(Context::new(&config(ini), &layout).services.smtp, "20025");
+        assert_eq!(Context::new(&config(ini), &layout).inet_protocols, "ipv4");
+        layout.listen = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        let context = Context::new(&config(ini), &layout);
+        assert_eq!(context.services.submission, "127.0.0.2:20587");
+        assert_eq!(context.listen.dovecot, "127.0.0.2");
+        assert_eq!(context.mail_domain, "[127.0.0.2]");
+    }
+
+    #[test]
+    fn quota_and_trim_target_follow_max_mailbox_size() {
+        let layout = Layout::system(Vmail {
+            uid: 5000,
+            gid: 5000,
+        });
+        let ini = "[params]\nmail_domain = example.org\nmax_mailbox_size = 2G\n";
+        let limits = Context::new(&config(ini), &layout).limits;
+        assert_eq!(limits.quota_mb, 2048);
+        assert_eq!(limits.quota_target_mb, 1433);
+    }
+
+    #[test]
+    fn port_offsets_that_overflow_are_refused() {
+        assert!(PublicPorts::offset(65000).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Where a relay's configuration, sockets and programs live, and on which
+//! addresses and ports it listens: a system install (/etc, /run, the
+//! standard ports) or a private instance under one directory.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The ports clients and other relays connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicPorts {
+    pub smtp: u16,
+    pub submission: u16,
+    pub smtps: u16,
+    pub imap: u16,
+    pub imaps: u16,
+}
+
+impl PublicPorts {
+    pub const STANDARD: Self = Self {
+        smtp: 25,
+        submission: 587,
+        smtps: 465,
+        imap: 143,
+        imaps: 993,
+    };
+
+    /// The standard ports moved up by `base` (25 -> base + 25, ...), for
+    /// relays that run without privileges to bind low ports.
+    pub fn offset(base: u16) -> Result<Self> {
+        let shift = |port: u16| {
+            base.checked_add(port)
+                .with_context(|| format!("port base {base} + {port} is above 65535"))
+        };
+        Ok(Self {
+            smtp: shift(25)?,
+            submission: shift(587)?,
+            smtps: shift(465)?,
+            imap: shift(143)?,
+            imaps: shift(993)?,
+        })
+    }
+}
+
+/// The unix sockets of the dict daemons Dovecot talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictSockets {
+    pub doveauth: PathBuf,
+    pub lastlogin: PathBuf,
+    pub metadata: PathBuf,
+}
+
+impl DictSockets {
+    /// Where the systemd units put them (RuntimeDirectory).
+    #[must_use]
+    pub fn system() -> Self {
+        Self {
+            doveauth: "/run/doveauth/doveauth.socket".into(),
+            lastlogin: "/run/chatmail-lastlogin/lastlogin.socket".into(),
+            metadata: "/run/chatmail-metadata/metadata.socket".into(),
+        }
+    }
+
+    /// All three in `dir`.
+    #[must_use]
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            doveauth: dir.join("doveauth.socket"),
+            lastlogin: dir.join("lastlogin.socket"),
+            metadata: dir.join("metadata.socket"),
+        }
+    }
+}
+
+/// A Postfix and Dovecot instance of its own, beside any system one: all
+/// state under `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateInstance {
+    pub root: PathBuf,
+    /// Dovecot's instance_name, which `doveadm -i` finds it by.
+    pub instance_name: String,
+}
+
+impl PrivateInstance {
+    #[must_use]
+    pub fn postfix_queue(&self) -> PathBuf {
+        self.root.join("postfix-queue")
+    }
+
+    #[must_use]
+    pub fn postfix_data(&self) -> PathBuf {
+        self.root.join("postfix-data")
+    }
+
+    #[must_use]
+    pub fn dovecot_base(&self) -> PathBuf {
+        self.root.join("dovecot-run")
+    }
+
+    #[must_use]
+    pub fn dovecot_state(&self) -> PathBuf {
+        self.root.join("dovecot-state")
+    }
+
+    #[must_use]
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+}
+
+/// The owner of all mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vmail {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Vmail {
+    /// The `vmail` user of this machine.
+    pub fn lookup() -> Result<Self> {
+        let user = nix::unistd::User::from_name("vmail")
+            .context("looking up the vmail user")?
+            .context("user vmail does not exist (the chatmail-relay package creates it)")?;
+        Ok(Self {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+}
+
+/// Everything about a relay's configuration that chatmail.ini does not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub postfix_dir: PathBuf,
+    pub dovecot_dir: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub sockets: DictSockets,
+    /// Where chatmail-quota-expire is installed.
+    pub bin_dir: PathBuf,
+    /// One address to listen on, or every address when `None`.
+    pub listen: Option<IpAddr>,
+    pub ports: PublicPorts,
+    pub vmail: Vmail,
+    pub private: Option<PrivateInstance>,
+    /// The milter that DKIM-signs outgoing mail at reinjection, as
+    /// Postfix writes it (`unix:opendkim/opendkim.sock`,
+    /// `inet:127.0.0.1:8891`).
+    pub dkim_milter: Option<String>,
+}
+
+impl Layout {
+    /// A relay installed from the Debian package: /etc/postfix,
+    /// /etc/dovecot, sockets under /run, the standard ports on every
+    /// address, and Debian's self-signed certificate (ssl-cert) until the
+    /// operator names another.
+    #[must_use]
+    pub fn system(vmail: Vmail) -> Self {
+        Self {
+            postfix_dir: "/etc/postfix".into(),
+            dovecot_dir: "/etc/dovecot".into(),
+            tls_cert: "/etc/ssl/certs/ssl-cert-snakeoil.pem".into(),
+            tls_key: "/etc/ssl/private/ssl-cert-snakeoil.key".into(),
+            sockets: DictSockets::system(),
+            bin_dir: "/usr/bin".into(),
+            listen: None,
+            ports: PublicPorts::STANDARD,
+            vmail,
+            private: None,
+            dkim_milter: None,
+        }
+    }
+
+    /// The Postfix queue's `private/` directory, where Dovecot puts the
+    /// LMTP and SASL sockets for Postfix.
+    #[must_use]
+    pub fn postfix_private(&self) -> PathBuf {
+        match &self.private {
+            Some(instance) => instance.postfix_queue().join("private"),
+            None => "/var/spool/postfix/private".into(),
+        }
+    }
+}

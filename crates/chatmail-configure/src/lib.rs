@@ -1,0 +1,15 @@
+//! The Postfix and Dovecot configuration of a chatmail relay, rendered
+//! from chatmail.ini and the templates in the repository's postfix/ and
+//! dovecot/ directories, and checked with the servers' own tools.
+
+mod check;
+mod context;
+mod layout;
+mod render;
+
+pub use check::{
+    dovecot as check_dovecot, postfix as check_postfix, postfix_queue as check_postfix_queue,
+};
+pub use context::Context;
+pub use layout::{DictSockets, Layout, PrivateInstance, PublicPorts, Vmail};
+pub use render::{RenderedFile, render_all, render_template, write_files};

@@ -1,0 +1,92 @@
+//! `chatmail-configure [CONFIG]`: writes the Postfix and Dovecot
+//! configuration of a chatmail relay and checks it with postconf and
+//! doveconf.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
+use chatmail_configure::{
+    Context, Layout, Vmail, check_dovecot, check_postfix, render_all, write_files,
+};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// chatmail.ini of the relay.
+    #[arg(default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Write into DIR/postfix and DIR/dovecot instead of /etc/postfix and
+    /// /etc/dovecot (the files then refer to each other there).
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for SMTP and IMAP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The milter that DKIM-signs outgoing mail (OpenDKIM), as Postfix
+    /// writes it: `unix:opendkim/opendkim.sock`, `inet:127.0.0.1:8891`.
+    /// Other chatmail relays refuse unsigned mail from a domain.
+    #[arg(long, value_name = "MILTER")]
+    dkim_milter: Option<String>,
+    /// Skip `postconf` and `doveconf` on the result.
+    #[arg(long)]
+    no_check: bool,
+}
+
+fn run(args: &Args) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let mut layout = Layout::system(Vmail::lookup()?);
+    if let Some(dir) = &args.output {
+        layout.postfix_dir = dir.join("postfix");
+        layout.dovecot_dir = dir.join("dovecot");
+    }
+    if let Some(cert) = &args.tls_cert {
+        layout.tls_cert.clone_from(cert);
+    }
+    if let Some(key) = &args.tls_key {
+        layout.tls_key.clone_from(key);
+    }
+    layout.dkim_milter.clone_from(&args.dkim_milter);
+    if layout.dkim_milter.is_none() && !config.mail_domain.is_ip() {
+        eprintln!(
+            "chatmail-configure: warning: no --dkim-milter: outgoing mail is not DKIM-signed, \
+             and other chatmail relays refuse unsigned mail from {}",
+            config.mail_domain
+        );
+    }
+    let context = Context::new(&config, &layout);
+    let files = render_all(&context, &layout)?;
+    let written = write_files(&files)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    if written.is_empty() {
+        println!("configuration unchanged");
+    }
+    if !args.no_check {
+        check_postfix(&layout.postfix_dir).context("the rendered Postfix configuration")?;
+        check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))
+            .context("the rendered Dovecot configuration")?;
+        println!("postconf and doveconf accept the configuration");
+    }
+    if !written.is_empty() && args.output.is_none() {
+        println!("apply it with: systemctl reload postfix dovecot");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chatmail-configure: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

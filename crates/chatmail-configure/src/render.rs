@@ -1,0 +1,215 @@
+//! The shipped templates (postfix/ and dovecot/ of the repository,
+//! compiled in) and where each rendered file goes.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::context::Context;
+use crate::layout::Layout;
+
+/// Template name and text. Names are the paths in the repository.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("postfix/main.cf", include_str!("../../../postfix/main.cf")),
+    (
+        "postfix/main-chatmail.cf",
+        include_str!("../../../postfix/main-chatmail.cf"),
+    ),
+    (
+        "postfix/master.cf",
+        include_str!("../../../postfix/master.cf"),
+    ),
+    (
+        "postfix/master-chatmail.cf",
+        include_str!("../../../postfix/master-chatmail.cf"),
+    ),
+    (
+        "postfix/submission_header_cleanup",
+        include_str!("../../../postfix/submission_header_cleanup"),
+    ),
+    (
+        "dovecot/dovecot.conf",
+        include_str!("../../../dovecot/dovecot.conf"),
+    ),
+    (
+        "dovecot/auth.conf",
+        include_str!("../../../dovecot/auth.conf"),
+    ),
+    (
+        "dovecot/auth-dict.conf.ext",
+        include_str!("../../../dovecot/auth-dict.conf.ext"),
+    ),
+    (
+        "dovecot/last-login.conf.ext",
+        include_str!("../../../dovecot/last-login.conf.ext"),
+    ),
+    (
+        "dovecot/metadata.conf.ext",
+        include_str!("../../../dovecot/metadata.conf.ext"),
+    ),
+    (
+        "dovecot/quota.conf.ext",
+        include_str!("../../../dovecot/quota.conf.ext"),
+    ),
+    (
+        "dovecot/push_notification.lua",
+        include_str!("../../../dovecot/push_notification.lua"),
+    ),
+];
+
+/// The templates that become files of an installation (the others are
+/// included by these).
+const INSTALLED: &[&str] = &[
+    "postfix/main.cf",
+    "postfix/master.cf",
+    "postfix/submission_header_cleanup",
+    "dovecot/dovecot.conf",
+    "dovecot/auth.conf",
+    "dovecot/auth-dict.conf.ext",
+    "dovecot/last-login.conf.ext",
+    "dovecot/metadata.conf.ext",
+    "dovecot/quota.conf.ext",
+    "dovecot/push_notification.lua",
+];
+
+/// One rendered configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+fn environment() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    // A misspelt name must fail the rendering, not become an empty
+    // setting in a mail server's configuration.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.set_trim_blocks(true);
+    for (name, text) in TEMPLATES {
+        env.add_template(name, text)
+            .with_context(|| format!("template {name}"))?;
+    }
+    Ok(env)
+}
+
+/// Renders one template (a name from the repository, such as
+/// `dovecot/last-login.conf.ext`).
+pub fn render_template(name: &str, context: &Context) -> Result<String> {
+    let env = environment()?;
+    let template = env
+        .get_template(name)
+        .with_context(|| format!("no template {name}"))?;
+    template
+        .render(context)
+        .with_context(|| format!("rendering {name}"))
+}
+
+/// Every file of a relay's Postfix and Dovecot configuration, at the
+/// paths `layout` gives.
+pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile>> {
+    INSTALLED
+        .iter()
+        .map(|name| {
+            let (dir, file) = match name.split_once('/') {
+                Some(("postfix", file)) => (&layout.postfix_dir, file),
+                Some((_, file)) => (&layout.dovecot_dir, file),
+                None => (&layout.dovecot_dir, *name),
+            };
+            Ok(RenderedFile {
+                path: dir.join(file),
+                text: render_template(name, context)?,
+            })
+        })
+        .collect()
+}
+
+/// Writes each file whose content changed (atomically, mode 0644) and
+/// returns the paths written; unchanged files keep their timestamps.
+pub fn write_files(files: &[RenderedFile]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for file in files {
+        match fs::read_to_string(&file.path) {
+            Ok(current) if current == file.text => continue,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("reading {}", file.path.display()));
+            }
+        }
+        write_file(&file.path, &file.text)
+            .with_context(|| format!("writing {}", file.path.display()))?;
+        written.push(file.path.clone());
+    }
+    Ok(written)
+}
+
+fn write_file(path: &Path, text: &str) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.chatmail-configure"));
+    fs::write(&temp, text)?;
+    fs::set_permissions(&temp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chatmail_config::Config;
+
+    use super::{render_all, write_files};
+    use crate::context::Context;
+    use crate::layout::{Layout, Vmail};
+
+    fn rendered(dir: &Path) -> Vec<super::RenderedFile> {
+        let config = Config::from_ini_str(
+            "[params]\nmail_domain = example.org\n",
+            Path::new("chatmail.ini"),
+        )
+        .expect("valid test ini");
+        let mut layout = Layout::system(Vmail {
+            uid: 5000,
+            gid: 5000,
+        });
+        layout.postfix_dir = dir.join("postfix");
+        layout.dovecot_dir = dir.join("dovecot");
+        render_all(&Context::new(&config, &layout), &layout).expect("templates render")
+    }
+
+    #[test]
+    fn every_file_lands_in_its_servers_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = rendered(dir.path());
+        assert_eq!(files.len(), 10);
+        for file in &files {
+            assert!(
+                file.path.starts_with(dir.path().join("postfix"))
+                    || file.path.starts_with(dir.path().join("dovecot")),
+                "{}",
+                file.path.display()
+            );
+            // Nothing of the template language is left over.
+            assert!(!file.text.contains("{{"), "{}", file.path.display());
+            assert!(!file.text.contains("{%"), "{}", file.path.display());
+        }
+    }
+
+    #[test]
+    fn unchanged_files_are_not_written_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = rendered(dir.path());
+        assert_eq!(write_files(&files).expect("written").len(), files.len());
+        assert!(write_files(&files).expect("written").is_empty());
+    }
+}

@@ -1,0 +1,332 @@
+//! `chatmail-local-relay`: a complete IP-only chatmail relay on a loopback
+//! address — private Postfix and Dovecot instances configured by
+//! chatmail-configure, and every chatmail daemon — until Ctrl-C.
+
+mod loopback;
+mod ports;
+mod processes;
+mod state;
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use chatmail_config::Config;
+use chatmail_configure::{
+    Context, DictSockets, Layout, PrivateInstance, Vmail, check_dovecot, check_postfix, render_all,
+    write_files,
+};
+use clap::Parser;
+
+use crate::ports::Ports;
+use crate::processes::{Process, log_tail, run, wait_for_port, wait_for_socket};
+use crate::state::StateDir;
+
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The loopback address the relay listens on; its mail domain is
+    /// `[ADDRESS]`.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: Ipv4Addr,
+    /// Standard port N is served on PORT_BASE + N (SMTP 25 -> 20025,
+    /// submission 465 -> 20465, IMAP 993 -> 20993); internal ports are
+    /// PORT_BASE + 1025 and up.
+    #[arg(long, default_value_t = 20000)]
+    port_base: u16,
+    /// The port base of the relays this one delivers to: remote SMTP is
+    /// tried on PEER_PORT_BASE + 25 (default: the same as ours, as for a
+    /// second relay on another loopback address).
+    #[arg(long)]
+    peer_port_base: Option<u16>,
+    /// Mailboxes, sockets, logs, queue and configuration (default
+    /// /var/tmp/chatmail-local-relay/ADDRESS); kept across runs.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// An extra chatmail.ini setting, KEY=VALUE (repeatable).
+    #[arg(long = "ini", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    /// Where the chatmail daemons are (default: beside this program).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// What is running; everything is stopped on drop, last started first.
+struct Running {
+    processes: Vec<Process>,
+    postfix_dir: Option<PathBuf>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Postfix first: no new mail while the rest stops.
+        if let Some(dir) = self.postfix_dir.take() {
+            stop_postfix(&dir);
+        }
+        while let Some(process) = self.processes.pop() {
+            process.stop();
+        }
+    }
+}
+
+fn stop_postfix(config_dir: &Path) {
+    if let Err(err) = run(
+        Command::new("postfix")
+            .arg("-c")
+            .arg(config_dir)
+            .arg("stop"),
+        "postfix stop",
+    ) {
+        eprintln!("{err:#}");
+    }
+}
+
+fn random_text(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(bytes
+        .iter()
+        .filter_map(|b| ALPHABET.get(usize::from(*b) % ALPHABET.len()))
+        .map(|b| char::from(*b))
+        .collect())
+}
+
+fn dict_daemon(
+    name: &str,
+    socket: &Path,
+    state: &StateDir,
+    bin_dir: &Path,
+    vmail: Vmail,
+) -> Result<Process> {
+    let ini = state.ini();
+    let args = [
+        socket.as_os_str(),
+        ini.as_os_str(),
+        OsStr::new("--socket-mode"),
+        OsStr::new("666"),
+    ];
+    let process = Process::start(name, &bin_dir.join(name), &args, Some(vmail), &state.log())?;
+    wait_for_socket(socket, name, START_LIMIT).with_context(|| log_tail(&state.log(), name))?;
+    Ok(process)
+}
+
+fn start(args: &Args) -> Result<Running> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("run as root: Postfix and Dovecot start as root and drop privileges");
+    }
+    if !args.listen.is_loopback() {
+        bail!("--listen {} is not a loopback address", args.listen);
+    }
+    let address = IpAddr::V4(args.listen);
+    let ports = Ports::from_base(args.port_base)?;
+    let peer_smtp_port = Ports::from_base(args.peer_port_base.unwrap_or(args.port_base))?
+        .public
+        .smtp;
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("program directory")?
+            .to_owned(),
+    };
+    let state = StateDir {
+        root: args.state_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("/var/tmp/chatmail-local-relay/{}", args.listen))
+        }),
+    };
+    loopback::ensure_assigned(args.listen)?;
+    let vmail = Vmail::lookup()?;
+    state.prepare(vmail)?;
+    state.ensure_certificate(args.listen)?;
+    state.write_ini(args.listen, &ports, peer_smtp_port, &args.settings)?;
+    let config = Config::load(state.ini())?;
+
+    let layout = Layout {
+        postfix_dir: state.root.join("postfix"),
+        dovecot_dir: state.root.join("dovecot"),
+        tls_cert: state.cert(),
+        tls_key: state.key(),
+        sockets: DictSockets::in_dir(&state.run()),
+        bin_dir: bin_dir.clone(),
+        listen: Some(address),
+        ports: ports.public,
+        vmail,
+        private: Some(PrivateInstance {
+            root: state.root.clone(),
+            instance_name: format!("chatmail-local-{}", args.listen),
+        }),
+        // IP-only relays sign nothing: receivers skip DKIM for them.
+        dkim_milter: None,
+    };
+    let context = Context::new(&config, &layout);
+    write_files(&render_all(&context, &layout)?)?;
+    check_postfix(&layout.postfix_dir)?;
+    check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))?;
+
+    let mut running = Running {
+        processes: Vec::new(),
+        postfix_dir: None,
+    };
+    let sockets = &layout.sockets;
+    for (name, socket) in [
+        ("doveauth", &sockets.doveauth),
+        ("lastlogin", &sockets.lastlogin),
+        ("chatmail-metadata", &sockets.metadata),
+    ] {
+        running
+            .processes
+            .push(dict_daemon(name, socket, &state, &bin_dir, vmail)?);
+    }
+    for (name, port) in [
+        ("filtermail-outgoing", ports.filter_outgoing),
+        ("filtermail-incoming", ports.filter_incoming),
+        ("filtermail-transport", ports.transport_lmtp),
+    ] {
+        let process = Process::start(
+            name,
+            &bin_dir.join(name),
+            &[state.ini().as_os_str()],
+            Some(vmail),
+            &state.log(),
+        )?;
+        running.processes.push(process);
+        wait_for_port(address, port, name, START_LIMIT)
+            .with_context(|| log_tail(&state.log(), name))?;
+    }
+
+    // A Postfix left running by a killed relay would hold the ports.
+    let _ = run(
+        Command::new("postfix")
+            .arg("-c")
+            .arg(&layout.postfix_dir)
+            .arg("stop"),
+        "postfix stop",
+    );
+    run(
+        Command::new("postfix")
+            .arg("-c")
+            .arg(&layout.postfix_dir)
+            .arg("start"),
+        "postfix start",
+    )
+    .with_context(|| format!("see {}", state.log().join("postfix.log").display()))?;
+    running.postfix_dir = Some(layout.postfix_dir.clone());
+    for port in [
+        ports.public.smtp,
+        ports.public.submission,
+        ports.public.smtps,
+        ports.reinject,
+        ports.reinject_incoming,
+    ] {
+        wait_for_port(address, port, "postfix", START_LIMIT)?;
+    }
+    let dovecot_conf = layout.dovecot_dir.join("dovecot.conf");
+    running.processes.push(Process::start(
+        "dovecot",
+        Path::new("dovecot"),
+        &[OsStr::new("-F"), OsStr::new("-c"), dovecot_conf.as_os_str()],
+        None,
+        &state.log(),
+    )?);
+    wait_for_port(address, ports.public.imaps, "dovecot", START_LIMIT)
+        .with_context(|| log_tail(&state.log(), "dovecot"))?;
+    wait_for_socket(
+        &layout.postfix_private().join("dovecot-lmtp"),
+        "dovecot",
+        START_LIMIT,
+    )?;
+
+    print_welcome(args.listen, &ports, &state)?;
+    Ok(running)
+}
+
+fn print_welcome(address: Ipv4Addr, ports: &Ports, state: &StateDir) -> Result<()> {
+    let user = random_text(9)?;
+    let password = random_text(20)?;
+    let public = ports.public;
+    println!("chatmail relay [{address}] is running.");
+    println!();
+    println!(
+        "  IMAP  {address}:{} (TLS), {address}:{} (STARTTLS)",
+        public.imaps, public.imap
+    );
+    println!(
+        "  SMTP  {address}:{} (TLS), {address}:{} (STARTTLS), {address}:{} (from other relays)",
+        public.smtps, public.submission, public.smtp
+    );
+    println!("  state {}", state.root.display());
+    println!("  logs  {}", state.log().display());
+    println!();
+    println!("Any new address logs in and creates its account; in Delta Chat, scan or paste:");
+    println!();
+    println!(
+        "  dclogin:{user}@[{address}]?p={password}&v=1&ih={address}&ip={}&is=ssl&sh={address}&sp={}&ss=ssl&ic=3",
+        public.imaps, public.smtps
+    );
+    println!();
+    println!("(ic=3 accepts the relay's self-signed certificate.) Ctrl-C stops the relay.");
+    Ok(())
+}
+
+async fn watch(running: &mut Running) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for process in &mut running.processes {
+            if let Some(status) = process.exited() {
+                eprintln!(
+                    "{} exited ({status}); stopping the relay. See its log.",
+                    process.name
+                );
+                return;
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("chatmail-local-relay: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut running = match start(&args) {
+        Ok(running) => running,
+        Err(err) => {
+            eprintln!("chatmail-local-relay: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let crashed = runtime.block_on(async {
+        tokio::select! {
+            () = chatmail_daemon::shutdown_signal() => false,
+            () = watch(&mut running) => true,
+        }
+    });
+    println!("stopping the relay");
+    drop(running);
+    if crashed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,167 @@
+//! The relay's state directory: mailboxes, sockets, logs, the queue, a
+//! self-signed certificate and the chatmail.ini the daemons read.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use chatmail_configure::Vmail;
+use nix::unistd::{Gid, Uid, chown};
+
+use crate::ports::Ports;
+use crate::processes::run;
+
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn mail(&self) -> PathBuf {
+        self.root.join("mail")
+    }
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+    pub fn ini(&self) -> PathBuf {
+        self.root.join("chatmail.ini")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.root.join("tls/cert.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.root.join("tls/key.pem")
+    }
+
+    /// Creates the directories with the owners the servers need.
+    pub fn prepare(&self, vmail: Vmail) -> Result<()> {
+        let vmail_owned = |path: &Path| -> Result<()> {
+            fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+            chown(
+                path,
+                Some(Uid::from_raw(vmail.uid)),
+                Some(Gid::from_raw(vmail.gid)),
+            )?;
+            Ok(())
+        };
+        make_dir(&self.root, 0o755)?;
+        vmail_owned(&self.mail())?;
+        vmail_owned(&self.run())?;
+        // Sockets left by a relay that was killed would look ready.
+        for entry in fs::read_dir(self.run())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "socket") {
+                fs::remove_file(&path)?;
+            }
+        }
+        make_dir(&self.log(), 0o755)?;
+        make_dir(&self.root.join("tls"), 0o755)?;
+        make_dir(&self.root.join("postfix-queue"), 0o755)?;
+        let data = self.root.join("postfix-data");
+        make_dir(&data, 0o700)?;
+        let postfix = nix::unistd::User::from_name("postfix")?
+            .context("user postfix does not exist; is the postfix package installed?")?;
+        chown(&data, Some(postfix.uid), Some(postfix.gid))?;
+        Ok(())
+    }
+
+    /// A self-signed certificate for the relay's IP address (as subject
+    /// alternative name, which clients check), made once and kept.
+    pub fn ensure_certificate(&self, address: Ipv4Addr) -> Result<()> {
+        if self.cert().is_file() && self.key().is_file() {
+            return Ok(());
+        }
+        run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .arg("ec_paramgen_curve:P-256")
+                .args(["-nodes", "-days", "3650", "-subj"])
+                .arg(format!("/CN={address}"))
+                .arg("-addext")
+                .arg(format!("subjectAltName=IP:{address}"))
+                .arg("-keyout")
+                .arg(self.key())
+                .arg("-out")
+                .arg(self.cert()),
+            "openssl req",
+        )?;
+        fs::set_permissions(self.cert(), fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    }
+
+    /// Writes chatmail.ini for an IP-only relay on `address`, then
+    /// `overrides` (`key=value`) in order.
+    pub fn write_ini(
+        &self,
+        address: Ipv4Addr,
+        ports: &Ports,
+        peer_smtp_port: u16,
+        overrides: &[(String, String)],
+    ) -> Result<()> {
+        let appversions =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../chatmail-metadata/appversions.json");
+        let mut settings: Vec<(String, String)> = [
+            ("mail_domain", address.to_string()),
+            ("mailboxes_dir", self.mail().display().to_string()),
+            (
+                "nocreate_file",
+                self.root.join("nocreate").display().to_string(),
+            ),
+            ("filtermail_host", address.to_string()),
+            ("postfix_host", address.to_string()),
+            ("filtermail_smtp_port", ports.filter_outgoing.to_string()),
+            (
+                "filtermail_smtp_port_incoming",
+                ports.filter_incoming.to_string(),
+            ),
+            (
+                "filtermail_http_port_incoming",
+                ports.filter_incoming_http.to_string(),
+            ),
+            (
+                "filtermail_lmtp_port_transport",
+                ports.transport_lmtp.to_string(),
+            ),
+            ("postfix_reinject_port", ports.reinject.to_string()),
+            (
+                "postfix_reinject_port_incoming",
+                ports.reinject_incoming.to_string(),
+            ),
+            ("filtermail_transport_smtp_port", peer_smtp_port.to_string()),
+            ("filtermail_transport_https_port", ports.https.to_string()),
+            ("appversions_file", appversions.display().to_string()),
+            // A laptop is busier than a relay: never refuse new accounts
+            // for load or memory.
+            ("max_load_1m", "1000".to_owned()),
+            ("min_available_memory", "1M".to_owned()),
+            ("min_free_disk_space", "1M".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        for (key, value) in overrides {
+            settings.retain(|(existing, _)| existing != key);
+            settings.push((key.clone(), value.clone()));
+        }
+        let mut text =
+            String::from("# Written by chatmail-local-relay at every start.\n[params]\n");
+        for (key, value) in &settings {
+            writeln!(text, "{key} = {value}")?;
+        }
+        fs::write(self.ini(), text)?;
+        fs::set_permissions(self.ini(), fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    }
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! chatmail-configure renders complete Postfix and Dovecot configurations
+//! that the real tools accept: for a domain relay and an IP-only relay,
+//! with the limits of chatmail.ini in them.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result};
+use relay_tests::{SelfSignedCert, daemon_binary};
+
+fn configure(ini: &str, dir: &Path) -> Result<Output> {
+    configure_with(ini, dir, &[])
+}
+
+fn configure_with(ini: &str, dir: &Path, extra: &[&str]) -> Result<Output> {
+    let cert = SelfSignedCert::generate(dir)?;
+    let ini_path = dir.join("chatmail.ini");
+    fs::write(&ini_path, ini)?;
+    Command::new(daemon_binary("chatmail-configure")?)
+        .arg(&ini_path)
+        .arg("--output")
+        .arg(dir.join("etc"))
+        .arg("--tls-cert")
+        .arg(&cert.cert_path)
+        .arg("--tls-key")
+        .arg(&cert.key_path)
+        .args(extra)
+        .output()
+        .context("running chatmail-configure")
+}
+
+fn postconf(dir: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("postconf")
+        .arg("-c")
+        .arg(dir.join("etc/postfix"))
+        .args(args)
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn doveconf(dir: &Path) -> Result<String> {
+    let output = Command::new("doveconf")
+        .arg("-c")
+        .arg(dir.join("etc/dovecot/dovecot.conf"))
+        .arg("-n")
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_domain_relay_renders_and_validates() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = configure(
+        "[params]\nmail_domain = chat.example.org\nmax_smtp_connections = 777\n\
+         max_imap_connections = 4321\nmax_mailbox_size = 1G\nmax_message_size = 1000000\n",
+        dir.path(),
+    )?;
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("postconf and doveconf accept"), "{stdout}");
+
+    let main = postconf(dir.path(), &["-n"])?;
+    for expected in [
+        "mydestination = chat.example.org",
+        "myhostname = chat.example.org",
+        "message_size_limit = 1000000",
+        "default_transport = lmtp-filtermail:inet:[127.0.0.1]:10083",
+        "lmtp-filtermail_destination_concurrency_limit = 1000",
+        "smtpd_forbid_bare_newline = yes",
+        "inet_interfaces = all",
+    ] {
+        assert!(main.contains(expected), "{expected} missing in\n{main}");
+    }
+    let master = postconf(dir.path(), &["-M"])?;
+    for expected in [
+        "submission inet n - n - 777 smtpd",
+        "smtps      inet n - n - 777 smtpd",
+        "smtpd_proxy_filter=127.0.0.1:10080",
+        "smtpd_proxy_filter=127.0.0.1:10081",
+        "127.0.0.1:10025 inet n - n - 100 smtpd",
+        "127.0.0.1:10026 inet n - n - 100 smtpd",
+        "lmtp-filtermail unix - - n - 1000 lmtp",
+        "cleanup_service_name=authclean",
+    ] {
+        let squeezed = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            squeezed(&master).contains(&squeezed(expected)),
+            "{expected} missing in\n{master}"
+        );
+    }
+    let dovecot = doveconf(dir.path())?;
+    for expected in [
+        "process_limit = 4321",
+        "client_limit = 4321",
+        "quota_rule = *:storage=1024M",
+        "quota_warning = storage=75%% quota-warning 716",
+        "last_login_dict = proxy:/run/chatmail-lastlogin/lastlogin.socket:lastlogin",
+        "mail_attribute_dict = proxy:/run/chatmail-metadata/metadata.socket:metadata",
+        "executable = script /usr/bin/chatmail-quota-expire",
+        "imap_capability = +XDELTAPUSH XCHATMAIL",
+    ] {
+        assert!(
+            dovecot.contains(expected),
+            "{expected} missing in\n{dovecot}"
+        );
+    }
+    let auth = fs::read_to_string(dir.path().join("etc/dovecot/auth.conf"))?;
+    assert!(
+        auth.contains("uri = proxy:/run/doveauth/doveauth.socket:auth"),
+        "{auth}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_ip_only_relay_renders_and_validates() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    assert_success(&configure(
+        "[params]\nmail_domain = 192.0.2.7\ndisable_ipv6 = true\n",
+        dir.path(),
+    )?);
+    let main = postconf(dir.path(), &["-n"])?;
+    for expected in [
+        "mydestination = [192.0.2.7]",
+        "myorigin = [192.0.2.7]",
+        "myhostname = 7.2.0.192.in-addr.arpa",
+        "inet_protocols = ipv4",
+    ] {
+        assert!(main.contains(expected), "{expected} missing in\n{main}");
+    }
+    let dovecot = doveconf(dir.path())?;
+    assert!(dovecot.contains("auth_username_chars = "), "{dovecot}");
+    assert!(
+        dovecot.contains("@[]"),
+        "brackets must be allowed in logins"
+    );
+    Ok(())
+}
+
+#[test]
+fn submitted_mail_loses_headers_that_reveal_the_sender() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    assert_success(&configure(
+        "[params]\nmail_domain = example.org\n",
+        dir.path(),
+    )?);
+    let map = dir.path().join("etc/postfix/submission_header_cleanup");
+    for (header, expected) in [
+        ("Received: from phone (1.2.3.4)", "IGNORE"),
+        ("X-Originating-IP: 1.2.3.4", "IGNORE"),
+        ("User-Agent: Delta Chat", "IGNORE"),
+        ("Subject: [...]", ""),
+    ] {
+        let output = Command::new("postmap")
+            .arg("-q")
+            .arg(header)
+            .arg(format!("regexp:{}", map.display()))
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            expected,
+            "{header}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_setting_is_named_and_nothing_is_written() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = configure(
+        "[params]\nmail_domain = example.org\nmax_imap_connections = many\n",
+        dir.path(),
+    )?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_imap_connections"), "{stderr}");
+    assert!(!dir.path().join("etc").exists());
+    Ok(())
+}
+
+#[test]
+fn rendering_again_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ini = "[params]\nmail_domain = example.org\n";
+    assert_success(&configure(ini, dir.path())?);
+    let main_cf = dir.path().join("etc/postfix/main.cf");
+    let before = fs::metadata(&main_cf)?.modified()?;
+    // The certificate is made anew, with the same paths.
+    let output = configure(ini, dir.path())?;
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration unchanged"));
+    assert_eq!(fs::metadata(&main_cf)?.modified()?, before);
+    Ok(())
+}
+
+#[test]
+fn outgoing_mail_of_a_domain_relay_is_signed_by_the_named_milter() -> Result<()> {
+    let ini = "[params]\nmail_domain = chat.example.org\n";
+    let unsigned = tempfile::tempdir()?;
+    let output = configure(ini, unsigned.path())?;
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not DKIM-signed"), "{stderr}");
+    assert!(!postconf(unsigned.path(), &["-M"])?.contains("smtpd_milters"));
+
+    let signed = tempfile::tempdir()?;
+    let output = configure_with(
+        ini,
+        signed.path(),
+        &["--dkim-milter", "inet:127.0.0.1:8891"],
+    )?;
+    assert_success(&output);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("not DKIM-signed"));
+    let master = postconf(signed.path(), &["-M"])?;
+    let reinject = master
+        .lines()
+        .find(|line| line.starts_with("127.0.0.1:10025"))
+        .context("reinjection service")?;
+    assert!(
+        reinject.contains("smtpd_milters=inet:127.0.0.1:8891"),
+        "{reinject}"
+    );
+    assert!(
+        reinject.contains("milter_default_action=tempfail"),
+        "{reinject}"
+    );
+    Ok(())
+}
