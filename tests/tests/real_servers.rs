@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chatmail_config::Mailboxes;
+use chatmail_configure::{Layout, Vmail, render_template};
 use dovecot_dict::{DictError, DictHandler, ServerLimits, SocketOptions};
 use relay_tests::{
-    Dovecot, DovecotOptions, ImapClient, Postfix, PostfixOptions, VmailUser, WorkDir, repo_root,
-    send_mail,
+    Dovecot, DovecotOptions, ImapClient, Postfix, PostfixOptions, VmailUser, WorkDir, send_mail,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -118,22 +118,26 @@ fn start_dict(dir: &Path, handler: FixedAccounts) -> Result<(PathBuf, Cancellati
     Ok((socket, stop))
 }
 
-/// Dovecot config for the shipped dict passdb/userdb fragments, pointed at
-/// this test's socket.
+/// Dovecot config for the shipped dict passdb/userdb templates, rendered
+/// for this test's socket.
 fn auth_config(work: &WorkDir, socket: &Path) -> Result<String> {
-    let root = repo_root();
-    let dict_settings = fs::read_to_string(root.join("dovecot/auth.conf"))?.replace(
-        "/run/doveauth/doveauth.socket",
-        &socket.display().to_string(),
-    );
-    let settings_path = work.path().join("auth.conf");
-    fs::write(&settings_path, dict_settings)?;
-    Ok(
-        fs::read_to_string(root.join("dovecot/auth-dict.conf.ext"))?.replace(
-            "/etc/dovecot/auth.conf",
-            &settings_path.display().to_string(),
-        ),
-    )
+    let config = chatmail_config::Config::from_ini_str(
+        "[params]\nmail_domain = 127.0.0.1\n",
+        Path::new("chatmail.ini"),
+    )?;
+    let vmail = VmailUser::lookup()?;
+    let mut layout = Layout::system(Vmail {
+        uid: vmail.uid,
+        gid: vmail.gid,
+    });
+    layout.dovecot_dir = work.path().to_owned();
+    layout.sockets.doveauth = socket.to_owned();
+    let context = chatmail_configure::Context::new(&config, &layout);
+    fs::write(
+        work.path().join("auth.conf"),
+        render_template("dovecot/auth.conf", &context)?,
+    )?;
+    render_template("dovecot/auth-dict.conf.ext", &context)
 }
 
 struct Accounts {
