@@ -126,7 +126,8 @@ fn a_domain_relay_renders_and_validates() -> Result<()> {
 fn an_ip_only_relay_renders_and_validates() -> Result<()> {
     let dir = tempfile::tempdir()?;
     assert_success(&configure(
-        "[params]\nmail_domain = 192.0.2.7\ndisable_ipv6 = true\n",
+        "[params]\nmail_domain = 192.0.2.7\ndisable_ipv6 = true\n\
+         imap_compress = true\nimap_rawlog = true\n",
         dir.path(),
     )?);
     let main = postconf(dir.path(), &["-n"])?;

@@ -25,6 +25,14 @@ pub struct Context {
     pub vmail: Vmail,
     pub private: Option<Private>,
     pub dkim_milter: Option<String>,
+    pub imap: Imap,
+}
+
+/// Optional IMAP features (chatmail.ini imap_compress, imap_rawlog).
+#[derive(Debug, Clone, Serialize)]
+pub struct Imap {
+    pub compress: bool,
+    pub rawlog: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +198,10 @@ impl Context {
                 gid: layout.vmail.gid,
             },
             dkim_milter: layout.dkim_milter.clone(),
+            imap: Imap {
+                compress: config.imap_compress,
+                rawlog: config.imap_rawlog,
+            },
             private: layout.private.as_ref().map(|instance| Private {
                 root: text(&instance.root),
                 queue_dir: text(&instance.postfix_queue()),
