@@ -137,7 +137,7 @@ fn auth_config(work: &WorkDir, socket: &Path) -> Result<String> {
         work.path().join("auth.conf"),
         render_template("dovecot/auth.conf", &context)?,
     )?;
-    render_template("dovecot/auth-dict.conf.ext", &context)
+    Ok(render_template("dovecot/auth-dict.conf.ext", &context)?)
 }
 
 struct Accounts {

@@ -4,16 +4,20 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
+use crate::error::ConfigureError;
 
-fn run(command: &mut Command, what: &str) -> Result<String> {
+fn run(command: &mut Command, tool: &'static str) -> Result<String, ConfigureError> {
     let output = command
         .output()
-        .with_context(|| format!("running {what}; is it installed?"))?;
+        .map_err(|source| ConfigureError::ToolMissing { tool, source })?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        bail!("{what} failed ({}):\n{stderr}{stdout}", output.status);
+        return Err(ConfigureError::ToolFailed {
+            tool,
+            status: output.status,
+            output: format!("{stderr}{stdout}"),
+        });
     }
     // Both tools report bad settings as warnings and still succeed.
     let warnings: Vec<&str> = stderr
@@ -21,14 +25,17 @@ fn run(command: &mut Command, what: &str) -> Result<String> {
         .filter(|line| line.contains("warning") || line.contains("Warning"))
         .collect();
     if !warnings.is_empty() {
-        bail!("{what} warns:\n{}", warnings.join("\n"));
+        return Err(ConfigureError::ToolWarned {
+            tool,
+            warnings: warnings.join("\n"),
+        });
     }
     Ok(stdout)
 }
 
 /// `postconf -n` and `postconf -M` on the directory: every main.cf
 /// setting and master.cf service must parse without a warning.
-pub fn postfix(config_dir: &Path) -> Result<()> {
+pub fn postfix(config_dir: &Path) -> Result<(), ConfigureError> {
     run(
         Command::new("postconf").arg("-c").arg(config_dir).arg("-n"),
         "postconf -n",
@@ -40,22 +47,9 @@ pub fn postfix(config_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `postfix check`, which also checks the queue directory's owners and
-/// modes (so it needs the queue to exist, and root).
-pub fn postfix_queue(config_dir: &Path) -> Result<()> {
-    run(
-        Command::new("postfix")
-            .arg("-c")
-            .arg(config_dir)
-            .arg("check"),
-        "postfix check",
-    )
-    .map(drop)
-}
-
 /// `doveconf -n` on dovecot.conf: Dovecot parses it (and its includes)
 /// as the server would.
-pub fn dovecot(config_file: &Path) -> Result<String> {
+pub fn dovecot(config_file: &Path) -> Result<String, ConfigureError> {
     run(
         Command::new("doveconf")
             .arg("-c")

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::ConfigureError;
 
 /// The ports clients and other relays connect to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +28,10 @@ impl PublicPorts {
 
     /// The standard ports moved up by `base` (25 -> base + 25, ...), for
     /// relays that run without privileges to bind low ports.
-    pub fn offset(base: u16) -> Result<Self> {
+    pub fn offset(base: u16) -> Result<Self, ConfigureError> {
         let shift = |port: u16| {
             base.checked_add(port)
-                .with_context(|| format!("port base {base} + {port} is above 65535"))
+                .ok_or(ConfigureError::PortOverflow { base, port })
         };
         Ok(Self {
             smtp: shift(25)?,
@@ -118,10 +118,10 @@ pub struct Vmail {
 
 impl Vmail {
     /// The `vmail` user of this machine.
-    pub fn lookup() -> Result<Self> {
+    pub fn lookup() -> Result<Self, ConfigureError> {
         let user = nix::unistd::User::from_name("vmail")
-            .context("looking up the vmail user")?
-            .context("user vmail does not exist (the chatmail-relay package creates it)")?;
+            .map_err(ConfigureError::UserLookup)?
+            .ok_or(ConfigureError::NoVmailUser)?;
         Ok(Self {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),

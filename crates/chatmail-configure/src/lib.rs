@@ -4,12 +4,12 @@
 
 mod check;
 mod context;
+mod error;
 mod layout;
 mod render;
 
-pub use check::{
-    dovecot as check_dovecot, postfix as check_postfix, postfix_queue as check_postfix_queue,
-};
+pub use check::{dovecot as check_dovecot, postfix as check_postfix};
 pub use context::Context;
+pub use error::ConfigureError;
 pub use layout::{DictSockets, Layout, PrivateInstance, PublicPorts, Vmail};
 pub use render::{RenderedFile, render_all, render_template, write_files};

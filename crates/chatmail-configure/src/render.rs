@@ -6,10 +6,10 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
 use minijinja::{Environment, UndefinedBehavior};
 
 use crate::context::Context;
+use crate::error::ConfigureError;
 use crate::layout::Layout;
 
 /// Template name and text. Names are the paths in the repository.
@@ -83,7 +83,14 @@ pub struct RenderedFile {
     pub text: String,
 }
 
-fn environment() -> Result<Environment<'static>> {
+fn template_error(name: &str) -> impl FnOnce(minijinja::Error) -> ConfigureError + '_ {
+    move |source| ConfigureError::Template {
+        name: name.to_owned(),
+        source,
+    }
+}
+
+fn environment() -> Result<Environment<'static>, ConfigureError> {
     let mut env = Environment::new();
     // A misspelt name must fail the rendering, not become an empty
     // setting in a mail server's configuration.
@@ -91,27 +98,22 @@ fn environment() -> Result<Environment<'static>> {
     env.set_keep_trailing_newline(true);
     env.set_trim_blocks(true);
     for (name, text) in TEMPLATES {
-        env.add_template(name, text)
-            .with_context(|| format!("template {name}"))?;
+        env.add_template(name, text).map_err(template_error(name))?;
     }
     Ok(env)
 }
 
 /// Renders one template (a name from the repository, such as
 /// `dovecot/last-login.conf.ext`).
-pub fn render_template(name: &str, context: &Context) -> Result<String> {
+pub fn render_template(name: &str, context: &Context) -> Result<String, ConfigureError> {
     let env = environment()?;
-    let template = env
-        .get_template(name)
-        .with_context(|| format!("no template {name}"))?;
-    template
-        .render(context)
-        .with_context(|| format!("rendering {name}"))
+    let template = env.get_template(name).map_err(template_error(name))?;
+    template.render(context).map_err(template_error(name))
 }
 
 /// Every file of a relay's Postfix and Dovecot configuration, at the
 /// paths `layout` gives.
-pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile>> {
+pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile>, ConfigureError> {
     INSTALLED
         .iter()
         .map(|name| {
@@ -130,19 +132,26 @@ pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile
 
 /// Writes each file whose content changed (atomically, mode 0644) and
 /// returns the paths written; unchanged files keep their timestamps.
-pub fn write_files(files: &[RenderedFile]) -> Result<Vec<PathBuf>> {
+pub fn write_files(files: &[RenderedFile]) -> Result<Vec<PathBuf>, ConfigureError> {
     let mut written = Vec::new();
     for file in files {
         match fs::read_to_string(&file.path) {
             Ok(current) if current == file.text => continue,
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(err).with_context(|| format!("reading {}", file.path.display()));
+            Err(source) => {
+                return Err(ConfigureError::Io {
+                    action: "reading",
+                    path: file.path.clone(),
+                    source,
+                });
             }
         }
-        write_file(&file.path, &file.text)
-            .with_context(|| format!("writing {}", file.path.display()))?;
+        write_file(&file.path, &file.text).map_err(|source| ConfigureError::Io {
+            action: "writing",
+            path: file.path.clone(),
+            source,
+        })?;
         written.push(file.path.clone());
     }
     Ok(written)

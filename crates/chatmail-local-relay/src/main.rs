@@ -5,27 +5,21 @@
 mod loopback;
 mod ports;
 mod processes;
+mod relay;
 mod state;
 
-use std::ffi::OsStr;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use chatmail_config::Config;
-use chatmail_configure::{
-    Context, DictSockets, Layout, PrivateInstance, Vmail, check_dovecot, check_postfix, render_all,
-    write_files,
-};
 use clap::Parser;
 
 use crate::ports::Ports;
-use crate::processes::{Process, log_tail, run, wait_for_port, wait_for_socket};
+use crate::processes::{Process, run};
+use crate::relay::{LocalRelay, Options};
 use crate::state::StateDir;
-
-const START_LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -104,25 +98,6 @@ fn random_text(len: usize) -> Result<String> {
         .collect())
 }
 
-fn dict_daemon(
-    name: &str,
-    socket: &Path,
-    state: &StateDir,
-    bin_dir: &Path,
-    vmail: Vmail,
-) -> Result<Process> {
-    let ini = state.ini();
-    let args = [
-        socket.as_os_str(),
-        ini.as_os_str(),
-        OsStr::new("--socket-mode"),
-        OsStr::new("666"),
-    ];
-    let process = Process::start(name, &bin_dir.join(name), &args, Some(vmail), &state.log())?;
-    wait_for_socket(socket, name, START_LIMIT).with_context(|| log_tail(&state.log(), name))?;
-    Ok(process)
-}
-
 fn start(args: &Args) -> Result<Running> {
     if !nix::unistd::geteuid().is_root() {
         bail!("run as root: Postfix and Dovecot start as root and drop privileges");
@@ -130,11 +105,6 @@ fn start(args: &Args) -> Result<Running> {
     if !args.listen.is_loopback() {
         bail!("--listen {} is not a loopback address", args.listen);
     }
-    let address = IpAddr::V4(args.listen);
-    let ports = Ports::from_base(args.port_base)?;
-    let peer_smtp_port = Ports::from_base(args.peer_port_base.unwrap_or(args.port_base))?
-        .public
-        .smtp;
     let bin_dir = match &args.bin_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()?
@@ -142,114 +112,27 @@ fn start(args: &Args) -> Result<Running> {
             .context("program directory")?
             .to_owned(),
     };
-    let state = StateDir {
-        root: args.state_dir.clone().unwrap_or_else(|| {
+    let relay = LocalRelay::prepare(&Options {
+        address: args.listen,
+        ports: Ports::from_base(args.port_base)?,
+        peer_smtp_port: Ports::from_base(args.peer_port_base.unwrap_or(args.port_base))?
+            .public
+            .smtp,
+        state_dir: args.state_dir.clone().unwrap_or_else(|| {
             PathBuf::from(format!("/var/tmp/chatmail-local-relay/{}", args.listen))
         }),
-    };
-    loopback::ensure_assigned(args.listen)?;
-    let vmail = Vmail::lookup()?;
-    state.prepare(vmail)?;
-    state.ensure_certificate(args.listen)?;
-    state.write_ini(args.listen, &ports, peer_smtp_port, &args.settings)?;
-    let config = Config::load(state.ini())?;
-
-    let layout = Layout {
-        postfix_dir: state.root.join("postfix"),
-        dovecot_dir: state.root.join("dovecot"),
-        tls_cert: state.cert(),
-        tls_key: state.key(),
-        sockets: DictSockets::in_dir(&state.run()),
-        bin_dir: bin_dir.clone(),
-        listen: Some(address),
-        ports: ports.public,
-        vmail,
-        private: Some(PrivateInstance {
-            root: state.root.clone(),
-            instance_name: format!("chatmail-local-{}", args.listen),
-        }),
-        // IP-only relays sign nothing: receivers skip DKIM for them.
-        dkim_milter: None,
-    };
-    let context = Context::new(&config, &layout);
-    write_files(&render_all(&context, &layout)?)?;
-    check_postfix(&layout.postfix_dir)?;
-    check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))?;
-
+        settings: args.settings.clone(),
+        bin_dir,
+    })?;
     let mut running = Running {
         processes: Vec::new(),
         postfix_dir: None,
     };
-    let sockets = &layout.sockets;
-    for (name, socket) in [
-        ("doveauth", &sockets.doveauth),
-        ("lastlogin", &sockets.lastlogin),
-        ("chatmail-metadata", &sockets.metadata),
-    ] {
-        running
-            .processes
-            .push(dict_daemon(name, socket, &state, &bin_dir, vmail)?);
-    }
-    for (name, port) in [
-        ("filtermail-outgoing", ports.filter_outgoing),
-        ("filtermail-incoming", ports.filter_incoming),
-        ("filtermail-transport", ports.transport_lmtp),
-    ] {
-        let process = Process::start(
-            name,
-            &bin_dir.join(name),
-            &[state.ini().as_os_str()],
-            Some(vmail),
-            &state.log(),
-        )?;
-        running.processes.push(process);
-        wait_for_port(address, port, name, START_LIMIT)
-            .with_context(|| log_tail(&state.log(), name))?;
-    }
-
-    // A Postfix left running by a killed relay would hold the ports.
-    let _ = run(
-        Command::new("postfix")
-            .arg("-c")
-            .arg(&layout.postfix_dir)
-            .arg("stop"),
-        "postfix stop",
-    );
-    run(
-        Command::new("postfix")
-            .arg("-c")
-            .arg(&layout.postfix_dir)
-            .arg("start"),
-        "postfix start",
-    )
-    .with_context(|| format!("see {}", state.log().join("postfix.log").display()))?;
-    running.postfix_dir = Some(layout.postfix_dir.clone());
-    for port in [
-        ports.public.smtp,
-        ports.public.submission,
-        ports.public.smtps,
-        ports.reinject,
-        ports.reinject_incoming,
-    ] {
-        wait_for_port(address, port, "postfix", START_LIMIT)?;
-    }
-    let dovecot_conf = layout.dovecot_dir.join("dovecot.conf");
-    running.processes.push(Process::start(
-        "dovecot",
-        Path::new("dovecot"),
-        &[OsStr::new("-F"), OsStr::new("-c"), dovecot_conf.as_os_str()],
-        None,
-        &state.log(),
-    )?);
-    wait_for_port(address, ports.public.imaps, "dovecot", START_LIMIT)
-        .with_context(|| log_tail(&state.log(), "dovecot"))?;
-    wait_for_socket(
-        &layout.postfix_private().join("dovecot-lmtp"),
-        "dovecot",
-        START_LIMIT,
-    )?;
-
-    print_welcome(args.listen, &ports, &state)?;
+    relay.start_daemons(&mut running.processes)?;
+    relay.start_postfix()?;
+    running.postfix_dir = Some(relay.layout.postfix_dir.clone());
+    running.processes.push(relay.start_dovecot()?);
+    print_welcome(args.listen, &relay.ports, &relay.state)?;
     Ok(running)
 }
 

@@ -1,0 +1,190 @@
+//! One local relay: its state directory and rendered configuration, then
+//! its processes started in dependency order (dict daemons and filters,
+//! Postfix, Dovecot), each waited for until it serves.
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use chatmail_config::Config;
+use chatmail_configure::{
+    Context, DictSockets, Layout, PrivateInstance, Vmail, check_dovecot, check_postfix, render_all,
+    write_files,
+};
+
+use crate::loopback;
+use crate::ports::Ports;
+use crate::processes::{Process, log_tail, run, wait_for_port, wait_for_socket};
+use crate::state::StateDir;
+
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// What the command line decided.
+pub struct Options {
+    pub address: Ipv4Addr,
+    pub ports: Ports,
+    /// Where filtermail-transport finds other relays' SMTP.
+    pub peer_smtp_port: u16,
+    pub state_dir: PathBuf,
+    /// Extra chatmail.ini settings.
+    pub settings: Vec<(String, String)>,
+    pub bin_dir: PathBuf,
+}
+
+pub struct LocalRelay {
+    address: IpAddr,
+    pub ports: Ports,
+    pub state: StateDir,
+    pub layout: Layout,
+    bin_dir: PathBuf,
+    vmail: Vmail,
+}
+
+impl LocalRelay {
+    /// Creates the state directory, certificate and chatmail.ini, renders
+    /// the configuration and checks it: nothing is started yet.
+    pub fn prepare(options: &Options) -> Result<Self> {
+        let state = StateDir {
+            root: options.state_dir.clone(),
+        };
+        loopback::ensure_assigned(options.address)?;
+        let vmail = Vmail::lookup()?;
+        state.prepare(vmail)?;
+        state.ensure_certificate(options.address)?;
+        state.write_ini(
+            options.address,
+            &options.ports,
+            options.peer_smtp_port,
+            &options.settings,
+        )?;
+        let config = Config::load(state.ini())?;
+        let address = IpAddr::V4(options.address);
+        let layout = Layout {
+            postfix_dir: state.root.join("postfix"),
+            dovecot_dir: state.root.join("dovecot"),
+            tls_cert: state.cert(),
+            tls_key: state.key(),
+            sockets: DictSockets::in_dir(&state.run()),
+            bin_dir: options.bin_dir.clone(),
+            listen: Some(address),
+            ports: options.ports.public,
+            vmail,
+            private: Some(PrivateInstance {
+                root: state.root.clone(),
+                instance_name: format!("chatmail-local-{}", options.address),
+            }),
+            // IP-only relays sign nothing: receivers skip DKIM for them.
+            dkim_milter: None,
+        };
+        let context = Context::new(&config, &layout);
+        write_files(&render_all(&context, &layout)?)?;
+        check_postfix(&layout.postfix_dir)?;
+        check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))?;
+        Ok(Self {
+            address,
+            ports: options.ports,
+            state,
+            layout,
+            bin_dir: options.bin_dir.clone(),
+            vmail,
+        })
+    }
+
+    /// The dict daemons and the filters, as vmail; each is pushed to
+    /// `processes` as soon as it runs, so a later failure stops it too.
+    pub fn start_daemons(&self, processes: &mut Vec<Process>) -> Result<()> {
+        let sockets = &self.layout.sockets;
+        let ini = self.state.ini();
+        for (name, socket) in [
+            ("doveauth", &sockets.doveauth),
+            ("lastlogin", &sockets.lastlogin),
+            ("chatmail-metadata", &sockets.metadata),
+        ] {
+            let args = [
+                socket.as_os_str(),
+                ini.as_os_str(),
+                OsStr::new("--socket-mode"),
+                OsStr::new("666"),
+            ];
+            processes.push(self.start_as_vmail(name, &args)?);
+            wait_for_socket(socket, name, START_LIMIT)
+                .with_context(|| log_tail(&self.state.log(), name))?;
+        }
+        for (name, port) in [
+            ("filtermail-outgoing", self.ports.filter_outgoing),
+            ("filtermail-incoming", self.ports.filter_incoming),
+            ("filtermail-transport", self.ports.transport_lmtp),
+        ] {
+            processes.push(self.start_as_vmail(name, &[ini.as_os_str()])?);
+            wait_for_port(self.address, port, name, START_LIMIT)
+                .with_context(|| log_tail(&self.state.log(), name))?;
+        }
+        Ok(())
+    }
+
+    fn start_as_vmail(&self, name: &str, args: &[&OsStr]) -> Result<Process> {
+        Process::start(
+            name,
+            &self.bin_dir.join(name),
+            args,
+            Some(self.vmail),
+            &self.state.log(),
+        )
+    }
+
+    fn postfix(&self, action: &str) -> Result<()> {
+        run(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(&self.layout.postfix_dir)
+                .arg(action),
+            &format!("postfix {action}"),
+        )
+    }
+
+    /// Postfix daemonizes itself; `postfix stop` ends it.
+    pub fn start_postfix(&self) -> Result<()> {
+        // A Postfix left running by a killed relay would hold the ports.
+        let _ = self.postfix("stop");
+        self.postfix("start")
+            .with_context(|| format!("see {}", self.state.log().join("postfix.log").display()))?;
+        for port in [
+            self.ports.public.smtp,
+            self.ports.public.submission,
+            self.ports.public.smtps,
+            self.ports.reinject,
+            self.ports.reinject_incoming,
+        ] {
+            wait_for_port(self.address, port, "postfix", START_LIMIT)?;
+        }
+        Ok(())
+    }
+
+    /// Dovecot in the foreground, as a child process.
+    pub fn start_dovecot(&self) -> Result<Process> {
+        let config = self.layout.dovecot_dir.join("dovecot.conf");
+        let process = Process::start(
+            "dovecot",
+            Path::new("dovecot"),
+            &[OsStr::new("-F"), OsStr::new("-c"), config.as_os_str()],
+            None,
+            &self.state.log(),
+        )?;
+        wait_for_port(
+            self.address,
+            self.ports.public.imaps,
+            "dovecot",
+            START_LIMIT,
+        )
+        .with_context(|| log_tail(&self.state.log(), "dovecot"))?;
+        wait_for_socket(
+            &self.layout.postfix_private().join("dovecot-lmtp"),
+            "dovecot",
+            START_LIMIT,
+        )?;
+        Ok(process)
+    }
+}
