@@ -76,7 +76,7 @@ fn a_domain_relay_renders_and_validates() -> Result<()> {
         "message_size_limit = 1000000",
         "default_transport = lmtp-filtermail:inet:[127.0.0.1]:10083",
         "lmtp-filtermail_destination_concurrency_limit = 1000",
-        "smtpd_forbid_bare_newline = yes",
+        "smtpd_forbid_bare_newline = reject",
         "inet_interfaces = all",
     ] {
         assert!(main.contains(expected), "{expected} missing in\n{main}");
