@@ -102,15 +102,22 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
     }
     let healthy_time = flushed.elapsed();
     let connections = dead_connections.load(std::sync::atomic::Ordering::SeqCst);
-    let queued = postfix.queued()?;
+    // The queue listing can miss messages that qmgr is moving between
+    // queues at that instant: every dead-destination message must show up
+    // in it within a few seconds.
+    let listed_by = Instant::now() + Duration::from_secs(10);
+    let mut queued = postfix.queued()?;
+    while queued < DEAD && Instant::now() < listed_by {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        queued = postfix.queued()?;
+    }
     let rss = proc_status_kib(transport.daemon.pid(), "VmHWM");
     eprintln!(
         "flush: {HEALTHY} healthy delivered in {healthy_time:?}; {connections} connections \
          reached the dead host; {queued} still queued; transport peak RSS {rss} KiB"
     );
     // The dead destinations' messages stay queued (deferred with 4xx):
-    // none bounced, none delivered. (The queue listing itself can miss
-    // messages that qmgr is moving between queues at that moment.)
+    // none bounced, none delivered.
     let log = fs::read_to_string(postfix.log_path())?;
     assert!(!log.contains("status=bounced"), "a message bounced");
     let dead_sent = log
@@ -119,7 +126,7 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
         .filter(|line| line.contains("@dead.test>") || line.contains("@drop.test>"))
         .count();
     assert_eq!(dead_sent, 0);
-    assert!(queued >= DEAD * 9 / 10, "{queued}");
+    assert!(queued >= DEAD, "{queued}");
     assert!(
         log.contains("status=deferred") && log.contains("451"),
         "no 4xx deferrals"

@@ -106,7 +106,14 @@ fn environment() -> Result<Environment<'static>, ConfigureError> {
 /// Renders one template (a name from the repository, such as
 /// `dovecot/last-login.conf.ext`).
 pub fn render_template(name: &str, context: &Context) -> Result<String, ConfigureError> {
-    let env = environment()?;
+    render_with(&environment()?, name, context)
+}
+
+fn render_with(
+    env: &Environment<'_>,
+    name: &str,
+    context: &Context,
+) -> Result<String, ConfigureError> {
     let template = env.get_template(name).map_err(template_error(name))?;
     template.render(context).map_err(template_error(name))
 }
@@ -114,6 +121,8 @@ pub fn render_template(name: &str, context: &Context) -> Result<String, Configur
 /// Every file of a relay's Postfix and Dovecot configuration, at the
 /// paths `layout` gives.
 pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile>, ConfigureError> {
+    // The templates are parsed once for all files.
+    let env = environment()?;
     INSTALLED
         .iter()
         .map(|name| {
@@ -124,7 +133,7 @@ pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile
             };
             Ok(RenderedFile {
                 path: dir.join(file),
-                text: render_template(name, context)?,
+                text: render_with(&env, name, context)?,
             })
         })
         .collect()
