@@ -27,7 +27,7 @@ from deltachat_rpc_client import DeltaChat, Rpc
 
 from relay import REPO, LocalRelay, random_text
 
-PORT_BASE = 32000
+PORT_BASE = 26000
 
 
 def percentile(values, fraction):

@@ -48,15 +48,22 @@ pub enum Ready<'a> {
     Socket(&'a Path),
     /// It accepts TCP connections on 127.0.0.1 at this port.
     Port(u16),
+    /// It accepts TCP connections on 127.0.0.1 at all these ports.
+    Ports(&'a [u16]),
 }
 
 impl Ready<'_> {
     fn reached(&self) -> bool {
         match self {
             Self::Socket(path) => path.exists(),
-            Self::Port(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+            Self::Port(port) => accepts(*port),
+            Self::Ports(ports) => ports.iter().all(|port| accepts(*port)),
         }
     }
+}
+
+fn accepts(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 impl Daemon {

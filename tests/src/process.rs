@@ -1,16 +1,41 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-/// A loopback port that was free a moment ago. Parallel tests may race for
-/// it in theory; the kernel hands out ephemeral ports in rotation, which
-/// makes that rare enough for tests.
+/// Ports handed to test servers: below Linux's ephemeral range (32768 and
+/// up), where the kernel picks the local port of every outgoing
+/// connection. A port taken from that range can be occupied by a busy
+/// test's client socket by the time a daemon binds it, and Linux refuses
+/// that bind even with SO_REUSEADDR. Also below the Delta Chat tests' and
+/// the local relay's port bases (20000 and up).
+const TEST_PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// Where this process's next port search starts, within [`TEST_PORTS`].
+static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// A TCP port on 127.0.0.1 that nothing uses. Ports are handed out in turn, so tests running in
+/// parallel never get the same one; each process starts at an offset from
+/// its pid so that two test programs run side by side rarely meet.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        std::process::id() % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset)?;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {TEST_PORTS:?}")
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.

@@ -296,15 +296,13 @@ impl Relay {
         }
         let daemon = self.start_filter(
             "filtermail-incoming",
-            "filtermail_smtp_port_incoming",
+            &[
+                "filtermail_smtp_port_incoming",
+                "filtermail_http_port_incoming",
+            ],
             overrides,
             env,
         )?;
-        let http_port = self
-            .ini_value("filtermail_http_port_incoming")
-            .and_then(|port| port.parse().ok())
-            .context("HTTP port")?;
-        wait_for_port(http_port, Duration::from_secs(10))?;
         self.incoming_filter = Some(daemon);
         Ok(())
     }
@@ -326,7 +324,7 @@ impl Relay {
         }
         let daemon = self.start_filter(
             "filtermail-outgoing",
-            "filtermail_smtp_port",
+            &["filtermail_smtp_port"],
             overrides,
             &[],
         )?;
@@ -337,7 +335,7 @@ impl Relay {
     fn start_filter(
         &self,
         name: &str,
-        port_key: &str,
+        port_keys: &[&str],
         overrides: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
@@ -348,16 +346,21 @@ impl Relay {
         let dir = self.work.path().join(name);
         fs::create_dir_all(&dir)?;
         let ini = write_ini(&dir, &values)?;
-        let port: u16 = values
-            .get(port_key)
-            .and_then(|port| port.parse().ok())
-            .context("filter port")?;
+        let ports = port_keys
+            .iter()
+            .map(|key| {
+                values
+                    .get(*key)
+                    .and_then(|port| port.parse().ok())
+                    .with_context(|| format!("{key} in chatmail.ini"))
+            })
+            .collect::<Result<Vec<u16>>>()?;
         let ini = ini.into_os_string();
         Daemon::start_with_env(
             name,
             &[ini.as_os_str()],
             env,
-            Ready::Port(port),
+            Ready::Ports(&ports),
             self.work.path(),
         )
     }
