@@ -1,10 +1,11 @@
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 use crate::tls::SelfSignedCert;
@@ -25,6 +26,17 @@ impl SmtpClient<TcpStream> {
     /// Connects in cleartext and reads the greeting.
     pub async fn connect(port: u16) -> Result<Self> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        Self::greet(stream).await
+    }
+}
+
+impl SmtpClient<UnixStream> {
+    /// Connects to a unix socket (Dovecot's LMTP listener) and reads the
+    /// greeting.
+    pub async fn connect_unix(path: &Path) -> Result<Self> {
+        let stream = UnixStream::connect(path)
+            .await
+            .with_context(|| format!("connecting to {}", path.display()))?;
         Self::greet(stream).await
     }
 }

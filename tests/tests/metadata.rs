@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use relay_tests::{ImapClient, PushServer, Relay, RelayOptions, TestCa, repo_root, send_mail};
+use relay_tests::{ImapClient, PushServer, Relay, RelayOptions, SmtpClient, TestCa, repo_root};
 use tokio::io::AsyncWriteExt as _;
 
 const USER: &str = "pushuser1@[127.0.0.1]";
@@ -98,9 +98,18 @@ fn queue_len(relay: &Relay) -> usize {
     fs::read_dir(relay.mail().join("pending_notifications")).map_or(0, Iterator::count)
 }
 
+/// Delivers a message to USER through Dovecot's LMTP socket, as Postfix's
+/// lmtp client does.
 async fn deliver(relay: &Relay, from: &str) -> Result<()> {
     let message = format!("From: <{from}>\r\nTo: <{USER}>\r\nSubject: hi\r\n\r\nhello\r\n");
-    send_mail(relay.postfix.smtp_port(), from, &[USER], &message).await?;
+    let socket = relay.postfix.private_dir().join("dovecot-lmtp");
+    let mut lmtp = SmtpClient::connect_unix(&socket).await?;
+    lmtp.lhlo().await?;
+    let replies = lmtp.send_lmtp(from, &[USER], &message).await?;
+    if replies.iter().any(|reply| reply.code != 250) {
+        bail!("LMTP delivery refused: {replies:?}");
+    }
+    lmtp.quit().await;
     Ok(())
 }
 

@@ -144,19 +144,6 @@ pub async fn plain_smtp_server() -> Result<(u16, tokio::task::JoinHandle<()>)> {
     Ok((port, task))
 }
 
-/// Accepts connections and never says anything.
-pub async fn silent_server() -> Result<(u16, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let port = listener.local_addr()?.port();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    Ok((port, task))
-}
-
 /// The median time of five RCPTs for `rcpt` (other tests share the two
 /// cores, so one measurement alone could catch a stall), and the reply.
 pub async fn median_rcpt(
