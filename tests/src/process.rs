@@ -17,9 +17,10 @@ const TEST_PORTS: std::ops::Range<u16> = 10_000..20_000;
 /// Where this process's next port search starts, within [`TEST_PORTS`].
 static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
 
-/// A TCP port on 127.0.0.1 that nothing uses. Ports are handed out in turn, so tests running in
-/// parallel never get the same one; each process starts at an offset from
-/// its pid so that two test programs run side by side rarely meet.
+/// A TCP port on 127.0.0.1 that nothing uses. Ports are handed out in
+/// turn, so tests running in parallel never get the same one; each process
+/// starts at an offset from its pid so that two test programs run side by
+/// side rarely meet.
 pub fn free_port() -> Result<u16> {
     let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
     let _ = NEXT_PORT.compare_exchange(

@@ -204,7 +204,7 @@ impl Relay {
             None => postfix.submission_port().context("submission service")?,
         };
         let dovecot = Dovecot::start(&DovecotOptions {
-            lmtp_socket: Some(postfix.private_dir().join("dovecot-lmtp")),
+            lmtp_socket: Some(lmtp_socket(&postfix)),
             auth_socket: Some(postfix.private_dir().join("auth")),
             config: dovecot_config,
         })?;
@@ -270,6 +270,12 @@ impl Relay {
     #[must_use]
     pub fn metadata_log(&self) -> String {
         self.metadata.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    /// Dovecot's LMTP socket, where Postfix delivers local mail.
+    #[must_use]
+    pub fn lmtp_socket(&self) -> PathBuf {
+        lmtp_socket(&self.postfix)
     }
 
     /// The port of Postfix's port-25 service (with `incoming_filter`).
@@ -380,6 +386,10 @@ impl Relay {
         let mut imap = ImapClient::connect(self.dovecot.imaps_port(), self.dovecot.cert()).await?;
         imap.login(user, password).await
     }
+}
+
+fn lmtp_socket(postfix: &Postfix) -> PathBuf {
+    postfix.private_dir().join("dovecot-lmtp")
 }
 
 fn write_ini(dir: &Path, values: &BTreeMap<String, String>) -> Result<PathBuf> {

@@ -102,8 +102,7 @@ fn queue_len(relay: &Relay) -> usize {
 /// lmtp client does.
 async fn deliver(relay: &Relay, from: &str) -> Result<()> {
     let message = format!("From: <{from}>\r\nTo: <{USER}>\r\nSubject: hi\r\n\r\nhello\r\n");
-    let socket = relay.postfix.private_dir().join("dovecot-lmtp");
-    let mut lmtp = SmtpClient::connect_unix(&socket).await?;
+    let mut lmtp = SmtpClient::connect_unix(&relay.lmtp_socket()).await?;
     lmtp.lhlo().await?;
     let replies = lmtp.send_lmtp(from, &[USER], &message).await?;
     if replies.iter().any(|reply| reply.code != 250) {

@@ -155,9 +155,8 @@ async fn a_flushed_queue_for_a_dead_destination_does_not_hold_up_healthy_mail() 
 /// Postfix's log lines, after the flush, about healthy messages that were
 /// never sent.
 fn unsent_healthy(log: &str) -> Vec<&str> {
-    let queue_id = |line: &str| line.split(": ").nth(1).unwrap_or_default().to_owned();
     let healthy = |line: &&str| line.contains("to=<u@h");
-    let sent: std::collections::HashSet<String> = log
+    let sent: std::collections::HashSet<&str> = log
         .lines()
         .filter(healthy)
         .filter(|line| line.contains("status=sent"))
@@ -166,9 +165,14 @@ fn unsent_healthy(log: &str) -> Vec<&str> {
     log.lines()
         .filter(healthy)
         .filter(|line| !line.contains("(deferred transport)"))
-        .filter(|line| !sent.contains(&queue_id(line)))
+        .filter(|line| !sent.contains(queue_id(line)))
         .take(20)
         .collect()
+}
+
+/// The queue ID in a Postfix log line ("... lmtp[123]: 9699FADC3B8: to=<...").
+fn queue_id(line: &str) -> &str {
+    line.split(": ").nth(1).unwrap_or_default()
 }
 
 /// The transport's log without the lines about the dead destinations.
