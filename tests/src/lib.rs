@@ -16,6 +16,7 @@ mod imap;
 mod postfix;
 mod process;
 mod push;
+mod recorder;
 mod relay;
 mod smtp;
 mod tls;
@@ -31,11 +32,28 @@ pub use imap::ImapClient;
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{free_port, proc_status_kib, wait_for_files, wait_for_path, wait_for_port};
 pub use push::{PushServer, Recorded};
+pub use recorder::Recorder;
 pub use relay::{Relay, RelayOptions};
 pub use smtp::{SmtpClient, SmtpReply, send_mail};
 pub use tls::{SelfSignedCert, TestCa};
 pub use transport::{TransportDaemon, TransportSetup, black_hole};
 pub use workdir::{VmailUser, WorkDir};
+
+/// A shared test mail (`tests/data/mail/NAME`) from `from` to `to`, its
+/// `{subject}` filled in, with CRLF line endings.
+#[must_use]
+pub fn test_mail(name: &str, from: &str, to: &str) -> String {
+    let path = repo_root().join("tests/data/mail").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    text.replace("{subject}", "Hi")
+        .replacen("From: one@example.org", &format!("From: <{from}>"), 1)
+        .replacen("From: <one@example.org>", &format!("From: <{from}>"), 1)
+        .replacen("To: two@example.org", &format!("To: <{to}>"), 1)
+        .replacen("To: <two@example.org>", &format!("To: <{to}>"), 1)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+}
 
 /// The root of this repository, for reading the integration files we ship.
 #[must_use]

@@ -58,7 +58,7 @@ fn dict_args(socket: &Path, ini: &Path) -> Vec<OsString> {
         socket.as_os_str().to_owned(),
         ini.as_os_str().to_owned(),
         "--socket-mode".into(),
-        "666".into(),
+        "660".into(),
     ]
 }
 
@@ -176,11 +176,14 @@ impl Relay {
 
         let uses_filters = options.outgoing_filter || options.incoming_filter;
         let (postfix_options, submission_port, mx_port) = if uses_filters {
-            fs::write(
-                layout.postfix_dir.join("submission_header_cleanup"),
-                rendered("postfix/submission_header_cleanup")?,
-            )?;
+            for map in ["submission_header_cleanup", "sender_login_map"] {
+                fs::write(
+                    layout.postfix_dir.join(map),
+                    rendered(&format!("postfix/{map}"))?,
+                )?;
+            }
             let options = PostfixOptions {
+                mydestination: config.mail_domain.address_domain(),
                 main_cf: rendered("postfix/main-chatmail.cf")?,
                 master_cf: rendered("postfix/master-chatmail.cf")?,
                 ..PostfixOptions::default()
@@ -188,6 +191,7 @@ impl Relay {
             (options, Some(submission_port), Some(mx_port))
         } else {
             let options = PostfixOptions {
+                mydestination: config.mail_domain.address_domain(),
                 sasl_submission: true,
                 ..PostfixOptions::default()
             };
@@ -234,6 +238,21 @@ impl Relay {
 
     fn metadata_socket(&self) -> PathBuf {
         self.work.path().join("run").join("metadata.socket")
+    }
+
+    /// The dict sockets of doveauth, lastlogin and (with `metadata`)
+    /// chatmail-metadata, by daemon name.
+    #[must_use]
+    pub fn dict_sockets(&self) -> Vec<(&'static str, PathBuf)> {
+        let run = self.work.path().join("run");
+        let mut sockets = vec![
+            ("doveauth", run.join("doveauth.socket")),
+            ("lastlogin", run.join("lastlogin.socket")),
+        ];
+        if self.metadata.is_some() {
+            sockets.push(("chatmail-metadata", self.metadata_socket()));
+        }
+        sockets
     }
 
     /// Starts chatmail-metadata (after [`Relay::kill_metadata`]).

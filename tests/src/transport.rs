@@ -24,6 +24,9 @@ pub struct TransportSetup<'a> {
     /// The ports every remote host is reached on.
     pub smtp_port: u16,
     pub https_port: u16,
+    /// Whether the transport may deliver to loopback remotes (every test
+    /// remote is one); off shows that it refuses them.
+    pub allow_private: bool,
     /// More chatmail.ini lines.
     pub extra_ini: &'a str,
     pub env: &'a [(&'a str, &'a str)],
@@ -49,12 +52,14 @@ impl TransportDaemon {
                  filtermail_transport_smtp_port = {smtp}\n\
                  filtermail_transport_https_port = {https}\n\
                  filtermail_transport_ca_file = {ca}\n\
+                 filtermail_transport_allow_private = {allow_private}\n\
                  dns_resolver = {dns}\ndns_dnssec_validation = no\n{extra}",
                 mail = dir.join("mail").display(),
                 smtp = setup.smtp_port,
                 https = setup.https_port,
                 ca = setup.ca_file.display(),
                 dns = setup.dns,
+                allow_private = setup.allow_private,
                 extra = setup.extra_ini,
             ),
         )?;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use relay_tests::{
     DkimKey, DnsMode, DnsServer, HttpVersion, Relay, RelayOptions, SmtpClient, SmtpReply,
-    VmailUser, http_request, post_mxdeliv, repo_root, wait_for_files,
+    VmailUser, http_request, post_mxdeliv, test_mail, wait_for_files,
 };
 
 const NEW_USER: &str = "newuser12@[127.0.0.1]";
@@ -77,17 +77,7 @@ async fn setup_with(ini: &[(&str, &str)]) -> Result<Setup> {
 
 /// A shared test mail from `from` to `to`, with CRLF line endings.
 fn mail(name: &str, from: &str, to: &str) -> Vec<u8> {
-    let path = repo_root().join("tests/data/mail").join(name);
-    let text = fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    let text = text
-        .replace("{subject}", "Hi")
-        .replacen("From: one@example.org", &format!("From: <{from}>"), 1)
-        .replacen("From: <one@example.org>", &format!("From: <{from}>"), 1)
-        .replacen("To: two@example.org", &format!("To: <{to}>"), 1)
-        .replacen("To: <two@example.org>", &format!("To: <{to}>"), 1)
-        .replace("\r\n", "\n")
-        .replace('\n', "\r\n");
-    text.into_bytes()
+    test_mail(name, from, to).into_bytes()
 }
 
 fn inbox(relay: &Relay, user: &str) -> PathBuf {

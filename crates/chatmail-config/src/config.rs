@@ -98,6 +98,9 @@ pub struct Config {
     pub filtermail_transport_max_deliveries: usize,
     /// Messages queued or in flight per destination before 4xx.
     pub filtermail_transport_destination_limit: usize,
+    /// Whether filtermail-transport may deliver to loopback, private,
+    /// link-local and other internal addresses (local test relays only).
+    pub filtermail_transport_allow_private: bool,
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
 }
@@ -236,6 +239,11 @@ impl Config {
                 .number("filtermail_transport_max_deliveries", 1000)?,
             filtermail_transport_destination_limit: params
                 .number("filtermail_transport_destination_limit", 30)?,
+            filtermail_transport_allow_private: params.get(
+                "filtermail_transport_allow_private",
+                value::boolean,
+                false,
+            )?,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,

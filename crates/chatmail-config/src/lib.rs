@@ -5,6 +5,7 @@
 //! reports the first bad key. [`Config::load`] adds the file access and the
 //! one-time warning about keys we do not know.
 
+mod address;
 mod config;
 mod domain;
 mod error;
@@ -12,6 +13,7 @@ mod mailbox;
 mod size;
 mod value;
 
+pub use address::{AddressRefusal, EnvelopeAddress, canonical_address, is_account_name};
 pub use config::{Config, DEFAULT_CONFIG_PATH};
 pub use domain::MailDomain;
 pub use error::{AddressError, ConfigError};

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::address::EnvelopeAddress;
 use crate::error::AddressError;
 
 const PASSWORD_FILE: &str = "password";
@@ -43,16 +44,13 @@ impl Mailboxes {
         })
     }
 
-    /// The mailbox of `addr` when it is an address of `domain` (the
-    /// relay's, compared case-insensitively); addresses are lowercased as
-    /// Dovecot does at login.
+    /// The mailbox of a local account; `None` for remote addresses.
     #[must_use]
-    pub fn local(&self, addr: &str, domain: &str) -> Option<Mailbox> {
-        let (_, addr_domain) = addr.rsplit_once('@')?;
-        if !addr_domain.eq_ignore_ascii_case(domain) {
-            return None;
+    pub fn account(&self, address: &EnvelopeAddress) -> Option<Mailbox> {
+        match address {
+            EnvelopeAddress::Local(account) => self.mailbox(account).ok(),
+            EnvelopeAddress::Remote(_) => None,
         }
-        self.mailbox(&addr.to_ascii_lowercase()).ok()
     }
 
     /// Every address that has a mailbox directory, in directory order.

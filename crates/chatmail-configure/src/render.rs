@@ -32,6 +32,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../postfix/submission_header_cleanup"),
     ),
     (
+        "postfix/sender_login_map",
+        include_str!("../../../postfix/sender_login_map"),
+    ),
+    (
         "dovecot/dovecot.conf",
         include_str!("../../../dovecot/dovecot.conf"),
     ),
@@ -67,6 +71,7 @@ const INSTALLED: &[&str] = &[
     "postfix/main.cf",
     "postfix/master.cf",
     "postfix/submission_header_cleanup",
+    "postfix/sender_login_map",
     "dovecot/dovecot.conf",
     "dovecot/auth.conf",
     "dovecot/auth-dict.conf.ext",
@@ -209,7 +214,7 @@ mod tests {
     fn every_file_lands_in_its_servers_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
-        assert_eq!(files.len(), 10);
+        assert_eq!(files.len(), 11);
         for file in &files {
             assert!(
                 file.path.starts_with(dir.path().join("postfix"))

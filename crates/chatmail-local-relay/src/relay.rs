@@ -107,7 +107,7 @@ impl LocalRelay {
                 socket.as_os_str(),
                 ini.as_os_str(),
                 OsStr::new("--socket-mode"),
-                OsStr::new("666"),
+                OsStr::new("660"),
             ];
             processes.push(self.start_as_vmail(name, &args)?);
             wait_for_socket(socket, name, START_LIMIT)

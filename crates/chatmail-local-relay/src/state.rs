@@ -141,6 +141,9 @@ impl StateDir {
             ("max_load_1m", "1000".to_owned()),
             ("min_available_memory", "1M".to_owned()),
             ("min_free_disk_space", "1M".to_owned()),
+            // The other local relays live on loopback addresses, which
+            // a relay on the internet never delivers to.
+            ("filtermail_transport_allow_private", "true".to_owned()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))

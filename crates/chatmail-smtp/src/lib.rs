@@ -12,6 +12,6 @@ mod session;
 
 pub use client::{ClientError, Reinjector, dot_stuff, read_reply};
 pub use data::{DataError, DataReader};
-pub use reply::Reply;
+pub use reply::{AddressRole, Reply};
 pub use server::serve;
 pub use session::{DataOutcome, Envelope, Protocol, SessionConfig, SmtpHandler, run_session};

@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use chatmail_config::AddressRefusal;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
@@ -96,6 +98,39 @@ impl Reply {
     );
     pub const MESSAGE_TOO_BIG: Self = Self::new(552, "5.3.4", "Message too big");
     pub const UNSUPPORTED_PARAMETER: Self = Self::new(555, "5.5.4", "Unsupported parameter");
+    /// Mail from outside is only for this relay's accounts.
+    pub const RELAY_DENIED: Self = Self::new(
+        550,
+        "5.7.1",
+        "Relay access denied: this relay takes mail only for its own accounts",
+    );
+
+    /// The refusal of an envelope address: 501 for malformed addresses,
+    /// 553 for forms the relay does not accept, 550 for recipients no
+    /// account can be (RFC 5321 4.2.2; RFC 3463 X.1.7 for senders, X.1.3
+    /// and X.1.1 for recipients).
+    #[must_use]
+    pub fn address_refused(role: AddressRole, refusal: AddressRefusal) -> Self {
+        let (name, enhanced) = match role {
+            AddressRole::Sender => ("Sender", "5.1.7"),
+            AddressRole::Recipient => ("Recipient", "5.1.3"),
+        };
+        let text = format!("{name} address refused: {refusal}");
+        if role == AddressRole::Recipient && refusal == AddressRefusal::NotAnAccountName {
+            Self::owned(550, "5.1.1", text)
+        } else if refusal.is_syntax_error() {
+            Self::owned(501, enhanced, text)
+        } else {
+            Self::owned(553, enhanced, text)
+        }
+    }
+}
+
+/// Which envelope address a reply is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressRole {
+    Sender,
+    Recipient,
 }
 
 impl fmt::Display for Reply {

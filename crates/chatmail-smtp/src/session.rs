@@ -82,20 +82,24 @@ pub enum DataOutcome {
 
 /// What a daemon does at each phase of a transaction.
 pub trait SmtpHandler: Send + Sync + 'static {
-    /// Called for MAIL; an error reply refuses the sender.
-    fn mail_from(&self, sender: &str) -> impl Future<Output = Result<(), Reply>> + Send {
-        let _ = sender;
-        async { Ok(()) }
+    /// Called for MAIL; an error reply refuses the sender. What it returns
+    /// is the sender the transaction records (a handler may canonicalise
+    /// it); the null reverse path arrives as `""`.
+    fn mail_from(&self, sender: &str) -> impl Future<Output = Result<String, Reply>> + Send {
+        let sender = sender.to_owned();
+        async { Ok(sender) }
     }
 
-    /// Called for each RCPT; an error reply refuses that recipient.
+    /// Called for each RCPT; an error reply refuses that recipient. What
+    /// it returns is the recipient the transaction records.
     fn rcpt_to(
         &self,
         envelope: &Envelope,
         recipient: &str,
-    ) -> impl Future<Output = Result<(), Reply>> + Send {
-        let _ = (envelope, recipient);
-        async { Ok(()) }
+    ) -> impl Future<Output = Result<String, Reply>> + Send {
+        let _ = envelope;
+        let recipient = recipient.to_owned();
+        async { Ok(recipient) }
     }
 
     /// Called with the complete, unstuffed message (CRLF line endings).
@@ -275,8 +279,8 @@ impl<H: SmtpHandler> Session<'_, H> {
                     return Step::Continue;
                 }
                 match self.handler.mail_from(&from.address).await {
-                    Ok(()) => {
-                        self.envelope.mail_from = Some(from.address);
+                    Ok(sender) => {
+                        self.envelope.mail_from = Some(sender);
                         self.reply(&Reply::SENDER_OK);
                     }
                     Err(reply) => self.reply(&reply),
@@ -291,8 +295,8 @@ impl<H: SmtpHandler> Session<'_, H> {
                     return Step::Continue;
                 }
                 match self.handler.rcpt_to(&self.envelope, &to.address).await {
-                    Ok(()) => {
-                        self.envelope.rcpt_to.push(to.address);
+                    Ok(recipient) => {
+                        self.envelope.rcpt_to.push(recipient);
                         self.reply(&Reply::RECIPIENT_OK);
                     }
                     Err(reply) => self.reply(&reply),

@@ -13,11 +13,11 @@ struct Queue {
 }
 
 impl SmtpHandler for Queue {
-    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
         match recipient {
             "full@example.org" => Err(Reply::new(452, "4.2.2", "Mailbox full")),
             "gone@example.org" => Err(Reply::new(550, "5.1.1", "User unknown")),
-            _ => Ok(()),
+            _ => Ok(recipient.to_owned()),
         }
     }
 

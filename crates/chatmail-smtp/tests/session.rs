@@ -15,18 +15,19 @@ struct Recorder {
 }
 
 impl SmtpHandler for Recorder {
-    async fn mail_from(&self, sender: &str) -> Result<(), Reply> {
+    async fn mail_from(&self, sender: &str) -> Result<String, Reply> {
         if sender == "blocked@example.org" {
             return Err(Reply::new(450, "4.7.1", "Slow down"));
         }
-        Ok(())
+        Ok(sender.to_owned())
     }
 
-    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
+    /// Records recipients in lower case, as a handler that canonicalises.
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
         if recipient.starts_with("bad") {
             return Err(Reply::new(550, "5.1.1", "No such user"));
         }
-        Ok(())
+        Ok(recipient.to_ascii_lowercase())
     }
 
     async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
@@ -80,7 +81,7 @@ async fn smtp_transaction_with_every_postfix_parameter() {
         &config(Protocol::Smtp),
         b"EHLO client\r\n\
           MAIL FROM:<a@example.org> SIZE=42 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=abc\r\n\
-          RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.org\r\n\
+          RCPT TO:<B@Example.ORG> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.org\r\n\
           DATA\r\n\
           Subject: x\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n",
     )
@@ -95,6 +96,7 @@ async fn smtp_transaction_with_every_postfix_parameter() {
     let messages = handler.messages.lock().expect("lock");
     let (envelope, message) = messages.first().expect("one message");
     assert_eq!(envelope.sender(), "a@example.org");
+    // The transaction records the recipient as the handler returned it.
     assert_eq!(envelope.rcpt_to, ["b@example.org"]);
     assert_eq!(message, b"Subject: x\r\n\r\n.dot\r\nline\r\n");
 }

@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use chatmail_config::Config;
+use chatmail_config::{AddressRefusal, Config, EnvelopeAddress, MailDomain, canonical_address};
 
 /// The creation rules of one relay, from chatmail.ini.
 #[derive(Debug, Clone)]
 pub struct CreationRules {
-    /// The domain part of our addresses (`example.org`, `[1.2.3.4]`).
-    pub domain: String,
+    /// The relay's domain (`example.org`, or `1.2.3.4` for `[1.2.3.4]`).
+    pub mail_domain: MailDomain,
     pub username_min_length: usize,
     pub username_max_length: usize,
     pub password_min_length: usize,
@@ -21,7 +21,7 @@ pub struct CreationRules {
 impl From<&Config> for CreationRules {
     fn from(config: &Config) -> Self {
         Self {
-            domain: config.mail_domain.address_domain(),
+            mail_domain: config.mail_domain.clone(),
             username_min_length: config.username_min_length,
             username_max_length: config.username_max_length,
             password_min_length: config.password_min_length,
@@ -98,16 +98,49 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl From<AddressRefusal> for Refusal {
+    fn from(refusal: AddressRefusal) -> Self {
+        match refusal {
+            AddressRefusal::BadLocalPart
+            | AddressRefusal::PercentHack
+            | AddressRefusal::BangPath
+            | AddressRefusal::NotAnAccountName => Self::LocalPartCharacters,
+            AddressRefusal::TrailingDot
+            | AddressRefusal::BadDomain
+            | AddressRefusal::BadAddressLiteral => Self::ForeignDomain,
+            AddressRefusal::Empty
+            | AddressRefusal::TooLong
+            | AddressRefusal::NotPrintableAscii
+            | AddressRefusal::NoDomain
+            | AddressRefusal::EmptyLocalPart
+            | AddressRefusal::SourceRoute
+            | AddressRefusal::Quoted => Self::NotAnAddress,
+        }
+    }
+}
+
 impl CreationRules {
     /// Checks the address and password of a would-be account.
     pub fn check_credentials(&self, user: &str, password: &str) -> Result<(), Refusal> {
-        let mut parts = user.split('@');
-        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(Refusal::NotAnAddress);
+        // An account is created only under the canonical name that mail
+        // for it is delivered to (the filters use the same function).
+        let local = match canonical_address(user, &self.mail_domain) {
+            Ok(EnvelopeAddress::Local(account)) if account == user => account
+                .rsplit_once('@')
+                .map_or("", |(local, _)| local)
+                .to_owned(),
+            Ok(EnvelopeAddress::Local(account)) => {
+                let same_local = account.split_once('@').map(|(local, _)| local)
+                    == user.split_once('@').map(|(local, _)| local);
+                return Err(if same_local {
+                    Refusal::ForeignDomain
+                } else {
+                    Refusal::LocalPartCharacters
+                });
+            }
+            Ok(EnvelopeAddress::Remote(_)) => return Err(Refusal::ForeignDomain),
+            Err(refusal) => return Err(Refusal::from(refusal)),
         };
-        if domain != self.domain {
-            return Err(Refusal::ForeignDomain);
-        }
         let length = local.chars().count();
         if !(self.username_min_length..=self.username_max_length).contains(&length) {
             return Err(Refusal::LocalPartLength {
@@ -115,10 +148,6 @@ impl CreationRules {
                 min: self.username_min_length,
                 max: self.username_max_length,
             });
-        }
-        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
-        if !local.chars().all(allowed) || local.starts_with('.') || local.contains("..") {
-            return Err(Refusal::LocalPartCharacters);
         }
         if password.chars().count() < self.password_min_length {
             return Err(Refusal::PasswordTooShort {
@@ -154,11 +183,11 @@ impl CreationRules {
 
 #[cfg(test)]
 mod tests {
-    use super::{Capacity, CreationRules, Refusal};
+    use super::{Capacity, CreationRules, MailDomain, Refusal};
 
     fn rules() -> CreationRules {
         CreationRules {
-            domain: "example.org".into(),
+            mail_domain: MailDomain::parse("example.org").expect("valid"),
             username_min_length: 9,
             username_max_length: 9,
             password_min_length: 9,
@@ -230,16 +259,27 @@ mod tests {
         for (user, password, expected) in cases {
             assert_eq!(rules.check_credentials(user, password), expected, "{user}");
         }
-        assert_eq!(
-            rules.check_credentials("ab..efgh1@example.org", "123456789"),
-            Err(Refusal::LocalPartCharacters)
-        );
+        // Names the filters would refuse mail for are never created.
+        for (user, refusal) in [
+            ("ab..efgh1@example.org", Refusal::LocalPartCharacters),
+            ("abcdefgh.@example.org", Refusal::LocalPartCharacters),
+            ("abcdef%g1@example.org", Refusal::LocalPartCharacters),
+            ("abcdef!g1@example.org", Refusal::LocalPartCharacters),
+            ("abcdefgh1@example.org.", Refusal::ForeignDomain),
+            ("\"abcdefg1\"@example.org", Refusal::NotAnAddress),
+        ] {
+            assert_eq!(
+                rules.check_credentials(user, "123456789"),
+                Err(refusal),
+                "{user}"
+            );
+        }
     }
 
     #[test]
     fn ip_literal_domain() {
         let rules = CreationRules {
-            domain: "[127.0.0.1]".into(),
+            mail_domain: MailDomain::parse("127.0.0.1").expect("valid"),
             ..rules()
         };
         assert_eq!(

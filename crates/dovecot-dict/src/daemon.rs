@@ -18,17 +18,27 @@ pub struct DictDaemonArgs {
     pub socket_path: PathBuf,
     /// The relay's chatmail.ini.
     pub config_path: PathBuf,
-    /// Octal file mode of the socket. Every Dovecot process that uses the
-    /// dict must be able to connect.
+    /// Octal file mode of the socket (owner and group bits only). The
+    /// Dovecot processes that use the dict run as the socket's owner
+    /// (vmail) or root; no other local user may connect.
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     pub socket_mode: u32,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
+    let mode = u32::from_str_radix(text, 8)
         .ok()
         .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("{text:?} is not an octal file mode such as 660"))
+        .ok_or_else(|| format!("{text:?} is not an octal file mode such as 660"))?;
+    if mode & 0o007 != 0 {
+        // The dicts hand out password hashes, create accounts and set
+        // push tokens: every local user (a web server, a CGI script)
+        // could do the same.
+        return Err(format!(
+            "{text} lets every local user connect; use 660 or 600"
+        ));
+    }
+    Ok(mode)
 }
 
 /// Binds the socket and serves `handler` until SIGTERM or SIGINT.
@@ -63,4 +73,19 @@ pub fn run_with<H: DictHandler>(
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mode;
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert!(parse_mode("666").is_err(), "world-connectable");
+        assert!(parse_mode("662").is_err(), "world-writable");
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("1777").is_err());
+    }
 }

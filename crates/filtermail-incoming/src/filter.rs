@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
-use chatmail_config::{Config, Mailboxes};
+use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailboxes, canonical_address};
 use chatmail_e2ee::{Direction, Verdict, classify, from_header_address};
-use chatmail_smtp::{DataOutcome, Envelope, Reinjector, Reply, SmtpHandler};
+use chatmail_smtp::{AddressRole, DataOutcome, Envelope, Reinjector, Reply, SmtpHandler};
 
 use crate::dkim::{DkimFailure, DkimVerifier};
 use crate::refused::RefusedMail;
@@ -11,6 +11,14 @@ use crate::refused::RefusedMail;
 /// program we replace gives it.
 const ENCRYPTION_NEEDED: Reply = Reply::new(523, "", "Encryption Needed: Invalid Unencrypted Mail");
 const BAD_FROM: Reply = Reply::new(500, "5.7.1", "Missing or invalid From header");
+/// Our own users' mail never comes in from outside: Postfix delivers it
+/// locally. Such a From is forged (and an IP-only relay has no DKIM to
+/// tell).
+const OWN_DOMAIN_FROM: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "From address of this relay in mail from outside",
+);
 /// Idle connections kept open to Postfix's reinjection port.
 const MAX_IDLE_REINJECT_CONNECTIONS: usize = 64;
 
@@ -24,7 +32,7 @@ pub enum OriginCheck {
 /// The checks for mail arriving from other servers, shared by the SMTP
 /// and the HTTP front door, so both give the same answer to a message.
 pub struct IncomingFilter {
-    domain: String,
+    mail_domain: MailDomain,
     mailboxes: Mailboxes,
     origin: OriginCheck,
     refused: Option<RefusedMail>,
@@ -39,7 +47,7 @@ impl IncomingFilter {
             config.postfix_host, config.postfix_reinject_port_incoming
         );
         Self {
-            domain: config.mail_domain.address_domain(),
+            mail_domain: config.mail_domain.clone(),
             mailboxes: config.mailboxes(),
             origin,
             refused: config
@@ -51,6 +59,22 @@ impl IncomingFilter {
                 config.mail_domain.hostname(),
                 MAX_IDLE_REINJECT_CONNECTIONS,
             ),
+        }
+    }
+
+    /// The account a recipient names: mail from outside is only for our
+    /// own accounts, in their canonical form.
+    pub fn local_recipient(&self, recipient: &str) -> Result<String, Reply> {
+        match canonical_address(recipient, &self.mail_domain) {
+            Ok(EnvelopeAddress::Local(account)) => Ok(account),
+            Ok(EnvelopeAddress::Remote(_)) => {
+                tracing::info!("refused: recipient of another domain");
+                Err(Reply::RELAY_DENIED)
+            }
+            Err(refusal) => {
+                tracing::info!(%refusal, "refused a recipient address");
+                Err(Reply::address_refused(AddressRole::Recipient, refusal))
+            }
         }
     }
 
@@ -79,24 +103,22 @@ impl IncomingFilter {
     }
 
     async fn check(&self, envelope: &Envelope, message: &[u8]) -> Result<Checked, Reply> {
-        let Some(from) = from_header_address(message) else {
-            tracing::info!("refused: no usable From header");
-            return Err(BAD_FROM);
-        };
+        let from = self.checked_from(message)?;
         // Forwarders legitimately send with another envelope sender; the
         // message is taken, but a bounce must not go to a forged address.
-        let sender = if envelope.sender().eq_ignore_ascii_case(&from) {
-            from.clone()
-        } else {
-            tracing::debug!("envelope sender differs from From; reinjecting with <>");
-            String::new()
+        let sender = match canonical_address(envelope.sender(), &self.mail_domain) {
+            Ok(sender) if sender == from => from.as_str().to_owned(),
+            _ => {
+                tracing::debug!("envelope sender differs from From; reinjecting with <>");
+                String::new()
+            }
         };
         let recipients = self.active_recipients(&envelope.rcpt_to)?;
         if recipients.is_empty() {
             return Ok(Checked::Discard);
         }
         let policy = chatmail_e2ee::Envelope {
-            mail_from: &from,
+            mail_from: from.as_str(),
             rcpt_to: &recipients,
         };
         if let Verdict::Cleartext(reason) = classify(message, &policy, Direction::Incoming) {
@@ -106,17 +128,43 @@ impl IncomingFilter {
         Ok(Checked::Deliver { sender, recipients })
     }
 
-    /// The recipients without the disabled ones.
+    /// The From header's address in canonical form: one of another
+    /// domain, or a well-formed address literal.
+    fn checked_from(&self, message: &[u8]) -> Result<EnvelopeAddress, Reply> {
+        let Some(from) = from_header_address(message) else {
+            tracing::info!("refused: no usable From header");
+            return Err(BAD_FROM);
+        };
+        match canonical_address(&from, &self.mail_domain) {
+            Ok(EnvelopeAddress::Local(_)) => {
+                tracing::info!("refused: From address of this relay from outside");
+                Err(OWN_DOMAIN_FROM)
+            }
+            Ok(remote) => Ok(remote),
+            Err(refusal) => {
+                tracing::info!(%refusal, "refused: invalid From address");
+                Err(Reply::owned(
+                    500,
+                    "5.7.1",
+                    format!("Invalid from address <{from}>: {refusal}"),
+                ))
+            }
+        }
+    }
+
+    /// The recipients without the disabled ones. Each door accepts local
+    /// accounts only; a recipient that is none refuses the message.
     fn active_recipients(&self, rcpt_to: &[String]) -> Result<Vec<String>, Reply> {
         let mut recipients = Vec::with_capacity(rcpt_to.len());
         for rcpt in rcpt_to {
-            let disabled = self
-                .mailboxes
-                .local(rcpt, &self.domain)
-                .map_or(Ok(false), |mailbox| mailbox.is_disabled());
-            match disabled {
+            let account = self.local_recipient(rcpt)?;
+            let mailbox = self.mailboxes.mailbox(&account).map_err(|error| {
+                tracing::error!(%error, "a canonical account is no mailbox name");
+                Reply::TEMPORARY_FAILURE
+            })?;
+            match mailbox.is_disabled() {
                 Ok(true) => tracing::debug!(rcpt, "dropping disabled recipient"),
-                Ok(false) => recipients.push(rcpt.clone()),
+                Ok(false) => recipients.push(account),
                 Err(error) => {
                     tracing::error!(%error, "cannot check whether a recipient is disabled");
                     return Err(Reply::TEMPORARY_FAILURE);
@@ -130,8 +178,8 @@ impl IncomingFilter {
     /// accounts were created without `enforceE2EEincoming`).
     fn check_cleartext_allowed(&self, recipients: &[String], reason: &str) -> Result<(), Reply> {
         for rcpt in recipients {
-            let Some(mailbox) = self.mailboxes.local(rcpt, &self.domain) else {
-                continue;
+            let Ok(mailbox) = self.mailboxes.mailbox(rcpt) else {
+                return Err(Reply::TEMPORARY_FAILURE);
             };
             match mailbox.enforces_e2ee_incoming() {
                 Ok(false) => {}
@@ -148,19 +196,16 @@ impl IncomingFilter {
         Ok(())
     }
 
-    /// Domain senders must prove their origin with DKIM; IP-literal
-    /// senders have no DNS to publish a key in.
-    async fn check_origin(&self, message: &[u8], from: &str) -> Result<(), Reply> {
-        let Some((_, from_domain)) = from.rsplit_once('@') else {
-            return Err(BAD_FROM);
-        };
-        if from_domain.starts_with('[') {
+    /// Domain senders must prove their origin with DKIM; senders with a
+    /// (well-formed) address literal have no DNS to publish a key in.
+    async fn check_origin(&self, message: &[u8], from: &EnvelopeAddress) -> Result<(), Reply> {
+        if from.has_address_literal() {
             return Ok(());
         }
         let OriginCheck::Dkim(verifier) = &self.origin else {
             return Ok(());
         };
-        match verifier.verify(message, from_domain).await {
+        match verifier.verify(message, from.domain()).await {
             Ok(()) => Ok(()),
             Err(DkimFailure::Invalid(reason)) => {
                 tracing::info!(%reason, "refused: DKIM check failed");
@@ -192,6 +237,10 @@ enum Checked {
 }
 
 impl SmtpHandler for IncomingFilter {
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
+        self.local_recipient(recipient)
+    }
+
     async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
         DataOutcome::Message(self.deliver(&envelope, message).await)
     }

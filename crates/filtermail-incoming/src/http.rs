@@ -105,7 +105,7 @@ async fn handle(
     if request.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let envelope = match envelope(request.headers()) {
+    let envelope = match envelope(request.headers(), filter) {
         Ok(envelope) => envelope,
         Err(reply) => return refusal(&reply),
     };
@@ -135,8 +135,8 @@ async fn handle(
 }
 
 /// The envelope from `X-Mail-From` (absent: the null sender) and one
-/// `X-Mail-To` per recipient.
-fn envelope(headers: &HeaderMap) -> Result<Envelope, Reply> {
+/// `X-Mail-To` per recipient, each an account of this relay.
+fn envelope(headers: &HeaderMap, filter: &IncomingFilter) -> Result<Envelope, Reply> {
     let mail_from = match headers.get(HEADER_MAIL_FROM) {
         None => String::new(),
         Some(value) => address(value, true).ok_or(Reply::BAD_SENDER)?,
@@ -146,7 +146,8 @@ fn envelope(headers: &HeaderMap) -> Result<Envelope, Reply> {
         if rcpt_to.len() == MAX_RECIPIENTS {
             return Err(Reply::TOO_MANY_RECIPIENTS);
         }
-        rcpt_to.push(address(value, false).ok_or(Reply::BAD_RECIPIENT)?);
+        let recipient = address(value, false).ok_or(Reply::BAD_RECIPIENT)?;
+        rcpt_to.push(filter.local_recipient(&recipient)?);
     }
     if rcpt_to.is_empty() {
         return Err(Reply::NEED_RCPT);
@@ -223,14 +224,24 @@ mod tests {
         assert_eq!(crlf_lines(b""), b"");
     }
 
+    fn filter() -> IncomingFilter {
+        let config = chatmail_config::Config::from_ini_str(
+            "[params]\nmail_domain = 127.0.0.1\n",
+            std::path::Path::new("chatmail.ini"),
+        )
+        .expect("valid test config");
+        IncomingFilter::new(&config, crate::filter::OriginCheck::Skip)
+    }
+
     #[test]
     fn envelope_headers() {
+        let filter = filter();
         let mut headers = HeaderMap::new();
         headers.append(HEADER_MAIL_TO, HeaderValue::from_static("<a@[127.0.0.1]>"));
-        headers.append(HEADER_MAIL_TO, HeaderValue::from_static("b@example.org"));
-        let parsed = envelope(&headers).unwrap();
+        headers.append(HEADER_MAIL_TO, HeaderValue::from_static("B@[127.0.0.1]"));
+        let parsed = envelope(&headers, &filter).unwrap();
         assert_eq!(parsed.sender(), "");
-        assert_eq!(parsed.rcpt_to, ["a@[127.0.0.1]", "b@example.org"]);
+        assert_eq!(parsed.rcpt_to, ["a@[127.0.0.1]", "b@[127.0.0.1]"]);
 
         headers.insert(HEADER_MAIL_FROM, HeaderValue::from_static("c@example.org"));
         assert_eq!(envelope_sender(&headers), Ok("c@example.org".to_owned()));
@@ -239,11 +250,30 @@ mod tests {
 
         headers.remove(HEADER_MAIL_FROM);
         headers.append(HEADER_MAIL_TO, HeaderValue::from_static("x y@z"));
-        assert_eq!(envelope(&headers), Err(Reply::BAD_RECIPIENT));
-        assert_eq!(envelope(&HeaderMap::new()), Err(Reply::NEED_RCPT));
+        assert_eq!(envelope(&headers, &filter), Err(Reply::BAD_RECIPIENT));
+        assert_eq!(envelope(&HeaderMap::new(), &filter), Err(Reply::NEED_RCPT));
+    }
+
+    #[test]
+    fn recipients_must_be_local_accounts() {
+        let filter = filter();
+        for (recipient, code) in [
+            ("anyone@elsewhere.example", 550),
+            ("a@[127.0.0.2]", 550),
+            ("a@[127.0.0.1].", 553),
+            ("a%[127.0.0.1]@[127.0.0.1]", 553),
+            ("@x.example:a@[127.0.0.1]", 553),
+            ("a@[IPv4:127.0.0.1]", 501),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.append(HEADER_MAIL_TO, HeaderValue::from_static("ok@[127.0.0.1]"));
+            headers.append(HEADER_MAIL_TO, HeaderValue::from_str(recipient).unwrap());
+            let refusal = envelope(&headers, &filter).expect_err(recipient);
+            assert_eq!(refusal.code, code, "{recipient}: {refusal}");
+        }
     }
 
     fn envelope_sender(headers: &HeaderMap) -> Result<String, Reply> {
-        envelope(headers).map(|envelope| envelope.sender().to_owned())
+        envelope(headers, &filter()).map(|envelope| envelope.sender().to_owned())
     }
 }

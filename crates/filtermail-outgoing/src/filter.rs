@@ -2,10 +2,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatmail_config::{Config, Mailboxes};
+use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailbox, Mailboxes, canonical_address};
 use chatmail_e2ee::{Direction, Verdict, classify, from_header_address};
 use chatmail_smtp::{
-    DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
+    AddressRole, DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
 };
 use tokio::net::TcpListener;
 
@@ -14,21 +14,23 @@ use crate::rate::SenderRateLimiter;
 /// The relay's reply for mail that is not end-to-end encrypted, as the
 /// program we replace gives it.
 const ENCRYPTION_NEEDED: Reply = Reply::new(523, "", "Encryption Needed: Invalid Unencrypted Mail");
-const BAD_SENDER: Reply = Reply::new(501, "5.1.7", "Sender address must be local@domain");
+/// Users submit as their own account only (Postfix checks that it is the
+/// login; this is the same rule for any other path to the filter).
+const NOT_LOCAL_SENDER: Reply = Reply::new(
+    553,
+    "5.7.1",
+    "Sender address is not an account of this relay",
+);
 /// How often senders at rest are forgotten by the rate limiter.
 const RATE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Idle connections kept open to Postfix's reinjection port.
 const MAX_IDLE_REINJECT_CONNECTIONS: usize = 64;
 
 pub struct OutgoingFilter {
-    domain: String,
+    mail_domain: MailDomain,
     mailboxes: Mailboxes,
     limiter: Option<SenderRateLimiter>,
     reinjector: Reinjector,
-}
-
-fn is_local_at_domain(addr: &str) -> bool {
-    matches!(addr.rsplit_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty())
 }
 
 impl OutgoingFilter {
@@ -36,7 +38,7 @@ impl OutgoingFilter {
     pub fn new(config: &Config) -> Self {
         let reinject_addr = format!("{}:{}", config.postfix_host, config.postfix_reinject_port);
         Self {
-            domain: config.mail_domain.address_domain(),
+            mail_domain: config.mail_domain.clone(),
             mailboxes: config.mailboxes(),
             limiter: SenderRateLimiter::new(
                 config.max_user_send_per_minute,
@@ -50,17 +52,27 @@ impl OutgoingFilter {
         }
     }
 
-    /// Whether `addr` is one of our accounts switched off by the operator.
-    fn is_disabled(&self, addr: &str) -> std::io::Result<bool> {
-        self.mailboxes
-            .local(addr, &self.domain)
+    /// The mailbox behind a canonical address, when it is one of ours.
+    fn mailbox(&self, address: &str) -> Option<Mailbox> {
+        canonical_address(address, &self.mail_domain)
+            .ok()
+            .and_then(|address| self.mailboxes.account(&address))
+    }
+
+    /// Whether `address` (canonical) is one of our accounts switched off
+    /// by the operator.
+    fn is_disabled(&self, address: &str) -> std::io::Result<bool> {
+        self.mailbox(address)
             .map_or(Ok(false), |mailbox| mailbox.is_disabled())
     }
 
     async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
+        // The session recorded the canonical account that MAIL named.
         let sender = envelope.sender();
         match from_header_address(&message) {
-            Some(from) if from.eq_ignore_ascii_case(sender) => {}
+            Some(from)
+                if canonical_address(&from, &self.mail_domain)
+                    .is_ok_and(|from| from.as_str() == sender) => {}
             Some(from) => {
                 tracing::info!("refused: From header does not match the envelope sender");
                 return Reply::owned(
@@ -113,12 +125,17 @@ impl OutgoingFilter {
 }
 
 impl SmtpHandler for OutgoingFilter {
-    async fn mail_from(&self, sender: &str) -> Result<(), Reply> {
-        if !is_local_at_domain(sender) {
-            return Err(BAD_SENDER);
-        }
+    /// The sender must be one of our accounts, in its canonical form; the
+    /// rate limit counts per account (Postfix has checked that it is the
+    /// login, so per login).
+    async fn mail_from(&self, sender: &str) -> Result<String, Reply> {
+        let account = match canonical_address(sender, &self.mail_domain) {
+            Ok(EnvelopeAddress::Local(account)) => account,
+            Ok(EnvelopeAddress::Remote(_)) => return Err(NOT_LOCAL_SENDER),
+            Err(refusal) => return Err(Reply::address_refused(AddressRole::Sender, refusal)),
+        };
         if let Some(limiter) = &self.limiter
-            && let Err(wait) = limiter.check(sender)
+            && let Err(wait) = limiter.check(&account)
         {
             tracing::info!("sender over its rate limit");
             let seconds = wait.as_secs().max(1);
@@ -128,7 +145,13 @@ impl SmtpHandler for OutgoingFilter {
                 format!("Too many messages; retry in {seconds} seconds"),
             ));
         }
-        Ok(())
+        Ok(account)
+    }
+
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
+        canonical_address(recipient, &self.mail_domain)
+            .map(EnvelopeAddress::into_string)
+            .map_err(|refusal| Reply::address_refused(AddressRole::Recipient, refusal))
     }
 
     async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {

@@ -47,13 +47,23 @@ pub fn transport(config: &Config) -> anyhow::Result<Transport> {
         smtp: config.filtermail_transport_smtp_port,
         https: config.filtermail_transport_https_port,
     };
-    let deliverer = Deliverer::new(resolver, tls, config.mail_domain.hostname(), ports);
+    let deliverer = Deliverer::new(
+        resolver,
+        tls,
+        config.mail_domain.hostname(),
+        ports,
+        config.filtermail_transport_allow_private,
+    );
     let limits = Limits {
         max_deliveries: config.filtermail_transport_max_deliveries,
         per_destination: config.filtermail_transport_destination_limit,
         ..Limits::default()
     };
-    Ok(Transport::new(deliverer, limits))
+    Ok(Transport::new(
+        config.mail_domain.clone(),
+        deliverer,
+        limits,
+    ))
 }
 
 /// Serves LMTP on `listener` until `shutdown`.

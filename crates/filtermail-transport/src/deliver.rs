@@ -15,6 +15,7 @@ use lru::LruCache;
 
 use crate::destination::Destination;
 use crate::https_out::{HttpsClient, HttpsOutcome, HttpsTarget};
+use crate::internal::is_internal;
 use crate::mx::{self, Host};
 use crate::reply::sanitize;
 use crate::smtp_out::{ConnectionError, SmtpConnection, SmtpPool};
@@ -30,6 +31,18 @@ pub struct Ports {
     pub https: u16,
 }
 
+/// The reply for a destination whose every address is internal.
+pub fn internal_reply(destination: &Destination, addresses: &str) -> Reply {
+    Reply::owned(
+        550,
+        "5.7.1",
+        format!(
+            "Delivery to {destination} refused: it resolves to internal addresses only \
+             ({addresses}); see filtermail_transport_allow_private"
+        ),
+    )
+}
+
 pub struct Deliverer {
     resolver: TokioResolver,
     tls: TlsConfigs,
@@ -38,12 +51,21 @@ pub struct Deliverer {
     skip_https: Mutex<LruCache<String, Instant>>,
     helo: String,
     ports: Ports,
+    /// Whether internal addresses ([`crate::internal`]) may be contacted.
+    allow_private: bool,
 }
 
 impl Deliverer {
     #[must_use]
-    pub fn new(resolver: TokioResolver, tls: TlsConfigs, helo: String, ports: Ports) -> Self {
+    pub fn new(
+        resolver: TokioResolver,
+        tls: TlsConfigs,
+        helo: String,
+        ports: Ports,
+        allow_private: bool,
+    ) -> Self {
         Self {
+            allow_private,
             resolver,
             tls,
             https: HttpsClient::default(),
@@ -52,6 +74,12 @@ impl Deliverer {
             helo,
             ports,
         }
+    }
+
+    /// Whether the transport may connect to `ip`.
+    #[must_use]
+    pub fn may_contact(&self, ip: IpAddr) -> bool {
+        self.allow_private || !is_internal(ip)
     }
 
     /// A reply per recipient of `rcpt_to`, all of `destination`.
@@ -69,9 +97,35 @@ impl Deliverer {
         };
         let self_signed_ok = destination.accepts_self_signed();
         let mut failures = Vec::new();
+        let mut internal = Vec::new();
         for host in &hosts {
+            // Every address is checked before anything is contacted, and
+            // only the ones checked are used: a second lookup could answer
+            // differently.
+            let addresses = match mx::addresses(&self.resolver, host).await {
+                Ok(addresses) => addresses,
+                Err(failure) => {
+                    tracing::info!(host = %host.name, %failure, "cannot resolve this host");
+                    failures.push(format!("{}: {failure}", host.name));
+                    continue;
+                }
+            };
+            let (permitted, refused): (Vec<IpAddr>, Vec<IpAddr>) =
+                addresses.into_iter().partition(|ip| self.may_contact(*ip));
+            if permitted.is_empty() {
+                tracing::info!(host = %host.name, "refused: host has internal addresses only");
+                internal.extend(refused);
+                continue;
+            }
             match self
-                .deliver_to_host(host, self_signed_ok, mail_from, rcpt_to, message)
+                .deliver_to_host(
+                    host,
+                    &permitted,
+                    self_signed_ok,
+                    mail_from,
+                    rcpt_to,
+                    message,
+                )
                 .await
             {
                 Ok(replies) => {
@@ -83,6 +137,10 @@ impl Deliverer {
                     failures.push(format!("{}: {failure}", host.name));
                 }
             }
+        }
+        if failures.is_empty() && !internal.is_empty() {
+            let listed: Vec<String> = internal.iter().map(ToString::to_string).collect();
+            return vec![internal_reply(destination, &listed.join(", ")); rcpt_to.len()];
         }
         state.connection_failed();
         let reason = sanitize(&Reply::owned(
@@ -96,18 +154,18 @@ impl Deliverer {
     async fn deliver_to_host(
         &self,
         host: &Host,
+        addresses: &[IpAddr],
         self_signed_ok: bool,
         mail_from: &str,
         rcpt_to: &[String],
         message: &Bytes,
     ) -> Result<Vec<Reply>, String> {
-        let addresses = mx::addresses(&self.resolver, host).await?;
         let https_key = format!("{}:{}", host.name, self.ports.https);
         let mut https_failed = None;
         if !self.skips_https(&https_key) {
             let target = HttpsTarget {
                 host: &host.name,
-                addresses: &addresses,
+                addresses,
                 port: self.ports.https,
                 tls: self.tls.for_peer(self_signed_ok, true),
             };
@@ -124,14 +182,7 @@ impl Deliverer {
             }
         }
         let replies = self
-            .smtp(
-                host,
-                &addresses,
-                self_signed_ok,
-                mail_from,
-                rcpt_to,
-                message,
-            )
+            .smtp(host, addresses, self_signed_ok, mail_from, rcpt_to, message)
             .await
             .map_err(|error| match &https_failed {
                 Some(https) => format!("HTTPS: {https}; SMTP: {error}"),

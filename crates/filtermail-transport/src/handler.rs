@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatmail_smtp::{DataOutcome, Envelope, Reply, SmtpHandler};
+use chatmail_config::{EnvelopeAddress, MailDomain, canonical_address};
+use chatmail_smtp::{AddressRole, DataOutcome, Envelope, Reply, SmtpHandler};
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
-use crate::deliver::Deliverer;
+use crate::deliver::{Deliverer, internal_reply};
 use crate::destination::Destination;
 use crate::state::{Busy, Destinations};
 
@@ -51,6 +52,7 @@ impl Default for Limits {
 }
 
 pub struct Transport {
+    mail_domain: MailDomain,
     deliverer: Arc<Deliverer>,
     destinations: Destinations,
     global: Arc<Semaphore>,
@@ -74,8 +76,9 @@ fn busy_reply(destination: &Destination, busy: Busy) -> Reply {
 
 impl Transport {
     #[must_use]
-    pub fn new(deliverer: Deliverer, limits: Limits) -> Self {
+    pub fn new(mail_domain: MailDomain, deliverer: Deliverer, limits: Limits) -> Self {
         Self {
+            mail_domain,
             deliverer: Arc::new(deliverer),
             destinations: Destinations::new(TRACKED_DESTINATIONS),
             global: Arc::new(Semaphore::new(limits.max_deliveries.max(1))),
@@ -132,13 +135,29 @@ impl Transport {
             }
         }
     }
+
+    /// The canonical recipient and its destination, refused here already
+    /// when it can never be delivered: a malformed address, or an address
+    /// literal in an internal range. (Postfix routes only other domains
+    /// here; what it routes is delivered, whatever the domain.)
+    fn destination(&self, recipient: &str) -> Result<(String, Destination), Reply> {
+        let address = canonical_address(recipient, &self.mail_domain)
+            .map(EnvelopeAddress::into_string)
+            .map_err(|refusal| Reply::address_refused(AddressRole::Recipient, refusal))?;
+        let destination = Destination::of(&address).ok_or(Reply::BAD_RECIPIENT)?;
+        if let Destination::Ip(ip) = destination
+            && !self.deliverer.may_contact(ip)
+        {
+            tracing::info!(%destination, "refused: internal address literal");
+            return Err(internal_reply(&destination, &ip.to_string()));
+        }
+        Ok((address, destination))
+    }
 }
 
 impl SmtpHandler for Transport {
-    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
-        let Some(destination) = Destination::of(recipient) else {
-            return Err(Reply::BAD_RECIPIENT);
-        };
+    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
+        let (address, destination) = self.destination(recipient)?;
         match self
             .destinations
             .get(&destination)
@@ -148,7 +167,7 @@ impl SmtpHandler for Transport {
                 tracing::debug!(%destination, ?busy, "fast tempfail");
                 Err(busy_reply(&destination, busy))
             }
-            None => Ok(()),
+            None => Ok(address),
         }
     }
 

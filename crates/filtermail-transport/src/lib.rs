@@ -11,6 +11,7 @@ mod deliver;
 mod destination;
 mod handler;
 mod https_out;
+pub mod internal;
 mod mx;
 mod reply;
 mod smtp_out;

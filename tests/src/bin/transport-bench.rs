@@ -88,6 +88,7 @@ async fn setup(extra_ini: &str) -> Result<Setup> {
         ca_file: &ca.ca_path,
         smtp_port,
         https_port: https.port(),
+        allow_private: true,
         extra_ini,
         env: &[("RUST_LOG", "warn")],
     })?;

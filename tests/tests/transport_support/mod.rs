@@ -53,6 +53,7 @@ pub fn start_transport(
         ca_file: &world.ca.ca_path,
         smtp_port,
         https_port,
+        allow_private: true,
         extra_ini: extra,
         env: &[],
     })

@@ -1,0 +1,394 @@
+//! Envelope addresses in one canonical form. Postfix, Dovecot and the
+//! chatmail daemons must agree on whose mailbox a message lands in, so
+//! every door turns the address a peer gave into the account it names,
+//! or refuses it. Forms that Postfix would rewrite into another address
+//! (the percent hack, bang paths, source routes, a trailing dot) are
+//! refused rather than interpreted, and so are forms that no account can
+//! have: what passes here is what Postfix and Dovecot deliver to.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::domain::MailDomain;
+
+/// RFC 5321 4.5.3.1: a path holds at most 256 octets with its brackets.
+const MAX_ADDRESS: usize = 254;
+const MAX_LOCAL_PART: usize = 64;
+const MAX_DOMAIN: usize = 253;
+const MAX_LABEL: usize = 63;
+
+/// An address that passed [`canonical_address`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EnvelopeAddress {
+    /// An account of this relay, in lower case: the name of its mailbox
+    /// directory and the user Dovecot delivers to.
+    Local(String),
+    /// An address of another domain: the local part as given (other
+    /// servers may tell case apart), the domain in lower case.
+    Remote(String),
+}
+
+impl EnvelopeAddress {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Local(address) | Self::Remote(address) => address,
+        }
+    }
+
+    #[must_use]
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local(_))
+    }
+
+    /// The part after the `@`.
+    #[must_use]
+    pub fn domain(&self) -> &str {
+        self.as_str()
+            .rsplit_once('@')
+            .map_or("", |(_, domain)| domain)
+    }
+
+    /// Whether the domain is an address literal (`[192.0.2.1]`,
+    /// `[IPv6:2001:db8::1]`); canonical addresses only carry valid ones.
+    #[must_use]
+    pub fn has_address_literal(&self) -> bool {
+        self.domain().starts_with('[')
+    }
+
+    #[must_use]
+    pub fn into_string(self) -> String {
+        match self {
+            Self::Local(address) | Self::Remote(address) => address,
+        }
+    }
+}
+
+impl std::fmt::Display for EnvelopeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefusal {
+    #[error("the address is empty")]
+    Empty,
+    #[error("the address is too long")]
+    TooLong,
+    #[error("the address has characters other than printable ASCII")]
+    NotPrintableAscii,
+    #[error("the address has no domain")]
+    NoDomain,
+    #[error("the local part is empty")]
+    EmptyLocalPart,
+    #[error("the local part is not a plain dot-atom")]
+    BadLocalPart,
+    #[error("the domain is not a valid domain name")]
+    BadDomain,
+    #[error("the address literal is not an IPv4 or IPv6 address")]
+    BadAddressLiteral,
+    #[error("source routes are not accepted")]
+    SourceRoute,
+    #[error("quoted local parts are not accepted")]
+    Quoted,
+    #[error("the percent hack (user%domain@relay) is not accepted")]
+    PercentHack,
+    #[error("bang paths (host!user) are not accepted")]
+    BangPath,
+    #[error("a trailing dot in the domain is not accepted")]
+    TrailingDot,
+    #[error("no account of this relay has such a name")]
+    NotAnAccountName,
+}
+
+impl AddressRefusal {
+    /// Whether the address is malformed (RFC 5321 syntax), as opposed to
+    /// a well-formed address this relay refuses on purpose.
+    #[must_use]
+    pub fn is_syntax_error(self) -> bool {
+        matches!(
+            self,
+            Self::Empty
+                | Self::TooLong
+                | Self::NotPrintableAscii
+                | Self::NoDomain
+                | Self::EmptyLocalPart
+                | Self::BadLocalPart
+                | Self::BadDomain
+                | Self::BadAddressLiteral
+        )
+    }
+}
+
+/// The canonical form of `address` (a mailbox as an SMTP path or an
+/// `X-Mail-To` header carries it, without angle brackets) for a relay
+/// whose domain is `mail_domain`, or why it is refused.
+///
+/// Local addresses are lower-cased, as Dovecot does at login and
+/// delivery; their local part must be one an account can have (what
+/// doveauth creates: `[a-z0-9._-]` as a dot-atom).
+pub fn canonical_address(
+    address: &str,
+    mail_domain: &MailDomain,
+) -> Result<EnvelopeAddress, AddressRefusal> {
+    if address.is_empty() {
+        return Err(AddressRefusal::Empty);
+    }
+    if address.len() > MAX_ADDRESS {
+        return Err(AddressRefusal::TooLong);
+    }
+    if !address.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(AddressRefusal::NotPrintableAscii);
+    }
+    if address.starts_with('@') {
+        return Err(AddressRefusal::SourceRoute);
+    }
+    if address.contains(['"', '\\']) {
+        return Err(AddressRefusal::Quoted);
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(AddressRefusal::NoDomain);
+    };
+    check_local_part(local)?;
+    let domain = Domain::parse(domain)?;
+    if domain.is(mail_domain) {
+        let local = local.to_ascii_lowercase();
+        if !is_account_name(&local) {
+            return Err(AddressRefusal::NotAnAccountName);
+        }
+        return Ok(EnvelopeAddress::Local(format!(
+            "{local}@{}",
+            mail_domain.address_domain()
+        )));
+    }
+    Ok(EnvelopeAddress::Remote(format!("{local}@{}", domain.text)))
+}
+
+/// Whether `local` (lower case) is a local part doveauth would create an
+/// account for, length rules aside.
+#[must_use]
+pub fn is_account_name(local: &str) -> bool {
+    let allowed =
+        |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-".contains(&byte);
+    is_dot_atom(local) && local.bytes().all(allowed)
+}
+
+fn check_local_part(local: &str) -> Result<(), AddressRefusal> {
+    if local.is_empty() {
+        return Err(AddressRefusal::EmptyLocalPart);
+    }
+    if local.len() > MAX_LOCAL_PART {
+        return Err(AddressRefusal::TooLong);
+    }
+    // Postfix would route these elsewhere (allow_percent_hack,
+    // swap_bangpath); an `@` left in the local part came out of quotes.
+    if local.contains('%') {
+        return Err(AddressRefusal::PercentHack);
+    }
+    if local.contains('!') {
+        return Err(AddressRefusal::BangPath);
+    }
+    if local.contains('@') {
+        return Err(AddressRefusal::Quoted);
+    }
+    if !is_dot_atom(local) || !local.bytes().all(|byte| byte == b'.' || is_atext(byte)) {
+        return Err(AddressRefusal::BadLocalPart);
+    }
+    Ok(())
+}
+
+/// RFC 5322 3.2.3 atext.
+fn is_atext(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&byte)
+}
+
+/// Dots only between non-empty atoms.
+fn is_dot_atom(text: &str) -> bool {
+    !text.is_empty() && text.split('.').all(|atom| !atom.is_empty())
+}
+
+/// A checked domain part, with its canonical text.
+struct Domain {
+    text: String,
+    kind: DomainKind,
+}
+
+enum DomainKind {
+    Name,
+    Ipv4(Ipv4Addr),
+    Ipv6,
+}
+
+impl Domain {
+    fn parse(domain: &str) -> Result<Self, AddressRefusal> {
+        if domain.is_empty() {
+            return Err(AddressRefusal::NoDomain);
+        }
+        if let Some(inner) = domain.strip_prefix('[') {
+            return Self::literal(inner);
+        }
+        if domain.len() > 1 && domain.ends_with('.') {
+            return Err(AddressRefusal::TrailingDot);
+        }
+        let text = domain.to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= MAX_LABEL
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        };
+        if text.len() > MAX_DOMAIN || !text.split('.').all(label_ok) {
+            return Err(AddressRefusal::BadDomain);
+        }
+        Ok(Self {
+            text,
+            kind: DomainKind::Name,
+        })
+    }
+
+    /// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3), written in
+    /// the one form Rust's parsers accept: no leading zeros, no other tags.
+    fn literal(inner: &str) -> Result<Self, AddressRefusal> {
+        let Some(inner) = inner.strip_suffix(']') else {
+            return Err(if inner.ends_with("].") {
+                AddressRefusal::TrailingDot
+            } else {
+                AddressRefusal::BadAddressLiteral
+            });
+        };
+        let tag = inner.get(..5);
+        if tag.is_some_and(|tag| tag.eq_ignore_ascii_case("IPv6:")) {
+            let ip: Ipv6Addr = inner
+                .get(5..)
+                .and_then(|ip| ip.parse().ok())
+                .ok_or(AddressRefusal::BadAddressLiteral)?;
+            return Ok(Self {
+                text: format!("[IPv6:{ip}]"),
+                kind: DomainKind::Ipv6,
+            });
+        }
+        let ip: Ipv4Addr = inner
+            .parse()
+            .map_err(|_| AddressRefusal::BadAddressLiteral)?;
+        Ok(Self {
+            text: format!("[{ip}]"),
+            kind: DomainKind::Ipv4(ip),
+        })
+    }
+
+    fn is(&self, mail_domain: &MailDomain) -> bool {
+        match (mail_domain, &self.kind) {
+            (MailDomain::Name(name), DomainKind::Name) => *name == self.text,
+            (MailDomain::Ipv4(ours), DomainKind::Ipv4(ip)) => ours == ip,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AddressRefusal as Refused, EnvelopeAddress, canonical_address};
+    use crate::domain::MailDomain;
+
+    type Case = (&'static str, Result<EnvelopeAddress, Refused>, &'static str);
+
+    fn local(text: &str) -> Result<EnvelopeAddress, Refused> {
+        Ok(EnvelopeAddress::Local(text.to_owned()))
+    }
+
+    fn remote(text: &str) -> Result<EnvelopeAddress, Refused> {
+        Ok(EnvelopeAddress::Remote(text.to_owned()))
+    }
+
+    /// Each case: the address, its canonical form or refusal, the rule.
+    fn check(mail_domain: &str, cases: &[Case]) {
+        let ours = MailDomain::parse(mail_domain).expect("valid");
+        for (address, expected, rule) in cases {
+            let got = canonical_address(address, &ours);
+            assert_eq!(&got, expected, "{rule}: {address}");
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn domain_relay() {
+        check("chat.example.org", &[
+            ("victim@chat.example.org", local("victim@chat.example.org"), "plain"),
+            ("Victim@Chat.Example.ORG", local("victim@chat.example.org"), "case folds to the account"),
+            ("a.b-c_d@chat.example.org", local("a.b-c_d@chat.example.org"), "account characters"),
+            ("Bob+x@Other.Example", remote("Bob+x@other.example"), "remote keeps its local part"),
+            ("victim@chat.example.org.", Err(Refused::TrailingDot), "Postfix strips a trailing dot"),
+            ("victim%chat.example.org@chat.example.org", Err(Refused::PercentHack), "percent hack"),
+            ("victim%x@other.example", Err(Refused::PercentHack), "percent hack, remote"),
+            ("chat.example.org!victim@chat.example.org", Err(Refused::BangPath), "bang path"),
+            ("@a.example:victim@chat.example.org", Err(Refused::SourceRoute), "source route"),
+            ("\"victim\"@chat.example.org", Err(Refused::Quoted), "quoted local part"),
+            ("victim@chat.example.org@other.example", Err(Refused::Quoted), "an @ from inside quotes"),
+            ("vic tim@chat.example.org", Err(Refused::NotPrintableAscii), "space"),
+            ("victim@chät.example.org", Err(Refused::NotPrintableAscii), "IDN in UTF-8"),
+            ("victim@xn--cht-qla.example.org", remote("victim@xn--cht-qla.example.org"), "punycode is another name"),
+            ("victim+tag@chat.example.org", Err(Refused::NotAnAccountName), "no subaddresses"),
+            ("victim.@chat.example.org", Err(Refused::BadLocalPart), "trailing dot in the local part"),
+            (".victim@chat.example.org", Err(Refused::BadLocalPart), "leading dot"),
+            ("vic..tim@other.example", Err(Refused::BadLocalPart), "double dot"),
+            ("victim@chat..example.org", Err(Refused::BadDomain), "empty label"),
+            ("victim@-chat.example.org", Err(Refused::BadDomain), "hyphen"),
+            ("victim@[chat.example.org]", Err(Refused::BadAddressLiteral), "name in brackets"),
+            ("victim@[192.0.2.1]", remote("victim@[192.0.2.1]"), "a literal is not a domain relay's"),
+            ("victim", Err(Refused::NoDomain), "no domain"),
+            ("victim@", Err(Refused::NoDomain), "empty domain"),
+            ("@chat.example.org", Err(Refused::SourceRoute), "empty local part"),
+            ("", Err(Refused::Empty), "the null path is the caller's business"),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn punycode_relay() {
+        check("xn--bcher-kva.example", &[
+            ("victim@XN--BCHER-KVA.example", local("victim@xn--bcher-kva.example"), "case"),
+            ("victim@bücher.example", Err(Refused::NotPrintableAscii), "U-label"),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn ip_relay() {
+        check("127.0.0.1", &[
+            ("victim@[127.0.0.1]", local("victim@[127.0.0.1]"), "plain"),
+            ("VICTIM@[127.0.0.1]", local("victim@[127.0.0.1]"), "case"),
+            ("victim@[127.0.0.1].", Err(Refused::TrailingDot), "trailing dot"),
+            ("victim@[IPv4:127.0.0.1]", Err(Refused::BadAddressLiteral), "no IPv4 tag"),
+            ("victim@[127.000.000.001]", Err(Refused::BadAddressLiteral), "leading zeros"),
+            ("victim@[127.1]", Err(Refused::BadAddressLiteral), "short form"),
+            ("victim@[2130706433]", Err(Refused::BadAddressLiteral), "number"),
+            ("victim@127.0.0.1", remote("victim@127.0.0.1"), "without brackets: a name, not ours"),
+            ("victim@[127.0.0.1", Err(Refused::BadAddressLiteral), "unclosed"),
+            ("victim@[IPv6:::ffff:127.0.0.1]", remote("victim@[IPv6:::ffff:127.0.0.1]"), "mapped IPv6 is not ours"),
+            ("victim@[ipv6:2001:DB8::1]", remote("victim@[IPv6:2001:db8::1]"), "IPv6 written canonically"),
+            ("victim@[IPv6:2001:db8::g]", Err(Refused::BadAddressLiteral), "bad IPv6"),
+            ("victim@[127.0.0.2]", remote("victim@[127.0.0.2]"), "another relay"),
+            ("victim%[127.0.0.1]@[127.0.0.1]", Err(Refused::PercentHack), "percent hack"),
+        ]);
+    }
+
+    #[test]
+    fn refusals_tell_syntax_from_policy() {
+        assert!(Refused::BadDomain.is_syntax_error());
+        assert!(!Refused::PercentHack.is_syntax_error());
+        assert!(!Refused::NotAnAccountName.is_syntax_error());
+    }
+
+    #[test]
+    fn long_addresses_are_refused() {
+        let ours = MailDomain::parse("example.org").expect("valid");
+        let long_local = format!("{}@example.org", "a".repeat(65));
+        assert_eq!(canonical_address(&long_local, &ours), Err(Refused::TooLong));
+        let long = format!("a@{}.org", "b".repeat(260));
+        assert_eq!(canonical_address(&long, &ours), Err(Refused::TooLong));
+    }
+}
