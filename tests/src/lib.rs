@@ -30,7 +30,9 @@ pub use dovecot::{Dovecot, DovecotOptions};
 pub use http::{HttpAnswer, HttpVersion, http_request, post_mxdeliv};
 pub use imap::ImapClient;
 pub use postfix::{Postfix, PostfixOptions};
-pub use process::{free_port, proc_status_kib, wait_for_files, wait_for_path, wait_for_port};
+pub use process::{
+    free_port, proc_status_kib, raise_fd_limit, wait_for_files, wait_for_path, wait_for_port,
+};
 pub use push::{PushServer, Recorded};
 pub use recorder::Recorder;
 pub use relay::{Relay, RelayOptions};

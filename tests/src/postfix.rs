@@ -15,7 +15,8 @@ use crate::workdir::WorkDir;
 /// to send anything elsewhere.
 #[derive(Debug, Clone)]
 pub struct PostfixOptions {
-    /// `mydestination`: the domains delivered locally.
+    /// `mydestination`: the domains delivered locally (comma-separated;
+    /// the first is also `myorigin`).
     pub mydestination: String,
     /// Where local mail goes, relative paths being inside the queue
     /// directory (`lmtp:unix:private/dovecot-lmtp`).
@@ -139,7 +140,13 @@ impl Postfix {
         writeln!(main_cf, "maillog_file_prefixes = {}", work.path().display())?;
         writeln!(main_cf, "myhostname = localhost")?;
         writeln!(main_cf, "mydomain = localdomain")?;
-        writeln!(main_cf, "myorigin = {}", options.mydestination)?;
+        // myorigin takes one domain; mydestination may list several.
+        let origin = options
+            .mydestination
+            .split([',', ' '])
+            .next()
+            .unwrap_or_default();
+        writeln!(main_cf, "myorigin = {origin}")?;
         writeln!(main_cf, "mydestination = {}", options.mydestination)?;
         writeln!(main_cf, "local_transport = {}", options.local_transport)?;
         writeln!(
@@ -197,7 +204,11 @@ append_dot_mydomain = no
             submission_port,
             cert,
         };
-        postfix.command("start")?;
+        // Postfix says why it did not start in its log, not on stderr.
+        postfix.command("start").map_err(|err| {
+            let log = fs::read_to_string(postfix.log_path()).unwrap_or_default();
+            err.context(format!("postfix log:\n{log}"))
+        })?;
         for port in std::iter::once(smtp_port).chain(submission_port) {
             wait_for_port(port, Duration::from_secs(15))?;
         }

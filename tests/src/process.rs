@@ -140,3 +140,13 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Raises this process's open-file limit to its hard limit, for tests
+/// with a thousand connections at once (daemons started afterwards
+/// inherit it, as systemd's LimitNOFILE gives them theirs).
+pub fn raise_fd_limit() -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(())
+}

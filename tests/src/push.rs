@@ -2,7 +2,8 @@
 //! service, and another relay's `/mxdeliv`. HTTPS (HTTP/2 or 1.1) with a
 //! certificate from a test CA; it records each request (body, and the
 //! envelope headers of /mxdeliv) and answers with scripted statuses and
-//! bodies (200 with an empty body once the script is used up).
+//! bodies (200 with an empty body once the script is used up; `/mxdeliv`
+//! answers a 2xx without a scripted body with a relay's `250` reply).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -173,6 +174,7 @@ async fn serve(
                         let mail_from = header("x-mail-from").into_iter().next();
                         let mail_to = header("x-mail-to");
                         let path = request.uri().path().to_owned();
+                        let mxdeliv = path == "/mxdeliv";
                         let body = request.into_body().collect().await.map(|b| b.to_bytes());
                         let body = body.unwrap_or_default().to_vec();
                         count.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +192,12 @@ async fn serve(
                                 });
                             }
                             let default = (state.default_status.unwrap_or(200), String::new());
-                            let (status, answer) = state.script.pop_front().unwrap_or(default);
+                            let (status, mut answer) = state.script.pop_front().unwrap_or(default);
+                            // Without a scripted body, /mxdeliv answers as
+                            // a relay does: the SMTP reply of a delivery.
+                            if mxdeliv && answer.is_empty() && (200..300).contains(&status) {
+                                answer = "250 2.0.0 Ok: queued\r\n".to_owned();
+                            }
                             (status, answer, state.delay)
                         };
                         if !delay.is_zero() {

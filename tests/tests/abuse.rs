@@ -738,3 +738,34 @@ async fn the_transport_never_contacts_internal_addresses() -> Result<()> {
     attempt.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_from_headers_are_refused_both_ways() -> Result<()> {
+    let w = world("127.0.0.1", &[]).await?;
+    let (alice, bob, victim) = (w.addr(ALICE), w.addr(BOB), w.addr(VICTIM));
+    // A second From that a mail client might show instead of the checked
+    // one, before or after it.
+    let twice = |message: String, other: &str| {
+        let second = format!("From: <{other}>\r\n");
+        [
+            format!("{second}{message}"),
+            message.replacen("\r\n\r\n", &format!("\r\n{second}\r\n"), 1),
+        ]
+    };
+    for message in twice(test_mail("encrypted.eml", &alice, &victim), &bob) {
+        let reply = submit(&w, &alice, &alice, &victim, &message).await?;
+        assert_eq!(reply.code, 500, "{reply:?}");
+        assert!(reply.text.contains("5.7.1"), "{reply:?}");
+    }
+    for message in twice(test_mail("encrypted.eml", REMOTE_LITERAL, &victim), REMOTE) {
+        let reply = port25(&w, REMOTE_LITERAL, &victim, &message).await?;
+        assert_eq!(reply.code, 500, "{reply:?}");
+        let (status, text) =
+            mxdeliv(&w, REMOTE_LITERAL, &[&victim], &message, HttpVersion::Http1).await?;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.starts_with("500 5.7.1"), "{text}");
+    }
+    w.settle().await?;
+    assert_eq!(w.delivered(VICTIM), 0);
+    Ok(())
+}

@@ -190,7 +190,11 @@ impl Mailbox {
         if current == day {
             return Ok(false);
         }
-        let when = UNIX_EPOCH + Duration::from_secs(day);
+        let when = UNIX_EPOCH
+            .checked_add(Duration::from_secs(day))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "login time out of range")
+            })?;
         file.set_times(FileTimes::new().set_accessed(when).set_modified(when))?;
         Ok(true)
     }

@@ -1,12 +1,21 @@
 //! The From header's address, as mail-parser reads it.
 
-use mail_parser::MessageParser;
+use mail_parser::{HeaderName, MessageParser};
 
-/// The single address in the From header, or `None` when there is no
-/// From header, it does not parse, or it names several addresses.
+/// The single address in the single From header, or `None` when there is
+/// no From header, there are several (a client may show another one than
+/// the filter checked), it does not parse, or it names several addresses.
 #[must_use]
 pub fn from_header_address(message: &[u8]) -> Option<String> {
     let parsed = MessageParser::new().parse_headers(message)?;
+    let from_headers = parsed
+        .headers()
+        .iter()
+        .filter(|header| header.name == HeaderName::From)
+        .count();
+    if from_headers != 1 {
+        return None;
+    }
     let from = parsed.from()?;
     let mut addresses = from.iter();
     let first = addresses.next()?.address()?.to_owned();
@@ -22,7 +31,7 @@ mod tests {
 
     #[test]
     fn forms_of_from() {
-        let cases: [(&[u8], Option<&str>); 6] = [
+        let cases: [(&[u8], Option<&str>); 9] = [
             (b"From: <a@example.org>\r\n\r\n", Some("a@example.org")),
             (
                 b"From: Alice <a@example.org>\r\n\r\n",
@@ -35,6 +44,15 @@ mod tests {
             ),
             (b"From: a@example.org, b@example.org\r\n\r\n", None),
             (b"Subject: none\r\n\r\n", None),
+            (
+                b"From: <a@example.org>\r\nFrom: <b@example.org>\r\n\r\n",
+                None,
+            ),
+            (
+                b"From: <a@example.org>\r\nSubject: x\r\nfrom: <a@example.org>\r\n\r\n",
+                None,
+            ),
+            (b"From: team: a@example.org, b@example.org;\r\n\r\n", None),
         ];
         for (message, expected) in cases {
             assert_eq!(from_header_address(message).as_deref(), expected);

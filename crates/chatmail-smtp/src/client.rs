@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_PIPELINING, EhloResponse};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::reply::Reply;
@@ -25,7 +25,11 @@ pub enum ClientError {
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// A whole reply, all its lines: an EHLO answer takes well under 1 KiB
+/// (RFC 5321 4.5.3.1.5 allows 512 octets a line). Every byte read from a
+/// server counts against this before it is buffered, so a server that
+/// streams an endless line or endless continuation lines costs no more.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 
 struct Connection {
     stream: BufReader<TcpStream>,
@@ -148,14 +152,18 @@ impl Connection {
 }
 
 /// Reads one possibly multi-line SMTP reply, returning it and its raw
-/// bytes; each line must come within the step timeout.
+/// bytes; each line must come within the step timeout, the whole reply
+/// within [`MAX_REPLY_BYTES`].
 pub async fn read_reply<R: AsyncBufRead + Unpin>(
     stream: &mut R,
 ) -> Result<(Reply, Vec<u8>), ClientError> {
     let mut raw = Vec::new();
     loop {
         let before = raw.len();
-        let read = timed(stream.read_until(b'\n', &mut raw)).await??;
+        // One byte more than allowed tells an overrun from a reply that
+        // fills the limit exactly.
+        let allowed = (MAX_REPLY_BYTES + 1 - before) as u64;
+        let read = timed((&mut *stream).take(allowed).read_until(b'\n', &mut raw)).await??;
         if read == 0 {
             return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -281,7 +289,37 @@ impl Reinjector {
 
 #[cfg(test)]
 mod tests {
-    use super::dot_stuff;
+    use super::{ClientError, MAX_REPLY_BYTES, dot_stuff, read_reply};
+
+    async fn read(bytes: &[u8]) -> Result<(u16, String), ClientError> {
+        let mut reader = tokio::io::BufReader::new(bytes);
+        read_reply(&mut reader)
+            .await
+            .map(|(reply, _)| (reply.code, reply.text.into_owned()))
+    }
+
+    #[tokio::test]
+    async fn replies_are_bounded_before_they_are_buffered() {
+        assert_eq!(
+            read(b"250-first\r\n250 second\r\n").await.ok(),
+            Some((250, "first\nsecond".to_owned()))
+        );
+        // One endless line, and endless continuation lines.
+        let endless_line = [b"220 ".as_slice(), &[b'x'; 4 * MAX_REPLY_BYTES]].concat();
+        assert!(matches!(
+            read(&endless_line).await,
+            Err(ClientError::Unexpected(_))
+        ));
+        let endless_lines = b"250-more\r\n".repeat(MAX_REPLY_BYTES);
+        assert!(matches!(
+            read(&endless_lines).await,
+            Err(ClientError::Unexpected(_))
+        ));
+        assert!(matches!(
+            read(b"250-cut\r\n").await,
+            Err(ClientError::Io(_))
+        ));
+    }
 
     #[test]
     fn dot_stuffing() {

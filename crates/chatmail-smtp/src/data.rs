@@ -25,8 +25,14 @@ pub struct DataReader {
 impl DataReader {
     #[must_use]
     pub fn new(limit: usize) -> Self {
+        // smtp-proto's receiver starts as if in the middle of a line, so a
+        // first line "." would not end the data nor a first ".." be
+        // unstuffed; the CRLF that ended the DATA command starts it right.
+        let mut receiver = DataReceiver::new();
+        let mut primed = Vec::with_capacity(2);
+        receiver.ingest(&mut b"\r\n".iter(), &mut primed);
         Self {
-            receiver: DataReceiver::new(),
+            receiver,
             message: Vec::new(),
             limit,
             received: 0,
@@ -101,6 +107,19 @@ mod tests {
         let (result, rest) = read(1000, &[b"a\r\n..b\r\n", b".\r\nQUIT\r\n"]);
         assert_eq!(result, Some(Ok(b"a\r\n.b\r\n".to_vec())));
         assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn the_first_line_is_a_line_too() {
+        // RFC 5321 4.1.1.4 and 4.5.2: the end marker and dot-stuffing
+        // apply from the very first line of the data.
+        let (result, rest) = read(1000, &[b".\r\nQUIT\r\n"]);
+        assert_eq!(result, Some(Ok(Vec::new())), "an empty message");
+        assert_eq!(rest, b"QUIT\r\n");
+        let (result, _) = read(1000, &[b"..leading\r\nnext\r\n.\r\n"]);
+        assert_eq!(result, Some(Ok(b".leading\r\nnext\r\n".to_vec())));
+        let (result, _) = read(1000, &[b".", b".x\r\n.\r\n"]);
+        assert_eq!(result, Some(Ok(b".x\r\n".to_vec())), "split after the dot");
     }
 
     #[test]

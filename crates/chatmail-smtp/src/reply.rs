@@ -71,6 +71,8 @@ impl Reply {
     pub const BYE: Self = Self::new(221, "2.0.0", "Bye");
     pub const SHUTTING_DOWN: Self = Self::new(421, "4.3.2", "Service shutting down");
     pub const TIMEOUT: Self = Self::new(421, "4.4.2", "Timeout, closing connection");
+    pub const SESSION_TOO_LONG: Self =
+        Self::new(421, "4.4.2", "Session too long, closing connection");
     pub const TOO_MANY_ERRORS: Self =
         Self::new(421, "4.7.0", "Too many errors, closing connection");
     pub const TEMPORARY_FAILURE: Self =

@@ -38,6 +38,12 @@ pub struct SessionConfig {
     pub handler_timeout: Duration,
     /// Protocol errors tolerated before the connection is closed.
     pub max_errors: usize,
+    /// How long a write may wait for the peer to read: a peer that stops
+    /// reading must not hold its connection slot.
+    pub write_timeout: Duration,
+    /// The longest a session may last, however busy: a peer trickling
+    /// commands just within each timeout still lets go of its slot.
+    pub session_deadline: Duration,
 }
 
 impl SessionConfig {
@@ -52,6 +58,8 @@ impl SessionConfig {
             data_timeout: Duration::from_secs(300),
             handler_timeout: Duration::from_secs(60),
             max_errors: 20,
+            write_timeout: Duration::from_secs(60),
+            session_deadline: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -131,13 +139,43 @@ struct Session<'a, H> {
 
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Serves one connection until QUIT, a timeout, too many errors or EOF.
+/// Serves one connection until QUIT, a timeout, too many errors, EOF or
+/// the session deadline.
 pub async fn run_session<S, H>(stream: S, handler: &H, config: &SessionConfig)
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: SmtpHandler,
 {
     let mut stream = stream;
+    let served = tokio::time::timeout(
+        config.session_deadline,
+        serve_commands(&mut stream, handler, config),
+    )
+    .await;
+    if served.is_err() {
+        let mut out = Vec::new();
+        Reply::SESSION_TOO_LONG.write_to(&mut out);
+        let _ = write_within(&mut stream, &out, config.write_timeout).await;
+    }
+}
+
+/// Writes `bytes`, unless the peer does not take them within `limit`.
+async fn write_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(limit, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn serve_commands<S, H>(stream: &mut S, handler: &H, config: &SessionConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: SmtpHandler,
+{
     let mut session = Session {
         handler,
         config,
@@ -150,7 +188,7 @@ where
         Protocol::Smtp => format!("220 {} ESMTP\r\n", config.hostname),
         Protocol::Lmtp => format!("220 {} LMTP\r\n", config.hostname),
     };
-    if stream.write_all(greeting.as_bytes()).await.is_err() {
+    if !write_within(stream, greeting.as_bytes(), config.write_timeout).await {
         return;
     }
     let mut lines = LineFramer::default();
@@ -164,7 +202,7 @@ where
         let read = match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
             Err(_) => {
                 Reply::TIMEOUT.write_to(&mut session.out);
-                let _ = stream.write_all(&session.out).await;
+                let _ = write_within(stream, &session.out, config.write_timeout).await;
                 return;
             }
             Ok(Ok(0) | Err(_)) => return,
@@ -194,7 +232,7 @@ where
         }
         // Everything the client pipelined in this read is answered at once.
         if !session.out.is_empty() {
-            if stream.write_all(&session.out).await.is_err() {
+            if !write_within(stream, &session.out, config.write_timeout).await {
                 return;
             }
             session.out.clear();

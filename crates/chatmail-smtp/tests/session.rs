@@ -314,3 +314,74 @@ async fn slow_check_becomes_a_temporary_failure() {
     .await;
     assert!(out.contains("451 4.4.7"), "{out}");
 }
+
+#[tokio::test]
+async fn data_that_starts_with_a_dot() {
+    let handler = Recorder::default();
+    let out = transcript(
+        &handler,
+        &config(Protocol::Smtp),
+        b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n.\r\n\
+          MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n..first\r\n.\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("250 2.0.0 Queued").count(), 2, "{out}");
+    let messages = handler.messages.lock().expect("lock");
+    let bodies: Vec<&[u8]> = messages.iter().map(|(_, body)| body.as_slice()).collect();
+    assert_eq!(bodies, [&b""[..], b".first\r\n"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_lets_go_of_its_slot() {
+    let handler = Recorder::default();
+    let (mut client, server) = tokio::io::duplex(64);
+    let config = config(Protocol::Smtp);
+    let started = tokio::time::Instant::now();
+    let session = run_session(server, &handler, &config);
+    let flood = async {
+        // Commands that are answered, but the answers are never read.
+        let _ = client.write_all(&b"NOOP\r\n".repeat(1000)).await;
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = session => {}
+        () = flood => unreachable!("the flood never ends"),
+    }
+    let waited = started.elapsed();
+    assert!(waited >= config.write_timeout, "{waited:?}");
+    assert!(waited < config.write_timeout * 2, "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_ends_at_its_deadline_however_busy() {
+    let handler = Recorder::default();
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let config = config(Protocol::Smtp);
+    let started = tokio::time::Instant::now();
+    let session = async {
+        run_session(server, &handler, &config).await;
+        started.elapsed()
+    };
+    let talk = async {
+        let (read, mut write) = tokio::io::split(client);
+        let mut read = tokio::io::BufReader::new(read);
+        let mut last = String::new();
+        loop {
+            let mut line = String::new();
+            match tokio::io::AsyncBufReadExt::read_line(&mut read, &mut line).await {
+                Ok(0) | Err(_) => return last,
+                Ok(_) => last = line,
+            }
+            // Just within the command timeout, every time.
+            tokio::time::sleep(config.command_timeout - Duration::from_secs(1)).await;
+            let _ = write.write_all(b"NOOP\r\n").await;
+        }
+    };
+    let (lasted, last) = tokio::join!(session, talk);
+    assert_eq!(last, "421 4.4.2 Session too long, closing connection\r\n");
+    assert!(lasted >= config.session_deadline, "{lasted:?}");
+    assert!(
+        lasted < config.session_deadline + config.command_timeout,
+        "{lasted:?}"
+    );
+}

@@ -17,6 +17,10 @@ const SUPPORTED_MAJOR: std::ops::RangeInclusive<u32> = 2..=4;
 pub struct SessionLimits {
     pub max_open_transactions: usize,
     pub max_changes_per_transaction: usize,
+    /// Bytes of keys and values held in all open transactions of one
+    /// connection; beyond it a transaction's changes are dropped and its
+    /// commit fails (Dovecot's own transactions hold a few KiB).
+    pub max_transaction_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -24,6 +28,7 @@ impl Default for SessionLimits {
         Self {
             max_open_transactions: 128,
             max_changes_per_transaction: 10_000,
+            max_transaction_bytes: 1 << 20,
         }
     }
 }
@@ -38,6 +43,8 @@ pub enum Outcome {
 
 struct OpenTransaction {
     transaction: Transaction,
+    /// Bytes of keys and values in `transaction`.
+    bytes: usize,
     /// Set when the client sent more changes than we keep; the commit
     /// then fails instead of applying a truncated transaction.
     overflowed: bool,
@@ -48,6 +55,8 @@ pub struct Session {
     dict_name: String,
     limits: SessionLimits,
     open: HashMap<u32, OpenTransaction>,
+    /// Bytes held in all open transactions.
+    held_bytes: usize,
 }
 
 impl Session {
@@ -58,6 +67,7 @@ impl Session {
             dict_name: String::new(),
             limits,
             open: HashMap::new(),
+            held_bytes: 0,
         }
     }
 
@@ -142,12 +152,13 @@ impl Session {
                             user,
                             changes: Vec::new(),
                         },
+                        bytes: 0,
                         overflowed: false,
                     },
                 );
             }
             Command::Commit { id, asynchronous } => {
-                let ok = match self.open.remove(&id) {
+                let ok = match self.close_transaction(id) {
                     Some(open) if !open.overflowed => {
                         match handler.commit(open.transaction).await {
                             Ok(()) => true,
@@ -158,7 +169,7 @@ impl Session {
                         }
                     }
                     Some(_) => {
-                        tracing::warn!(id, "dict transaction had too many changes");
+                        tracing::warn!(id, "dict transaction was too large");
                         false
                     }
                     None => {
@@ -174,7 +185,7 @@ impl Session {
                 .encode_into(out);
             }
             Command::Rollback { id } => {
-                if self.open.remove(&id).is_none() {
+                if self.close_transaction(id).is_none() {
                     return Outcome::Close(format!("rollback of unknown transaction {id}"));
                 }
             }
@@ -199,15 +210,31 @@ impl Session {
         if user.is_empty() { &self.user } else { user }
     }
 
+    fn close_transaction(&mut self, id: u32) -> Option<OpenTransaction> {
+        let open = self.open.remove(&id)?;
+        self.held_bytes -= open.bytes;
+        Some(open)
+    }
+
     fn record(&mut self, id: u32, change: Change) -> Outcome {
         let Some(open) = self.open.get_mut(&id) else {
             return Outcome::Close(format!("change in unknown transaction {id}"));
         };
-        if open.transaction.changes.len() >= self.limits.max_changes_per_transaction {
+        if open.overflowed {
+            return Outcome::Continue;
+        }
+        let size = change_bytes(&change);
+        let too_many = open.transaction.changes.len() >= self.limits.max_changes_per_transaction;
+        if too_many || self.held_bytes + size > self.limits.max_transaction_bytes {
+            // The whole transaction fails at commit; nothing of it is kept.
             open.overflowed = true;
-            open.transaction.changes.clear();
-        } else if !open.overflowed {
+            open.transaction.changes = Vec::new();
+            self.held_bytes -= open.bytes;
+            open.bytes = 0;
+        } else {
             open.transaction.changes.push(change);
+            open.bytes += size;
+            self.held_bytes += size;
         }
         Outcome::Continue
     }
@@ -246,6 +273,14 @@ impl Session {
 }
 
 /// Answers `F` where the client waits for a reply, else asks to close.
+/// What a change holds in memory, near enough.
+fn change_bytes(change: &Change) -> usize {
+    match change {
+        Change::Set { key, value } | Change::Append { key, value } => key.len() + value.len(),
+        Change::Unset { key } | Change::AtomicInc { key, .. } => key.len() + 8,
+    }
+}
+
 fn refuse(error: &CommandError, out: &mut String) -> Outcome {
     if error.expects_reply() {
         tracing::warn!(%error, "refusing dict command");

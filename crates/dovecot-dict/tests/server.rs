@@ -227,6 +227,28 @@ async fn oversized_transaction_fails_instead_of_applying_partially() {
 }
 
 #[tokio::test]
+async fn transactions_are_bounded_by_bytes_too() {
+    let dict = MemoryDict::default();
+    // Two transactions of 40 values of 60 KiB: together over the 1 MiB a
+    // connection may hold; the one that crosses it fails, the other
+    // commits, and a third fits again once the second is gone.
+    let big = "v".repeat(60 * 1024);
+    let mut input = b"B1\t\nB2\t\n".to_vec();
+    for i in 0..10 {
+        input.extend_from_slice(format!("S1\tshared/a{i}\t{big}\n").as_bytes());
+    }
+    for i in 0..20 {
+        input.extend_from_slice(format!("S2\tshared/b{i}\t{big}\n").as_bytes());
+    }
+    input.extend_from_slice(b"C2\nC1\nB3\t\nS3\tshared/c\tsmall\nC3\n");
+    let out = transcript(&dict, &input).await;
+    assert_eq!(out, "F2\nO1\nO3\n");
+    let committed = dict.commits.lock().expect("lock");
+    let sizes: Vec<usize> = committed.iter().map(|t| t.changes.len()).collect();
+    assert_eq!(sizes, [10, 1]);
+}
+
+#[tokio::test]
 async fn malformed_commands_that_expect_a_reply_get_f() {
     let dict = MemoryDict::with(&[("shared/a", "1")]);
     let out = transcript(&dict, b"Lbad\x01\nL\xff\xfe\t\nI0\tx\tpath\nLshared/a\t\n").await;

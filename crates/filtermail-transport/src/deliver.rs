@@ -20,7 +20,7 @@ use crate::mx::{self, Host};
 use crate::reply::sanitize;
 use crate::smtp_out::{ConnectionError, SmtpConnection, SmtpPool};
 use crate::state::DestinationState;
-use crate::tls::TlsConfigs;
+use crate::tls::{TlsConfigs, policy_name};
 
 /// Hosts where HTTPS failed but SMTP worked skip HTTPS this long.
 const SKIP_HTTPS_FOR: Duration = Duration::from_secs(30 * 60);
@@ -168,6 +168,7 @@ impl Deliverer {
                 addresses,
                 port: self.ports.https,
                 tls: self.tls.for_peer(self_signed_ok, true),
+                policy: policy_name(self_signed_ok),
             };
             match self
                 .https
@@ -175,6 +176,22 @@ impl Deliverer {
                 .await
             {
                 HttpsOutcome::Answered(replies) => return Ok(replies),
+                HttpsOutcome::Uncertain(why) => {
+                    // Postfix retries later; by then this host is reached
+                    // over SMTP, so a broken /mxdeliv delays mail but never
+                    // holds it, and the message is not sent twice at once.
+                    tracing::info!(host = %host.name, %why, "HTTPS delivery uncertain");
+                    self.skip_https_for_a_while(https_key);
+                    let reply = Reply::owned(
+                        451,
+                        "4.4.2",
+                        format!(
+                            "No clear answer from {} over HTTPS ({why}); try again later",
+                            host.name
+                        ),
+                    );
+                    return Ok(vec![reply; rcpt_to.len()]);
+                }
                 HttpsOutcome::NotOffered(why) | HttpsOutcome::Failed(why) => {
                     tracing::debug!(host = %host.name, %why, "no HTTPS delivery; trying SMTP");
                     https_failed = Some(why);
@@ -189,12 +206,16 @@ impl Deliverer {
                 None => format!("SMTP: {error}"),
             })?;
         if https_failed.is_some() {
-            self.skip_https
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .put(https_key, Instant::now() + SKIP_HTTPS_FOR);
+            self.skip_https_for_a_while(https_key);
         }
         Ok(replies)
+    }
+
+    fn skip_https_for_a_while(&self, key: String) {
+        self.skip_https
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put(key, Instant::now() + SKIP_HTTPS_FOR);
     }
 
     fn skips_https(&self, key: &str) -> bool {
@@ -223,7 +244,12 @@ impl Deliverer {
         rcpt_to: &[String],
         message: &[u8],
     ) -> Result<Vec<Reply>, ConnectionError> {
-        let key = format!("{}:{}", host.name, self.ports.smtp);
+        let key = format!(
+            "{}:{} {}",
+            host.name,
+            self.ports.smtp,
+            policy_name(self_signed_ok)
+        );
         if let Some(mut connection) = self.smtp_pool.take(&key) {
             match connection.send(mail_from, rcpt_to, message).await {
                 Ok(delivered) if delivered.replies.iter().all(|reply| reply.code == 421) => {

@@ -4,12 +4,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chatmail_smtp::Reply;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,6 +24,8 @@ use crate::connect::{CONNECT_TIMEOUT, connect};
 use crate::reply::parse_reply_text;
 
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
+/// Response headers, HTTP/1.1 (hyper's read buffer) and HTTP/2.
+const MAX_ANSWER_HEADER_BYTES: usize = 64 * 1024;
 const MAX_H2_HOSTS: usize = 1000;
 /// A relay gets this long to take a message over HTTPS.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,16 +35,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum HttpsOutcome {
     /// The relay answered for the message: a reply per recipient.
     Answered(Vec<Reply>),
-    /// Not a chatmail relay's /mxdeliv (404, 405, or not a mail answer):
-    /// use SMTP.
+    /// Not a chatmail relay's /mxdeliv (404, 405, or no SMTP reply in the
+    /// answer, whatever its status): use SMTP.
     NotOffered(String),
-    /// No connection, TLS failure, timeout: use SMTP.
+    /// No connection, TLS failure, or trouble before the message was
+    /// sent: use SMTP.
     Failed(String),
+    /// The message was sent but no trustworthy answer came (a timeout, a
+    /// broken connection, 502/503/504 without an SMTP reply): the peer
+    /// may have it, so it must not be sent again at once.
+    Uncertain(String),
 }
+
+type RequestBody = SentSignal<Full<Bytes>>;
 
 #[derive(Default)]
 pub struct HttpsClient {
-    h2: Mutex<HashMap<String, SendRequest<Full<Bytes>>>>,
+    /// Multiplexed connections by authority and certificate policy: one
+    /// opened with relaxed checks is never used where checks are required.
+    h2: Mutex<HashMap<String, SendRequest<RequestBody>>>,
 }
 
 pub struct HttpsTarget<'a> {
@@ -46,6 +61,38 @@ pub struct HttpsTarget<'a> {
     pub addresses: &'a [IpAddr],
     pub port: u16,
     pub tls: Arc<ClientConfig>,
+    /// The certificate policy `tls` carries (part of the pool key).
+    pub policy: &'static str,
+}
+
+/// A request body that says when it was handed over whole.
+pub struct SentSignal<B> {
+    inner: B,
+    sent: Arc<AtomicBool>,
+}
+
+impl<B: Body + Unpin> Body for SentSignal<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.inner.is_end_stream() {
+            self.sent.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl HttpsClient {
@@ -68,14 +115,20 @@ impl HttpsClient {
         for rcpt in rcpt_to {
             builder = builder.header("X-Mail-To", rcpt.as_str());
         }
-        let request = match builder.body(Full::new(message.clone())) {
+        let sent = Arc::new(AtomicBool::new(false));
+        let body = SentSignal {
+            inner: Full::new(message.clone()),
+            sent: Arc::clone(&sent),
+        };
+        let request = match builder.body(body) {
             Ok(request) => request,
             Err(error) => {
                 return HttpsOutcome::NotOffered(format!("cannot build request: {error}"));
             }
         };
+        let pool_key = format!("{authority} {}", target.policy);
         let exchange = async {
-            let response = self.send(target, &authority, request).await?;
+            let response = self.send(target, &pool_key, request).await?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -84,21 +137,25 @@ impl HttpsClient {
                 .to_bytes();
             Ok::<_, String>((status, body))
         };
-        let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => return HttpsOutcome::Failed(error),
-            Err(_) => return HttpsOutcome::Failed("timed out".into()),
+        let failure = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok((status, body))) => return map_answer(status, &body, rcpt_to.len()),
+            Ok(Err(error)) => error,
+            Err(_) => "timed out".to_owned(),
         };
-        map_answer(status, &body, rcpt_to.len())
+        if sent.load(Ordering::Acquire) {
+            HttpsOutcome::Uncertain(format!("after the message was sent: {failure}"))
+        } else {
+            HttpsOutcome::Failed(failure)
+        }
     }
 
     async fn send(
         &self,
         target: &HttpsTarget<'_>,
-        authority: &str,
-        request: Request<Full<Bytes>>,
+        pool_key: &str,
+        request: Request<RequestBody>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let pooled = self.pooled_h2(authority);
+        let pooled = self.pooled_h2(pool_key);
         if let Some(mut sender) = pooled {
             if sender.ready().await.is_ok() {
                 return sender
@@ -106,7 +163,7 @@ impl HttpsClient {
                     .await
                     .map_err(|e| e.to_string());
             }
-            self.forget_h2(authority);
+            self.forget_h2(pool_key);
         }
         let tcp = connect(target.addresses, target.port).await?;
         let name = crate::tls::server_name(target.host)?;
@@ -121,15 +178,19 @@ impl HttpsClient {
         let io = TokioIo::new(tls);
         if h2 {
             let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_header_list_size(MAX_ANSWER_HEADER_BYTES as u32)
+                    .handshake(io)
                     .await
                     .map_err(|error| error.to_string())?;
             tokio::spawn(connection);
             let response = sender.send_request(request);
-            self.keep_h2(authority, sender);
+            self.keep_h2(pool_key, sender);
             response.await.map_err(|error| error.to_string())
         } else {
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+                .max_buf_size(MAX_ANSWER_HEADER_BYTES)
+                .handshake(io)
                 .await
                 .map_err(|error| error.to_string())?;
             tokio::spawn(connection);
@@ -142,7 +203,7 @@ impl HttpsClient {
 }
 
 impl HttpsClient {
-    fn pooled_h2(&self, authority: &str) -> Option<SendRequest<Full<Bytes>>> {
+    fn pooled_h2(&self, authority: &str) -> Option<SendRequest<RequestBody>> {
         self.h2
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -157,7 +218,7 @@ impl HttpsClient {
             .remove(authority);
     }
 
-    fn keep_h2(&self, authority: &str, sender: SendRequest<Full<Bytes>>) {
+    fn keep_h2(&self, authority: &str, sender: SendRequest<RequestBody>) {
         let mut pool = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() >= MAX_H2_HOSTS {
             pool.retain(|_, sender| !sender.is_closed());
@@ -168,16 +229,17 @@ impl HttpsClient {
     }
 }
 
-/// What an answer means: 2xx is delivery; 4xx/5xx whose body is an SMTP
-/// reply is that reply; anything else is not a chatmail relay's answer.
+/// What an answer means. Only an SMTP reply in the body is a mail
+/// server's answer: a 2xx with a 2xx reply is delivery, a 4xx/5xx with a
+/// 4xx/5xx reply is that reply, 413 is "too big". 502, 503 and 504
+/// without a reply come from a proxy in front of a relay that may have
+/// taken the message. Anything else (404, 405, a page from a web server
+/// that is no relay, whatever its status) means no /mxdeliv here.
 fn map_answer(status: StatusCode, body: &[u8], recipients: usize) -> HttpsOutcome {
     let text = String::from_utf8_lossy(body);
     let smtp = parse_reply_text(&text);
-    if status.is_success() {
-        let reply = smtp
-            .filter(Reply::is_positive)
-            .unwrap_or_else(|| Reply::new(250, "2.0.0", "Delivered over HTTPS"));
-        return HttpsOutcome::Answered(vec![reply; recipients]);
+    if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+        return HttpsOutcome::NotOffered(format!("HTTP {status}"));
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         let reply = smtp.unwrap_or(Reply::new(
@@ -187,16 +249,18 @@ fn map_answer(status: StatusCode, body: &[u8], recipients: usize) -> HttpsOutcom
         ));
         return HttpsOutcome::Answered(vec![reply; recipients]);
     }
+    let failed = status.is_client_error() || status.is_server_error();
     match smtp {
-        Some(reply)
-            if (status.is_client_error() || status.is_server_error())
-                && status != StatusCode::NOT_FOUND
-                && status != StatusCode::METHOD_NOT_ALLOWED
-                && !reply.is_positive() =>
-        {
+        Some(reply) if status.is_success() && reply.is_positive() => {
             HttpsOutcome::Answered(vec![reply; recipients])
         }
-        _ => HttpsOutcome::NotOffered(format!("HTTP {status}")),
+        Some(reply) if failed && !reply.is_positive() => {
+            HttpsOutcome::Answered(vec![reply; recipients])
+        }
+        _ if matches!(status.as_u16(), 502..=504) => {
+            HttpsOutcome::Uncertain(format!("HTTP {status} without an SMTP reply"))
+        }
+        _ => HttpsOutcome::NotOffered(format!("HTTP {status} without a mail answer")),
     }
 }
 
@@ -217,7 +281,6 @@ mod tests {
             replies(map_answer(StatusCode::OK, b"250 2.0.0 OK\r\n", 2)),
             [250, 250]
         );
-        assert_eq!(replies(map_answer(StatusCode::OK, b"", 1)), [250]);
         assert_eq!(
             replies(map_answer(
                 StatusCode::BAD_REQUEST,
@@ -235,18 +298,42 @@ mod tests {
             [451]
         );
         assert_eq!(
+            replies(map_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"451 4.3.1 busy",
+                1
+            )),
+            [451]
+        );
+        assert_eq!(
             replies(map_answer(StatusCode::PAYLOAD_TOO_LARGE, b"", 1)),
             [552]
         );
+        // Not a relay's answer, whatever the status: SMTP is tried.
         for (status, body) in [
-            (StatusCode::NOT_FOUND, &b"Not Found"[..]),
+            (StatusCode::OK, &b""[..]),
+            (StatusCode::OK, b"<html>Welcome to nginx!</html>"),
+            (StatusCode::OK, b"550 a refusal with a success status"),
+            (StatusCode::CREATED, b"{\"ok\": true}"),
+            (StatusCode::NOT_FOUND, b"Not Found"),
             (StatusCode::METHOD_NOT_ALLOWED, b"550 no"),
-            (StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>"),
+            (StatusCode::BAD_REQUEST, b"<html>bad request</html>"),
             (StatusCode::FOUND, b""),
         ] {
+            assert!(
+                matches!(map_answer(status, body, 1), HttpsOutcome::NotOffered(_)),
+                "{status} {body:?}"
+            );
+        }
+        // A proxy's gateway errors: the relay behind may have the message.
+        for status in [
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
+        ] {
             assert!(matches!(
-                map_answer(status, body, 1),
-                HttpsOutcome::NotOffered(_)
+                map_answer(status, b"<html>gateway</html>", 1),
+                HttpsOutcome::Uncertain(_)
             ));
         }
     }

@@ -68,6 +68,17 @@ impl TlsConfigs {
     }
 }
 
+/// The certificate policy of a peer, as a pool key: connections opened
+/// with relaxed checks must never serve a peer that needs verification.
+#[must_use]
+pub fn policy_name(self_signed_ok: bool) -> &'static str {
+    if self_signed_ok {
+        "relaxed"
+    } else {
+        "verified"
+    }
+}
+
 /// The server name for SNI and verification: a DNS name or an IP.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned())

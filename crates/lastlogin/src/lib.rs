@@ -20,6 +20,13 @@ impl LastLoginDict {
             tracing::warn!("last-login value is not a unix time");
             return Err(DictError::new("last-login value is not a unix time"));
         };
+        // Dovecot sends the time of the login: a day in the future is a
+        // wrong clock or a wrong value, and would keep the account from
+        // ever expiring.
+        if unix_time > now().saturating_add(LOGIN_CLOCK_SKEW) {
+            tracing::warn!("last-login time lies in the future");
+            return Err(DictError::new("last-login time lies in the future"));
+        }
         let mailbox = match self.mailboxes.mailbox(addr) {
             Ok(mailbox) => mailbox,
             Err(err) => {
@@ -40,6 +47,15 @@ impl LastLoginDict {
             }
         }
     }
+}
+
+/// How far ahead of our clock a login time may be.
+const LOGIN_CLOCK_SKEW: u64 = 86_400;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The address in a last_login key (`shared/last-login/<addr>`).

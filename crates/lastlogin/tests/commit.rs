@@ -61,3 +61,34 @@ async fn unknown_accounts_and_foreign_keys_are_ignored() {
     );
     assert_eq!(dict.lookup("shared/last-login/x@y", "").await, Ok(None));
 }
+
+#[tokio::test]
+async fn odd_times_fail_the_commit_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mailboxes = Mailboxes::new(dir.path());
+    let mailbox = mailboxes.mailbox("user@example.org").expect("safe");
+    mailbox.write_password_hash("{PLAIN}x").expect("account");
+    let before = mailbox.last_login().expect("read");
+    let dict = LastLoginDict::new(mailboxes.clone());
+    for value in [
+        u64::MAX.to_string(),
+        (u64::MAX / 2).to_string(),
+        "99999999999999999999999".to_owned(),
+        // Next year.
+        (std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 366 * 86_400)
+            .to_string(),
+        "-1".to_owned(),
+    ] {
+        let result = dict
+            .commit(set("shared/last-login/user@example.org", &value))
+            .await;
+        assert!(result.is_err(), "{value}");
+    }
+    assert_eq!(mailbox.last_login().expect("read"), before);
+    // A time SystemTime cannot hold is an error, not a panic.
+    assert!(mailbox.record_login(u64::MAX).is_err());
+}

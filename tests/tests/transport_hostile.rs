@@ -1,0 +1,268 @@
+//! filtermail-transport against remote hosts that misbehave on purpose:
+//! endless replies and headers, web servers that are no relay, gateways
+//! that may have taken the message, and a host reachable under two
+//! certificate policies.
+
+mod transport_support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use relay_tests::{
+    Postfix, PostfixOptions, PushServer, TestCa, free_port, proc_status_kib, raise_fd_limit,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use transport_support::*;
+
+/// Serves every connection on `ip:port` with `serve`, forever.
+async fn serve_each<F, Fut>(ip: Ipv4Addr, port: u16, serve: F) -> Result<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind((ip, port)).await?;
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    Ok(())
+}
+
+/// Writes `chunk` until the peer goes away.
+async fn stream_forever<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, chunk: &[u8]) {
+    while stream.write_all(chunk).await.is_ok() {}
+}
+
+/// Reads an HTTP/1.1 request head and its body (Content-Length).
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        request.extend_from_slice(buffer.get(..read)?);
+        let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize = text
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            if request.len() >= head_end + 4 + length {
+                return Some(request);
+            }
+        }
+    }
+}
+
+fn http1_only(ca: &TestCa) -> Result<TlsAcceptor> {
+    let mut config = ca.server_config()?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_replies_and_headers_cost_bounded_memory() -> Result<()> {
+    raise_fd_limit()?;
+    let world = world(&["mx-web.evil.test"]).await?;
+    let (smtp_port, https_port) = (free_port()?, free_port()?);
+    // One host answers HTTPS with endless header lines, the other has no
+    // HTTPS; on SMTP both send endless continuation lines or one endless
+    // line, by turns.
+    let web = Ipv4Addr::LOCALHOST;
+    let smtp = Ipv4Addr::new(127, 0, 0, 3);
+    let acceptor = http1_only(&world.ca)?;
+    serve_each(web, https_port, move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            if read_request(&mut tls).await.is_some() {
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                stream_forever(
+                    &mut tls,
+                    &b"X-Pad: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n".repeat(64),
+                )
+                .await;
+            }
+        }
+    })
+    .await?;
+    // Both hosts stream on SMTP: the web host's too, as deliveries there
+    // go to SMTP once its HTTPS failed.
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for ip in [web, smtp] {
+        let turn = Arc::clone(&turn);
+        serve_each(ip, smtp_port, move |mut tcp| {
+            let odd = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1;
+            async move {
+                if odd {
+                    let _ = tcp.write_all(b"220 ").await;
+                    stream_forever(&mut tcp, &[b'x'; 8192]).await;
+                } else {
+                    stream_forever(&mut tcp, &b"220-endless.test\r\n".repeat(512)).await;
+                }
+            }
+        })
+        .await?;
+    }
+    const DELIVERIES: usize = 1000;
+    world.dns.add_ip("mx-web.evil.test.", IpAddr::V4(web));
+    world.dns.add_ip("mx-smtp.evil.test.", IpAddr::V4(smtp));
+    for n in 0..DELIVERIES {
+        let host = if n % 2 == 0 { "mx-web" } else { "mx-smtp" };
+        world.dns.add_mx(
+            &format!("d{n}.evil.test."),
+            10,
+            &format!("{host}.evil.test."),
+        );
+    }
+    let transport = start_transport(&world, smtp_port, https_port, "")?;
+    let pid = transport.daemon.pid();
+    let before = proc_status_kib(pid, "VmRSS");
+    let lmtp_port = transport.lmtp_port;
+    let mut clients = Vec::new();
+    for n in 0..DELIVERIES {
+        clients.push(tokio::spawn(async move {
+            let mut client = relay_tests::SmtpClient::connect(lmtp_port).await?;
+            client.lhlo().await?;
+            let rcpt = format!("a@d{n}.evil.test");
+            client.send_lmtp(SENDER, &[&rcpt], MESSAGE).await
+        }));
+    }
+    for client in clients {
+        let replies = tokio::time::timeout(Duration::from_secs(120), client).await???;
+        // A host that overruns is a failed host: a 4xx, Postfix retries.
+        assert_eq!(codes(&replies), [451], "{replies:?}");
+        let text = &replies[0].text;
+        assert!(
+            text.contains("too long")
+                || text.contains("too large")
+                || text.contains("No clear answer"),
+            "the host was reached and overran: {text}"
+        );
+    }
+    let peak = proc_status_kib(pid, "VmHWM");
+    println!("transport RSS before {before} KiB, peak {peak} KiB for {DELIVERIES} deliveries");
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
+    drop(transport);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_smtp_reply_counts_as_https_delivery() -> Result<()> {
+    let hosts = ["mx1.remote.test", "mx2.remote.test", "mx3.remote.test"];
+    let world = world(&hosts).await?;
+    let https = PushServer::start(&world.ca).await?;
+    let postfix = postfix_with_cert(&world.ca, "remote.test, two.test, three.test")?;
+    let transport = start_transport(&world, postfix.smtp_port(), https.port(), "")?;
+
+    // A web server that says 200 to every POST is no relay: SMTP
+    // delivers the message.
+    mx(&world, "remote.test", &[(10, hosts[0], LOOPBACK)]);
+    https.script_answers(&[(200, "<html>Welcome to nginx!</html>")]);
+    let replies = lmtp(&transport, &["good@remote.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    wait_until("delivery over SMTP", || {
+        postfix_delivered(&postfix, "good@remote.test")
+    })
+    .await?;
+
+    // A gateway error after the message was sent: the relay behind it may
+    // have it, so a 4xx and no SMTP at once; the next attempt (Postfix
+    // retries later) goes over SMTP.
+    mx(&world, "two.test", &[(10, hosts[1], LOOPBACK)]);
+    https.script_answers(&[(502, "<html>502 Bad Gateway</html>")]);
+    let replies = lmtp(&transport, &["good@two.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(replies[0].text.contains("No clear answer"), "{replies:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!postfix_delivered(&postfix, "good@two.test"));
+    let requests = https.requests().len();
+    let replies = lmtp(&transport, &["good@two.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    assert_eq!(https.requests().len(), requests, "the retry skipped HTTPS");
+    wait_until("the retry over SMTP", || {
+        postfix_delivered(&postfix, "good@two.test")
+    })
+    .await?;
+    drop(transport);
+
+    // A host that takes the whole request and hangs up without an answer.
+    let hangup = Ipv4Addr::new(127, 0, 0, 3);
+    let https_port = free_port()?;
+    let acceptor = http1_only(&world.ca)?;
+    serve_each(hangup, https_port, move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = read_request(&mut tls).await;
+            }
+        }
+    })
+    .await?;
+    mx(&world, "three.test", &[(10, hosts[2], IpAddr::V4(hangup))]);
+    let transport = start_transport(&world, postfix.smtp_port(), https_port, "")?;
+    let replies = lmtp(&transport, &["good@three.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(replies[0].text.contains("No clear answer"), "{replies:?}");
+    drop(transport);
+    Ok(())
+}
+
+/// A remote Postfix for `domains` whose certificate comes from `ca`.
+fn postfix_with_cert(ca: &TestCa, domains: &str) -> Result<Postfix> {
+    Postfix::start(&PostfixOptions {
+        mydestination: domains.into(),
+        local_transport: "discard:".into(),
+        main_cf: format!(
+            "smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n\
+             smtpd_tls_security_level = may\n",
+            cert = ca.cert_path.display(),
+            key = ca.key_path.display(),
+        ),
+        ..PostfixOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_connections_never_serve_peers_that_need_verification() -> Result<()> {
+    let world = world(&[]).await?;
+    // A host whose certificate the transport cannot verify: good enough
+    // for a test relay (`_lab.test`), never for `strict.test`.
+    let stranger_dir = tempfile::tempdir()?;
+    let stranger = TestCa::generate_for(stranger_dir.path(), &["mx.shared.test"])?;
+    for domain in ["_lab.test", "strict.test", "_lab2.test", "strict2.test"] {
+        mx(&world, domain, &[(10, "mx.shared.test", LOOPBACK)]);
+    }
+
+    // SMTP: the pooled connection of the test relay is not reused.
+    let postfix = postfix_with_cert(&stranger, "_lab.test, strict.test")?;
+    let transport = start_transport(&world, postfix.smtp_port(), free_port()?, "")?;
+    let replies = lmtp(&transport, &["a@_lab.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    let replies = lmtp(&transport, &["b@strict.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(!postfix_delivered(&postfix, "b@strict.test"));
+    drop(transport);
+
+    // HTTPS: neither is the multiplexed HTTP/2 connection.
+    let https = PushServer::start(&stranger).await?;
+    let transport = start_transport(&world, free_port()?, https.port(), "")?;
+    let replies = lmtp(&transport, &["a@_lab2.test"]).await?;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    let replies = lmtp(&transport, &["b@strict2.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert_eq!(https.requests().len(), 1, "only the test relay's message");
+    drop(transport);
+    Ok(())
+}
