@@ -318,6 +318,36 @@ async fn ip_literal_senders_need_no_dkim() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_dots_survive_every_hop() -> Result<()> {
+    let s = setup().await?;
+    let relay = &s.relay;
+    let sender = "someone@[127.0.0.2]";
+    // Dot lines in the MIME preamble: stuffed by the client, unstuffed and
+    // stuffed again by Postfix, filtermail-incoming and the reinjection.
+    let message = String::from_utf8(mail("encrypted.eml", sender, NEW_USER))?;
+    let message = message.replacen("\r\n\r\n", "\r\n\r\n.\r\n..\r\n.dot first\r\n", 1);
+    let files = deliver_ok(
+        relay,
+        Door::Smtp,
+        sender,
+        &[NEW_USER],
+        message.as_bytes(),
+        (NEW_USER, 1),
+    )
+    .await?;
+    let delivered = fs::read_to_string(files.first().expect("a file"))?;
+    assert!(delivered.contains("\n\n.\n..\n.dot first\n"), "{delivered}");
+    // DATA that is nothing but its end: an empty message is no mail.
+    let port = relay.mx_port().expect("port-25 service");
+    let mut client = SmtpClient::connect(port).await?;
+    client.ehlo().await?;
+    let reply = client.send(sender, &[NEW_USER], "").await?;
+    assert_eq!(reply.code, 500, "{reply:?}");
+    client.quit().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_envelope_sender_gets_an_empty_return_path() -> Result<()> {
     let s = setup().await?;
     let (relay, key) = (&s.relay, &s.key);
