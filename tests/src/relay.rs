@@ -332,6 +332,12 @@ impl Relay {
         Ok(())
     }
 
+    /// The incoming filter's process id.
+    #[must_use]
+    pub fn incoming_filter_pid(&self) -> Option<u32> {
+        self.incoming_filter.as_ref().map(Daemon::pid)
+    }
+
     /// The incoming filter's log so far.
     #[must_use]
     pub fn incoming_filter_log(&self) -> String {

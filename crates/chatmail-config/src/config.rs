@@ -98,6 +98,9 @@ pub struct Config {
     pub filtermail_transport_max_deliveries: usize,
     /// Messages queued or in flight per destination before 4xx.
     pub filtermail_transport_destination_limit: usize,
+    /// Bytes of messages each filtermail daemon holds at once; beyond it
+    /// new messages wait briefly and then get a 4xx.
+    pub filtermail_message_memory: u64,
     /// Whether filtermail-transport may deliver to loopback, private,
     /// link-local and other internal addresses (local test relays only).
     pub filtermail_transport_allow_private: bool,
@@ -239,6 +242,9 @@ impl Config {
                 .number("filtermail_transport_max_deliveries", 1000)?,
             filtermail_transport_destination_limit: params
                 .number("filtermail_transport_destination_limit", 30)?,
+            filtermail_message_memory: params
+                .optional("filtermail_message_memory", value::size)?
+                .unwrap_or(0),
             filtermail_transport_allow_private: params.get(
                 "filtermail_transport_allow_private",
                 value::boolean,
@@ -247,6 +253,26 @@ impl Config {
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,
+        };
+        // Unset: room for four messages of the largest size, at least
+        // 128 MiB. Set: at least one message of the largest size must fit.
+        let smallest_budget = config.max_message_size;
+        let config = match config.filtermail_message_memory {
+            0 => Config {
+                filtermail_message_memory: (128 << 20).max(smallest_budget.saturating_mul(4)),
+                ..config
+            },
+            budget if budget < smallest_budget => {
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    key: "filtermail_message_memory".into(),
+                    value: budget.to_string(),
+                    reason: format!(
+                        "is smaller than max_message_size ({smallest_budget}): such a message could never be taken"
+                    ),
+                });
+            }
+            _ => config,
         };
         if config.username_min_length > config.username_max_length {
             return Err(ConfigError::BadValue {
@@ -269,6 +295,12 @@ impl Config {
     #[must_use]
     pub fn max_message_bytes(&self) -> usize {
         usize::try_from(self.max_message_size).unwrap_or(usize::MAX)
+    }
+
+    /// `filtermail_message_memory` as a byte count.
+    #[must_use]
+    pub fn message_memory_bytes(&self) -> usize {
+        usize::try_from(self.filtermail_message_memory).unwrap_or(usize::MAX)
     }
 
     /// Connections a before-queue filter accepts at once: Postfix holds

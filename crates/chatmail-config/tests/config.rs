@@ -353,3 +353,22 @@ fn username_lengths_must_be_ordered() {
         "10",
     );
 }
+
+#[test]
+fn message_memory_holds_at_least_one_largest_message() {
+    let default = parse_ok("mail_domain = example.org\n");
+    assert_eq!(default.filtermail_message_memory, 128 << 20);
+    let big = parse_ok("mail_domain = example.org\nmax_message_size = 100M\n");
+    assert_eq!(
+        big.filtermail_message_memory,
+        400 << 20,
+        "four of the largest"
+    );
+    let set = parse_ok("mail_domain = example.org\nfiltermail_message_memory = 64M\n");
+    assert_eq!(set.filtermail_message_memory, 64 << 20);
+    assert_bad_value(
+        "mail_domain = example.org\nfiltermail_message_memory = 10M\n",
+        "filtermail_message_memory",
+        "10485760",
+    );
+}

@@ -36,7 +36,9 @@ pub async fn shutdown_signal() {
 }
 
 mod accept;
+mod budget;
 mod listen;
 
 pub use accept::{Acceptor, serve_connections};
+pub use budget::{MessageBudget, Reservation};
 pub use listen::bind_tcp;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_PIPELINING, EhloResponse};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 
 use crate::reply::Reply;
@@ -140,7 +142,10 @@ impl Connection {
             }
         }
         let after = Failure::AfterCommit;
-        self.write(&dot_stuff(message)).await.map_err(after)?;
+        timed(write_data(self.stream.get_mut(), message))
+            .await
+            .and_then(|written| written.map_err(ClientError::from))
+            .map_err(after)?;
         let (reply, _) = self.read_reply().await.map_err(after)?;
         Ok((reply, true))
     }
@@ -208,6 +213,36 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// Messages up to this size are stuffed into one buffer and sent in one
+/// write; larger ones are written piece by piece, never copied whole.
+const STUFF_IN_ONE_WRITE: usize = 64 * 1024;
+
+/// Writes `message` in DATA form (see [`dot_stuff`]).
+pub async fn write_data<W: AsyncWrite + Unpin>(writer: &mut W, message: &[u8]) -> io::Result<()> {
+    if message.len() <= STUFF_IN_ONE_WRITE {
+        return writer.write_all(&dot_stuff(message)).await;
+    }
+    let mut unwritten = message;
+    let mut offset = 0;
+    for line in message.split_inclusive(|&byte| byte == b'\n') {
+        if line.first() == Some(&b'.') {
+            let (before, rest) = unwritten.split_at(offset);
+            writer.write_all(before).await?;
+            writer.write_all(b".").await?;
+            unwritten = rest;
+            offset = 0;
+        }
+        offset += line.len();
+    }
+    writer.write_all(unwritten).await?;
+    let end: &[u8] = if message.ends_with(b"\r\n") {
+        b".\r\n"
+    } else {
+        b"\r\n.\r\n"
+    };
+    writer.write_all(end).await
 }
 
 /// Sends messages to one SMTP server, keeping idle connections for reuse.
@@ -319,6 +354,25 @@ mod tests {
             read(b"250-cut\r\n").await,
             Err(ClientError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn large_messages_are_written_in_pieces_as_stuffed() {
+        for message in [
+            [
+                b".first\r\n".as_slice(),
+                &b"line\r\n".repeat(20_000),
+                b"..x\r\n.\r\nend",
+            ]
+            .concat(),
+            [&b"y\r\n".repeat(40_000)[..], b".\r\n"].concat(),
+        ] {
+            let mut written = Vec::new();
+            super::write_data(&mut written, &message)
+                .await
+                .expect("write");
+            assert_eq!(written, dot_stuff(&message));
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use smtp_proto::request::receiver::DataReceiver;
 pub enum DataError {
     TooBig,
     BareNewline,
+    /// The daemon's message budget could not hold it now.
+    NoMemory,
 }
 
 pub struct DataReader {
@@ -40,6 +42,25 @@ impl DataReader {
             previous: b'\n',
             error: None,
         }
+    }
+
+    /// Whether the data read so far is still kept (no error yet).
+    #[must_use]
+    pub fn is_storing(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Bytes of message kept so far.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.message.len()
+    }
+
+    /// Refuses the message: the rest of the data is read but not kept,
+    /// and the end of data reports `error`.
+    pub fn refuse(&mut self, error: DataError) {
+        self.error.get_or_insert(error);
+        self.message = Vec::new();
     }
 
     /// Consumes bytes from `input`; returns `Some` once the terminating

@@ -83,6 +83,9 @@ impl Reply {
         "Checking the message took too long, try again later",
     );
     pub const TOO_MANY_RECIPIENTS: Self = Self::new(452, "4.5.3", "Too many recipients");
+    /// The daemon's budget for message bytes is spent for now.
+    pub const NO_MEMORY: Self =
+        Self::new(452, "4.3.1", "Insufficient system storage, try again later");
     pub const LINE_TOO_LONG: Self = Self::new(500, "5.5.2", "Line too long");
     pub const UNKNOWN_COMMAND: Self = Self::new(500, "5.5.1", "Unknown command");
     pub const SYNTAX_ERROR: Self = Self::new(501, "5.5.4", "Syntax error");

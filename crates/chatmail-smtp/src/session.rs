@@ -10,6 +10,8 @@ use smtp_proto::{Error as ParseError, Request};
 use crate::command::parse_command;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use chatmail_daemon::{MessageBudget, Reservation};
+
 use crate::data::{DataError, DataReader};
 use crate::line::{Line, LineFramer};
 use crate::reply::Reply;
@@ -44,6 +46,9 @@ pub struct SessionConfig {
     /// The longest a session may last, however busy: a peer trickling
     /// commands just within each timeout still lets go of its slot.
     pub session_deadline: Duration,
+    /// The daemon's budget for message bytes held at once (shared by all
+    /// sessions of the daemon).
+    pub budget: MessageBudget,
 }
 
 impl SessionConfig {
@@ -60,6 +65,7 @@ impl SessionConfig {
             max_errors: 20,
             write_timeout: Duration::from_secs(60),
             session_deadline: Duration::from_secs(30 * 60),
+            budget: MessageBudget::unlimited(),
         }
     }
 }
@@ -132,6 +138,10 @@ struct Session<'a, H> {
     handler: &'a H,
     config: &'a SessionConfig,
     envelope: Envelope,
+    /// The SIZE the client declared with MAIL (0: none).
+    declared_size: usize,
+    /// The budget this transaction's message holds.
+    reservation: Reservation,
     greeted: bool,
     errors: usize,
     out: Vec<u8>,
@@ -180,6 +190,8 @@ where
         handler,
         config,
         envelope: Envelope::default(),
+        declared_size: 0,
+        reservation: config.budget.reservation(),
         greeted: false,
         errors: 0,
         out: Vec::new(),
@@ -220,14 +232,25 @@ where
                         Err(error) => session.protocol_error(&error),
                     },
                 },
-                State::Data(reader) => match reader.ingest(&mut input) {
-                    None => break,
-                    Some(result) => {
-                        state = State::Command;
-                        session.finish_data(result).await;
-                        Step::Continue
+                State::Data(reader) => {
+                    // Bytes are reserved before they are buffered.
+                    if reader.is_storing() {
+                        let needed = reader.buffered() + input.as_slice().len();
+                        if !session.reservation.cover(needed).await {
+                            tracing::warn!("message budget spent; refusing a message for now");
+                            reader.refuse(DataError::NoMemory);
+                            session.reservation = config.budget.reservation();
+                        }
                     }
-                },
+                    match reader.ingest(&mut input) {
+                        None => break,
+                        Some(result) => {
+                            state = State::Command;
+                            session.finish_data(result).await;
+                            Step::Continue
+                        }
+                    }
+                }
             };
         }
         // Everything the client pipelined in this read is answered at once.
@@ -319,6 +342,7 @@ impl<H: SmtpHandler> Session<'_, H> {
                 match self.handler.mail_from(&from.address).await {
                     Ok(sender) => {
                         self.envelope.mail_from = Some(sender);
+                        self.declared_size = from.size;
                         self.reply(&Reply::SENDER_OK);
                     }
                     Err(reply) => self.reply(&reply),
@@ -347,6 +371,14 @@ impl<H: SmtpHandler> Session<'_, H> {
                 if self.envelope.rcpt_to.is_empty() {
                     return self.error(&Reply::NEED_RCPT);
                 }
+                // A declared size is reserved whole, before any data.
+                let declared = self.declared_size.min(self.config.max_message_size);
+                if !self.reservation.cover(declared).await {
+                    tracing::warn!("message budget spent; refusing a message for now");
+                    self.reservation = self.config.budget.reservation();
+                    self.reply(&Reply::NO_MEMORY);
+                    return Step::Continue;
+                }
                 self.reply(&Reply::START_DATA);
                 *state = State::Data(Box::new(DataReader::new(self.config.max_message_size)));
             }
@@ -366,10 +398,15 @@ impl<H: SmtpHandler> Session<'_, H> {
 
     async fn finish_data(&mut self, result: Result<Vec<u8>, DataError>) {
         let envelope = std::mem::take(&mut self.envelope);
+        self.declared_size = 0;
+        // The message keeps its bytes of the budget until it is handled.
+        let _reservation =
+            std::mem::replace(&mut self.reservation, self.config.budget.reservation());
         let recipients = envelope.rcpt_to.len();
         let outcome = match result {
             Err(DataError::TooBig) => DataOutcome::Message(Reply::MESSAGE_TOO_BIG),
             Err(DataError::BareNewline) => DataOutcome::Message(Reply::BARE_NEWLINE),
+            Err(DataError::NoMemory) => DataOutcome::Message(Reply::NO_MEMORY),
             Ok(message) => {
                 let check = self.handler.data(envelope, message);
                 match tokio::time::timeout(self.config.handler_timeout, check).await {

@@ -385,3 +385,43 @@ async fn a_session_ends_at_its_deadline_however_busy() {
         "{lasted:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn message_bytes_stay_within_the_daemons_budget() {
+    let handler = Recorder {
+        slow: true,
+        ..Recorder::default()
+    };
+    let mut config = SessionConfig::new(Protocol::Smtp, "filter.test", 1 << 20);
+    config.budget = chatmail_daemon::MessageBudget::with_wait(128 * 1024, Duration::from_secs(5));
+    let message = |size: usize| {
+        let mut input = b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', size));
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        input
+    };
+    // The first message is held by a slow check; the second waits for
+    // the budget, then gets a 4xx; the client may try again later.
+    let input = message(100 * 1024);
+    let first = transcript(&handler, &config, &input);
+    let second = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        transcript(&handler, &config, &input).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.contains("451 4.4.7"), "{first}");
+    assert!(
+        second.contains("452 4.3.1 Insufficient system storage"),
+        "{second}"
+    );
+    assert_eq!(config.budget.in_use(), 0, "all given back");
+    // A declared size the budget cannot hold is refused at DATA already.
+    let out = transcript(
+        &handler,
+        &config,
+        b"EHLO x\r\nMAIL FROM:<a@b.c> SIZE=200000\r\nRCPT TO:<d@e.f>\r\nDATA\r\nQUIT\r\n",
+    )
+    .await;
+    assert!(out.contains("452 4.3.1"), "{out}");
+    assert!(!out.contains("354"), "{out}");
+}

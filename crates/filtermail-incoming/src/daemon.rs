@@ -3,12 +3,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chatmail_config::Config;
+use chatmail_daemon::MessageBudget;
 use chatmail_smtp::{Protocol, SessionConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dkim::DkimVerifier;
 use crate::filter::{IncomingFilter, OriginCheck};
+use crate::http::HttpLimits;
 
 /// Set to `1` to turn the DKIM check off (tests without DNS only).
 pub const SKIP_DKIM_ENV: &str = "FILTERMAIL_SKIP_DKIM";
@@ -68,11 +70,16 @@ pub async fn run(
 ) {
     let filter = Arc::new(IncomingFilter::new(config, origin));
     let max_message_size = config.max_message_bytes();
-    let session = SessionConfig::new(
-        Protocol::Smtp,
-        config.mail_domain.hostname(),
-        max_message_size,
-    );
+    // Both doors share one budget for message bytes.
+    let budget = MessageBudget::new(config.message_memory_bytes());
+    let session = SessionConfig {
+        budget: budget.clone(),
+        ..SessionConfig::new(
+            Protocol::Smtp,
+            config.mail_domain.hostname(),
+            max_message_size,
+        )
+    };
     let max_connections = config.filter_connection_limit();
     let stop = CancellationToken::new();
     let smtp_server = chatmail_smtp::serve(
@@ -85,8 +92,11 @@ pub async fn run(
     let http_server = crate::http::serve(
         http,
         filter,
-        max_message_size,
-        max_connections,
+        HttpLimits {
+            max_message_size,
+            max_connections,
+            budget,
+        },
         stop.clone().cancelled_owned(),
     );
     let stopper = async {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatmail_daemon::{MessageBudget, Reservation};
 use chatmail_smtp::{Envelope, Reply};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -33,14 +34,24 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 const MAX_RECIPIENTS: usize = 1000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Bounds of the HTTP door.
+#[derive(Clone)]
+pub struct HttpLimits {
+    pub max_message_size: usize,
+    pub max_connections: usize,
+    /// The daemon's budget for message bytes, shared with the SMTP door.
+    pub budget: MessageBudget,
+}
+
 /// Serves `/mxdeliv` on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     filter: Arc<IncomingFilter>,
-    max_message_size: usize,
-    max_connections: usize,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let max_connections = limits.max_connections;
+    let limits = Arc::new(limits);
     chatmail_daemon::serve_connections(
         listener,
         max_connections,
@@ -48,15 +59,15 @@ pub async fn serve(
         shutdown,
         move |stream, stop| {
             let filter = Arc::clone(&filter);
+            let limits = Arc::clone(&limits);
             async move {
                 let mut stream = TimeoutStream::new(stream);
                 stream.set_read_timeout(Some(IDLE_TIMEOUT));
                 stream.set_write_timeout(Some(IDLE_TIMEOUT));
                 let service = hyper::service::service_fn(move |request| {
                     let filter = Arc::clone(&filter);
-                    async move {
-                        Ok::<_, Infallible>(handle(request, &filter, max_message_size).await)
-                    }
+                    let limits = Arc::clone(&limits);
+                    async move { Ok::<_, Infallible>(handle(request, &filter, &limits).await) }
                 });
                 let builder = builder();
                 let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
@@ -97,7 +108,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
 async fn handle(
     request: Request<Incoming>,
     filter: &IncomingFilter,
-    max_message_size: usize,
+    limits: &HttpLimits,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != PATH {
         return text(StatusCode::NOT_FOUND, "Not Found");
@@ -113,24 +124,97 @@ async fn handle(
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > max_message_size as u64) {
+    if declared_length.is_some_and(|length| length > limits.max_message_size as u64) {
         return too_large();
     }
-    let body = Limited::new(request.into_body(), max_message_size);
-    let body = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(error)) => {
+    // The bytes are reserved before they are buffered: a declared length
+    // whole, at once; otherwise as they arrive. The message keeps them
+    // until it has been handled.
+    let mut reservation = limits.budget.reservation();
+    let declared = declared_length.and_then(|length| usize::try_from(length).ok());
+    if !reservation.cover(declared.unwrap_or(0)).await {
+        return busy();
+    }
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        read_body(
+            request.into_body(),
+            limits.max_message_size,
+            &mut reservation,
+        ),
+    )
+    .await;
+    let message = match body {
+        Ok(Ok(message)) => message,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::NoMemory)) => return busy(),
+        Ok(Err(BodyError::Read(error))) => {
             tracing::debug!(%error, "reading an HTTP body failed");
             return text(StatusCode::BAD_REQUEST, "Bad Request");
         }
         Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
     };
-    let reply = filter.deliver(&envelope, crlf_lines(&body)).await;
+    let reply = filter.deliver(&envelope, message).await;
+    drop(reservation);
     if reply.is_positive() {
         text(StatusCode::OK, &reply.to_string())
     } else {
         refusal(&reply)
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    NoMemory,
+    Read(hyper::Error),
+}
+
+/// The body as one message with CRLF line ends (HTTP clients may send
+/// Unix line endings), converted as it arrives: the only copy made.
+async fn read_body(
+    mut body: Incoming,
+    max_message_size: usize,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, BodyError> {
+    let mut message = Vec::new();
+    let mut received = 0usize;
+    let mut previous = 0u8;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        if received > max_message_size {
+            return Err(BodyError::TooLarge);
+        }
+        // Each LF may gain a CR: at most twice the bytes.
+        if !reservation.cover(message.len() + 2 * data.len()).await {
+            return Err(BodyError::NoMemory);
+        }
+        append_crlf(&mut message, &data, &mut previous);
+    }
+    Ok(message)
+}
+
+/// Appends `chunk` with each bare LF made CRLF; `previous` carries the
+/// last byte across chunks.
+fn append_crlf(message: &mut Vec<u8>, chunk: &[u8], previous: &mut u8) {
+    let mut start = 0;
+    for (index, &byte) in chunk.iter().enumerate() {
+        let before = if index == 0 {
+            *previous
+        } else {
+            chunk.get(index - 1).copied().unwrap_or(0)
+        };
+        if byte == b'\n' && before != b'\r' {
+            message.extend_from_slice(chunk.get(start..index).unwrap_or_default());
+            message.extend_from_slice(b"\r\n");
+            start = index + 1;
+        }
+    }
+    message.extend_from_slice(chunk.get(start..).unwrap_or_default());
+    if let Some(&last) = chunk.last() {
+        *previous = last;
     }
 }
 
@@ -176,21 +260,6 @@ fn address(value: &HeaderValue, empty_ok: bool) -> Option<String> {
     valid.then(|| text.to_owned())
 }
 
-/// The message with every line ending as CRLF, as SMTP would carry it
-/// (HTTP clients may send Unix line endings).
-fn crlf_lines(body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(body.len() + body.len() / 32);
-    let mut previous = 0;
-    for &byte in body {
-        if byte == b'\n' && previous != b'\r' {
-            message.push(b'\r');
-        }
-        message.push(byte);
-        previous = byte;
-    }
-    message
-}
-
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\r\n"))));
     *response.status_mut() = status;
@@ -207,6 +276,15 @@ fn refusal(reply: &Reply) -> Response<Full<Bytes>> {
     text(StatusCode::BAD_REQUEST, &reply.to_string())
 }
 
+/// The budget for message bytes is spent: 503, with the SMTP reply
+/// that tells the sending relay to try again later.
+fn busy() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &Reply::NO_MEMORY.to_string(),
+    )
+}
+
 fn too_large() -> Response<Full<Bytes>> {
     text(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -218,10 +296,23 @@ fn too_large() -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
+    fn crlf_lines(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut message = Vec::new();
+        let mut previous = 0;
+        for chunk in chunks {
+            append_crlf(&mut message, chunk, &mut previous);
+        }
+        message
+    }
+
     #[test]
     fn line_endings_become_crlf() {
-        assert_eq!(crlf_lines(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
-        assert_eq!(crlf_lines(b""), b"");
+        assert_eq!(crlf_lines(&[b"a\nb\r\nc\n"]), b"a\r\nb\r\nc\r\n");
+        assert_eq!(crlf_lines(&[b""]), b"");
+        assert_eq!(crlf_lines(&[b"\n\n"]), b"\r\n\r\n");
+        // A CRLF split between chunks stays one line end.
+        assert_eq!(crlf_lines(&[b"a\r", b"\nb\n"]), b"a\r\nb\r\n");
+        assert_eq!(crlf_lines(&[b"a", b"\n"]), b"a\r\n");
     }
 
     fn filter() -> IncomingFilter {

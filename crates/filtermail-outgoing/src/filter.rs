@@ -189,11 +189,14 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: impl Future<O
         }
     });
     let max_message_size = config.max_message_bytes();
-    let session = SessionConfig::new(
-        Protocol::Smtp,
-        config.mail_domain.hostname(),
-        max_message_size,
-    );
+    let session = SessionConfig {
+        budget: chatmail_daemon::MessageBudget::new(config.message_memory_bytes()),
+        ..SessionConfig::new(
+            Protocol::Smtp,
+            config.mail_domain.hostname(),
+            max_message_size,
+        )
+    };
     let max_connections = config.filter_connection_limit();
     chatmail_smtp::serve(listener, filter, session, max_connections, shutdown).await;
     sweep.abort();

@@ -77,6 +77,8 @@ pub async fn run(
         // Deliveries end within their own deadline (300 s); the session
         // must not cut them short.
         handler_timeout: std::time::Duration::from_secs(400),
+        // Messages waiting for a delivery slot keep their bytes too.
+        budget: chatmail_daemon::MessageBudget::new(config.message_memory_bytes()),
         ..SessionConfig::new(
             Protocol::Lmtp,
             config.mail_domain.hostname(),

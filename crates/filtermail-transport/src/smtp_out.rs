@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chatmail_smtp::{ClientError, Reply, dot_stuff, read_reply};
+use chatmail_smtp::{ClientError, Reply, read_reply, write_data};
 use rustls::ClientConfig;
 use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, EhloResponse};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -19,6 +19,9 @@ use tokio_rustls::client::TlsStream;
 const MAX_IDLE_PER_HOST: usize = 4;
 const MAX_IDLE_HOSTS: usize = 1000;
 const IDLE_FOR: Duration = Duration::from_secs(60);
+/// The whole message must be taken within this (Postfix allows 180 s
+/// without progress, smtp_data_xfer_timeout).
+const DATA_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Why a host could not take the message at all: the caller may try the
 /// next host. A server's reply is never one of these.
@@ -154,7 +157,9 @@ impl SmtpConnection {
         }
         // From here on the message may have been taken: never an Err.
         let sent = async {
-            write(&mut self.stream, &dot_stuff(message)).await?;
+            tokio::time::timeout(DATA_TIMEOUT, write_data(self.stream.get_mut(), message))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
             read_reply(&mut self.stream).await.map(|(reply, _)| reply)
         };
         let (final_reply, reusable) = match sent.await {
