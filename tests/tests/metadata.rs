@@ -327,3 +327,62 @@ async fn bad_tokens_are_refused_and_corrupt_files_replaced() -> Result<()> {
     assert!(fs::read_to_string(metadata_file(&s.relay))?.contains(TOKEN));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_deliveries_trigger_pushes() -> Result<()> {
+    let s = setup(&[]).await?;
+    assert!(set_token(&s.relay, TOKEN).await?.starts_with("OK"));
+    // The client sets the attribute the Lua script sets on delivery.
+    let mut imap = imap(&s.relay, USER).await?;
+    for attempt in [
+        "SETMETADATA INBOX (/private/messagenew \"1\")",
+        "SETMETADATA \"\" (/private/messagenew \"1\")",
+    ] {
+        let answer = imap.command(attempt).await?;
+        println!("{attempt}: {answer}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(s.push.received().is_empty(), "no push without a delivery");
+    deliver(&s.relay, OTHER).await?;
+    wait_until("the delivery's push", Duration::from_secs(5), || {
+        s.push.received().len() == 1
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_capped_and_refusals_are_not_retried() -> Result<()> {
+    let s = setup(&[("notification_retry_base", "100ms")]).await?;
+    for n in 0..25 {
+        assert!(
+            set_token(&s.relay, &format!("token-{n:02}"))
+                .await?
+                .starts_with("OK")
+        );
+    }
+    let mut imap = imap(&s.relay, USER).await?;
+    let (lines, _) = imap
+        .command_lines("GETMETADATA INBOX /private/devicetoken")
+        .await?;
+    let listed = lines.join(" ");
+    assert_eq!(listed.matches("token-").count(), 20, "{listed}");
+    assert!(
+        !listed.contains("token-00") && listed.contains("token-24"),
+        "{listed}"
+    );
+    // A delivery notifies the 20; a 400 for one of them is final (no
+    // retry), a 429 is retried.
+    let mut statuses = vec![200; 20];
+    statuses[0] = 400;
+    statuses[1] = 429;
+    s.push.script(&statuses);
+    deliver(&s.relay, OTHER).await?;
+    wait_until("every notification done", Duration::from_secs(10), || {
+        queue_len(&s.relay) == 0
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.push.received().len(), 21, "one retry, of the 429");
+    Ok(())
+}

@@ -9,6 +9,14 @@ use crate::value;
 /// Where the relay's daemons look for chatmail.ini unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/usr/local/lib/chatmaild/chatmail.ini";
 
+/// A first retry after 10 ms hammers the push service; after an hour, a
+/// notification is worthless.
+const RETRY_BASE_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600);
+/// Notifications are kept on disk until this deadline: days at most.
+const RETRY_DEADLINE_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(7 * 86_400);
+
 const SECTION: &str = "params";
 
 /// Keys used by the deployment tooling rather than by a daemon. They are
@@ -213,12 +221,12 @@ impl Config {
             notification_ca_file: params.optional("notification_ca_file", value::path)?,
             notification_retry_base: params.get(
                 "notification_retry_base",
-                value::duration,
+                |text| value::duration_within(text, RETRY_BASE_RANGE),
                 std::time::Duration::from_secs(8),
             )?,
             notification_retry_deadline: params.get(
                 "notification_retry_deadline",
-                value::duration,
+                |text| value::duration_within(text, RETRY_DEADLINE_RANGE),
                 std::time::Duration::from_secs(5 * 3600),
             )?,
             appversions_file: params.get(

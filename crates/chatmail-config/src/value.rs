@@ -87,6 +87,23 @@ pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// A duration (as [`duration`]) within `range`.
+pub fn duration_within(
+    text: &str,
+    range: std::ops::RangeInclusive<std::time::Duration>,
+) -> Result<std::time::Duration, String> {
+    let parsed = duration(text)?;
+    if range.contains(&parsed) {
+        Ok(parsed)
+    } else {
+        Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(*range.start()),
+            humantime::format_duration(*range.end())
+        ))
+    }
+}
+
 /// An http or https URL.
 pub fn url(text: &str) -> Result<String, String> {
     let text = text.trim();

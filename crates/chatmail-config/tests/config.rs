@@ -372,3 +372,24 @@ fn message_memory_holds_at_least_one_largest_message() {
         "10485760",
     );
 }
+
+#[test]
+fn notification_retries_must_be_sensible() {
+    for (key, value) in [
+        ("notification_retry_base", "0"),
+        ("notification_retry_base", "0s"),
+        ("notification_retry_base", "2h"),
+        ("notification_retry_deadline", "0"),
+        ("notification_retry_deadline", "3years"),
+    ] {
+        assert_bad_value(
+            &format!("mail_domain = example.org\n{key} = {value}\n"),
+            key,
+            value,
+        );
+    }
+    let config = parse_ok(
+        "mail_domain = example.org\nnotification_retry_base = 500ms\nnotification_retry_deadline = 2d\n",
+    );
+    assert_eq!(config.notification_retry_base.as_millis(), 500);
+}

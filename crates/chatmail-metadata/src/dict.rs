@@ -12,6 +12,10 @@ use crate::store::TokenStore;
 
 const DEVICE_TOKEN: &str = "devicetoken";
 const MESSAGE_NEW: &str = "messagenew";
+/// The dict name Dovecot's LMTP service uses (metadata.conf.ext): only
+/// its writes of `messagenew` come from a delivery. IMAP clients could set
+/// the same attribute through the `metadata` dict to trigger pushes.
+pub const DELIVERY_DICT: &str = "metadata-delivery";
 /// Real push tokens are a few hundred bytes.
 const MAX_TOKEN_BYTES: usize = 4096;
 
@@ -105,7 +109,12 @@ impl DictHandler for MetadataDict {
                     Some(("priv", DEVICE_TOKEN)) => {
                         self.add_token(&transaction.user, value).await?;
                     }
-                    Some(("priv", MESSAGE_NEW)) => self.message_new(&transaction.user).await?,
+                    Some(("priv", MESSAGE_NEW)) if transaction.dict_name == DELIVERY_DICT => {
+                        self.message_new(&transaction.user).await?;
+                    }
+                    Some(("priv", MESSAGE_NEW)) => {
+                        tracing::info!("ignoring a new-message signal that no delivery sent");
+                    }
                     _ => tracing::debug!(key, "ignoring a set of an unknown key"),
                 },
                 other => tracing::debug!(?other, "ignoring an unsupported change"),

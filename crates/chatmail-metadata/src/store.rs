@@ -20,6 +20,9 @@ const TOKENS_KEY: &str = "devicetoken";
 const TOKEN_LIFETIME: i64 = 90 * 86_400;
 /// A token dated further in the future than this is bogus.
 const CLOCK_SKEW: i64 = 60;
+/// Device tokens kept per account (the newest): every delivery notifies
+/// each of them, so an account must not register without bound.
+pub const MAX_TOKENS: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct TokenStore {
@@ -76,6 +79,10 @@ fn load(path: &Path, now: i64) -> io::Result<Loaded> {
         Some(_) => stale = true,
         None => {}
     }
+    // A file from before the cap, or written by hand, is cut down too.
+    if keep_newest(&mut tokens) {
+        stale = true;
+    }
     Ok(Loaded {
         document,
         tokens,
@@ -109,11 +116,13 @@ impl TokenStore {
         Ok(loaded.tokens.into_iter().map(|(token, _)| token).collect())
     }
 
-    /// Adds `token` (or renews its time).
+    /// Adds `token` (or renews its time); beyond [`MAX_TOKENS`] the
+    /// oldest go.
     pub fn add(&self, addr: &str, token: &str, now: i64) -> io::Result<()> {
         self.modify(addr, now, |tokens| {
             tokens.retain(|(known, _)| known != token);
             tokens.push((token.to_owned(), now));
+            keep_newest(tokens);
             true
         })
         .map(drop)
@@ -166,6 +175,18 @@ impl TokenStore {
     }
 }
 
+/// Drops the oldest tokens beyond [`MAX_TOKENS`]; says whether any went.
+fn keep_newest(tokens: &mut Vec<(String, i64)>) -> bool {
+    if tokens.len() <= MAX_TOKENS {
+        return false;
+    }
+    // Stable: of tokens added in the same second, the later added stay.
+    tokens.sort_by_key(|(_, added)| *added);
+    let excess = tokens.len() - MAX_TOKENS;
+    tokens.drain(..excess);
+    true
+}
+
 /// An exclusive lock held until dropped. flock locks belong to the open
 /// file, so threads of one process exclude each other as processes do.
 fn lock(path: &Path) -> io::Result<Flock<File>> {
@@ -191,6 +212,29 @@ mod tests {
 
     fn file(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("a@x.org").join(FILE)
+    }
+
+    #[test]
+    fn tokens_per_account_are_capped_oldest_first() {
+        let (dir, store) = store();
+        for n in 0..MAX_TOKENS + 5 {
+            let added = NOW - 1000 + i64::try_from(n).unwrap();
+            store.add("a@x.org", &format!("t{n}"), added).unwrap();
+        }
+        let tokens = store.tokens("a@x.org", NOW).unwrap();
+        assert_eq!(tokens.len(), MAX_TOKENS);
+        assert!(!tokens.contains(&"t4".to_owned()), "the oldest went");
+        assert!(tokens.contains(&"t5".to_owned()));
+        assert!(tokens.contains(&format!("t{}", MAX_TOKENS + 4)));
+        // A file that holds more (older daemon, edited by hand) is cut.
+        let many: Map<String, Value> = (0..100)
+            .map(|n| (format!("old{n}"), Value::from(NOW - 100 + n)))
+            .collect();
+        let document = serde_json::json!({ "devicetoken": many });
+        fs::write(file(&dir), document.to_string()).unwrap();
+        assert_eq!(store.tokens("a@x.org", NOW).unwrap().len(), MAX_TOKENS);
+        let text = fs::read_to_string(file(&dir)).unwrap();
+        assert!(!text.contains("\"old0\""), "rewritten: {text}");
     }
 
     #[test]
@@ -257,18 +301,21 @@ mod tests {
     fn concurrent_writers_lose_nothing() {
         let (_dir, store) = store();
         std::thread::scope(|scope| {
-            for thread in 0..8 {
+            for thread in 0..5 {
                 let store = &store;
                 scope.spawn(move || {
-                    for n in 0..25 {
-                        store
-                            .add("a@x.org", &format!("t{thread}-{n}"), NOW)
-                            .unwrap();
+                    // Each token set many times, as devices renew them.
+                    for round in 0..10 {
+                        for n in 0..4 {
+                            store
+                                .add("a@x.org", &format!("t{thread}-{n}"), NOW - 10 + round)
+                                .unwrap();
+                        }
                     }
                 });
             }
         });
-        assert_eq!(store.tokens("a@x.org", NOW).unwrap().len(), 200);
+        assert_eq!(store.tokens("a@x.org", NOW).unwrap().len(), MAX_TOKENS);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Transaction {
     pub id: u32,
     /// The user named in `B`, or in the connection's hello.
     pub user: String,
+    /// The dict name of the connection's hello (`proxy:<socket>:<name>`
+    /// in Dovecot's configuration): tells which Dovecot service wrote.
+    pub dict_name: String,
     pub changes: Vec<Change>,
 }
 

@@ -150,6 +150,7 @@ impl Session {
                         transaction: Transaction {
                             id,
                             user,
+                            dict_name: self.dict_name.clone(),
                             changes: Vec::new(),
                         },
                         bytes: 0,

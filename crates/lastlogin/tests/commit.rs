@@ -9,6 +9,7 @@ fn set(key: &str, value: &str) -> Transaction {
     Transaction {
         id: 1,
         user: String::new(),
+        dict_name: "lastlogin".into(),
         changes: vec![Change::Set {
             key: key.into(),
             value: value.into(),

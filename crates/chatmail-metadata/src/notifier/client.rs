@@ -24,11 +24,28 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the service said about one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
+    /// A 2xx.
     Delivered,
     /// 410: the token is dead; forget it.
     TokenGone,
-    /// Anything else: try again later.
+    /// Another answer a retry would not change (400, 403, 404, 413, a
+    /// redirect...): the notification is dropped.
+    Refused(String),
+    /// A network error, a timeout, 429 or a 5xx: try again later.
     Retry(String),
+}
+
+/// What a status means for the notification.
+fn answer(status: StatusCode) -> Answer {
+    if status.is_success() {
+        Answer::Delivered
+    } else if status == StatusCode::GONE {
+        Answer::TokenGone
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Answer::Retry(format!("status {status}"))
+    } else {
+        Answer::Refused(format!("status {status}"))
+    }
 }
 
 pub struct PushClient {
@@ -90,11 +107,33 @@ impl PushClient {
             Ok::<_, hyper_util::client::legacy::Error>(status)
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(StatusCode::OK)) => Answer::Delivered,
-            Ok(Ok(StatusCode::GONE)) => Answer::TokenGone,
-            Ok(Ok(status)) => Answer::Retry(format!("status {status}")),
+            Ok(Ok(status)) => answer(status),
             Ok(Err(error)) => Answer::Retry(error.to_string()),
             Err(_) => Answer::Retry("timeout".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Answer, StatusCode, answer};
+
+    #[test]
+    fn only_what_may_change_is_retried() {
+        for code in [200, 202, 204] {
+            assert_eq!(
+                answer(StatusCode::from_u16(code).unwrap()),
+                Answer::Delivered
+            );
+        }
+        assert_eq!(answer(StatusCode::GONE), Answer::TokenGone);
+        for code in [429, 500, 502, 503, 504] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(answer(status), Answer::Retry(_)), "{code}");
+        }
+        for code in [301, 400, 401, 403, 404, 413, 422] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(answer(status), Answer::Refused(_)), "{code}");
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The push notifier. Every notification is first stored in the
-//! persistent queue, then posted; it stays on disk until the service
-//! accepted it (200), declared the token dead (410, and the token is
-//! removed from the account), or its retries ran past the deadline. So a
-//! crash or restart loses nothing: the queue is replayed on start.
+//! persistent queue (flushed to disk before the dict commit is answered),
+//! then posted; it stays on disk until the service accepted it (2xx),
+//! declared the token dead (410, and the token is removed from the
+//! account), refused it for good (another 4xx, logged), or its retries
+//! (network errors, 429, 5xx) ran past the deadline. So a crash or
+//! restart loses nothing: the queue is replayed on start.
 //!
 //! Retries wait `base`, then 8 times longer each time (8 s, 64 s, 512 s,
 //! ... by default), and stop when the next attempt would come later than
@@ -107,23 +109,33 @@ impl Notifier {
             store,
             retry,
         };
-        tokio::spawn(scheduler.run(receiver, recovered));
+        let running = tokio::spawn(scheduler.run(receiver, recovered));
+        tokio::spawn(supervise(running, new_jobs.downgrade(), || {
+            // Notifications would pile up on disk unsent. A restart (systemd
+            // restarts the unit) replays the queue.
+            tracing::error!("the push notifier stopped unexpectedly; exiting to be restarted");
+            std::process::exit(70);
+        }));
         Ok(Self { queue, new_jobs })
     }
 
-    /// Queues one notification per token of `addr`.
+    /// Queues one notification per token of `addr`: on disk when this
+    /// returns.
     pub async fn notify(&self, addr: &str, tokens: Vec<String>) -> io::Result<()> {
         let start_ms = now_ms();
-        for token in tokens {
-            let pending = Pending {
+        let pending: Vec<Pending> = tokens
+            .into_iter()
+            .map(|token| Pending {
                 addr: addr.to_owned(),
                 start_ms,
                 token,
-            };
-            let queue = self.queue.clone();
-            let id = tokio::task::spawn_blocking(move || queue.store(&pending))
-                .await
-                .map_err(io::Error::other)??;
+            })
+            .collect();
+        let queue = self.queue.clone();
+        let ids = tokio::task::spawn_blocking(move || queue.store_all(&pending))
+            .await
+            .map_err(io::Error::other)??;
+        for id in ids {
             let job = Job {
                 id,
                 start_ms,
@@ -136,6 +148,22 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits for the scheduler to end; if it ends (returns or panics) while
+/// the notifier still takes notifications, calls `died`.
+async fn supervise<T>(
+    running: tokio::task::JoinHandle<()>,
+    notifier: mpsc::WeakSender<T>,
+    died: impl FnOnce(),
+) {
+    let ended = running.await;
+    if notifier.upgrade().is_some() {
+        if let Err(error) = ended {
+            tracing::error!(%error, "the push scheduler panicked");
+        }
+        died();
     }
 }
 
@@ -194,7 +222,17 @@ impl Scheduler {
                     let this = Arc::clone(&this);
                     let results = results.clone();
                     tokio::spawn(async move {
-                        let done = this.attempt(&job).await;
+                        // A panic in one attempt is a failed attempt: the
+                        // notification stays scheduled.
+                        let (id, start_ms, failures) = (job.id.clone(), job.start_ms, job.failures);
+                        let attempt = tokio::spawn(async move {
+                            let done = this.attempt(&job).await;
+                            (job, done)
+                        });
+                        let (job, done) = attempt.await.unwrap_or_else(|error| {
+                            let job = Job { id, start_ms, failures };
+                            (job, Done::Failed(format!("attempt panicked: {error}")))
+                        });
                         drop(slot);
                         let _ = results.send((job, done));
                     });
@@ -267,6 +305,13 @@ impl Scheduler {
                     return Done::Failed("cannot remove the expired token".into());
                 }
             }
+            Answer::Refused(reason) => {
+                tracing::warn!(
+                    token = %redact(&pending.token),
+                    %reason,
+                    "the push service refused a notification; dropping it"
+                );
+            }
             Answer::Retry(reason) => return Done::Failed(reason),
         }
         self.remove(&job.id).await;
@@ -293,6 +338,29 @@ mod tests {
         let delays: Vec<u64> = (1..=4).map(|n| retry.delay(n).as_secs()).collect();
         assert_eq!(delays, [8, 64, 512, 4096]);
         assert_eq!(retry.delay(40), Duration::MAX.min(retry.delay(40)));
+    }
+
+    #[tokio::test]
+    async fn a_scheduler_that_dies_is_noticed() {
+        let (sender, _receiver) = mpsc::channel::<()>(1);
+        let (died, noticed) = tokio::sync::oneshot::channel();
+        let panicking = tokio::spawn(async { panic!("a bug") });
+        supervise(panicking, sender.downgrade(), move || {
+            let _ = died.send(());
+        })
+        .await;
+        assert!(noticed.await.is_ok(), "a panic is noticed");
+
+        // Ending after the notifier is gone is a shutdown, not a death.
+        let (sender, _receiver) = mpsc::channel::<()>(1);
+        let weak = sender.downgrade();
+        drop(sender);
+        let (died, noticed) = tokio::sync::oneshot::channel();
+        supervise(tokio::spawn(async {}), weak, move || {
+            let _ = died.send(());
+        })
+        .await;
+        assert!(noticed.await.is_err(), "no death at shutdown");
     }
 
     #[test]

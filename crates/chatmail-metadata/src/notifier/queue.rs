@@ -4,7 +4,7 @@
 //! renamed into place, so a crash leaves either nothing or a whole file.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 pub const QUEUE_DIR: &str = "pending_notifications";
@@ -33,19 +33,33 @@ impl Queue {
         Ok(Self { dir })
     }
 
-    /// Stores `pending`; returns its id (the file name).
+    /// Stores `pending` durably; returns its id (the file name).
     pub fn store(&self, pending: &Pending) -> io::Result<String> {
-        let id = new_id()?;
-        let path = self.dir.join(&id);
-        let temp = self.dir.join(format!("{id}{TEMP_SUFFIX}"));
-        let seconds = pending.start_ms.div_euclid(1000);
-        let millis = pending.start_ms.rem_euclid(1000);
-        fs::write(
-            &temp,
-            format!("{}\n{seconds}.{millis:03}\n{}", pending.addr, pending.token),
-        )?;
-        fs::rename(&temp, &path)?;
-        Ok(id)
+        let mut ids = self.store_all(std::slice::from_ref(pending))?;
+        ids.pop().ok_or_else(|| io::Error::other("nothing stored"))
+    }
+
+    /// Stores every notification durably: files and directory entries
+    /// are on disk when it returns (the delivery that queued them is
+    /// confirmed after this), with one directory flush for all. Returns
+    /// the ids (file names) in order.
+    pub fn store_all(&self, pending: &[Pending]) -> io::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(pending.len());
+        for one in pending {
+            let id = new_id()?;
+            let temp = self.dir.join(format!("{id}{TEMP_SUFFIX}"));
+            let seconds = one.start_ms.div_euclid(1000);
+            let millis = one.start_ms.rem_euclid(1000);
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(
+                format!("{}\n{seconds}.{millis:03}\n{}", one.addr, one.token).as_bytes(),
+            )?;
+            file.sync_all()?;
+            fs::rename(&temp, self.dir.join(&id))?;
+            ids.push(id);
+        }
+        fs::File::open(&self.dir)?.sync_all()?;
+        Ok(ids)
     }
 
     /// Reads a stored notification; `Ok(None)` when it is gone.
