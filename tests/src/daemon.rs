@@ -18,9 +18,17 @@ pub struct Daemon {
     log: PathBuf,
 }
 
-/// The path of a binary built from this workspace. `cargo test
-/// --workspace` builds every daemon; tests/run builds them first too.
+/// The path of a binary built from this workspace, as a copy the vmail
+/// user can run: the checkout may lie where vmail cannot enter (under
+/// /root, mode 0700). `cargo test --workspace` builds every daemon;
+/// tests/run builds them first too.
 pub fn daemon_binary(name: &str) -> Result<PathBuf> {
+    let built = workspace_binary(name)?;
+    runnable_copy(&built).with_context(|| format!("copying {}", built.display()))
+}
+
+/// Where cargo built binary `name` (for what runs as root).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // A test runs as target/<profile>/deps/<test>, a benchmark program
     // as target/<profile>/<bin>; daemons are target/<profile>/<name>.
@@ -40,6 +48,43 @@ pub fn daemon_binary(name: &str) -> Result<PathBuf> {
         );
     }
     Ok(binary)
+}
+
+/// A copy of `binary` in a directory every user can traverse, refreshed
+/// when the build changed it. Copies are made under a temporary name and
+/// renamed into place, so parallel test programs never see half a file.
+fn runnable_copy(binary: &Path) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt as _;
+    let profile_dir = binary.parent().context("binary without a directory")?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    profile_dir.hash(&mut hasher);
+    let dir = std::env::temp_dir()
+        .join("chatmail-test-bin")
+        .join(format!("{:016x}", hasher.finish()));
+    fs::create_dir_all(&dir)?;
+    for level in [dir.parent().unwrap_or(&dir), &dir] {
+        fs::set_permissions(level, fs::Permissions::from_mode(0o755))?;
+    }
+    let name = binary.file_name().context("binary without a name")?;
+    let copy = dir.join(name);
+    let original = fs::metadata(binary)?;
+    let fresh = fs::metadata(&copy).is_ok_and(|existing| {
+        existing.len() == original.len() && existing.modified().ok() >= original.modified().ok()
+    });
+    if !fresh {
+        static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(
+            ".{}-{}-{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        fs::copy(binary, &temp)?;
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))?;
+        fs::rename(&temp, &copy)?;
+    }
+    Ok(copy)
 }
 
 /// What shows that a daemon is ready.

@@ -23,7 +23,7 @@ mod tls;
 mod transport;
 mod workdir;
 
-pub use daemon::{Daemon, Ready, daemon_binary};
+pub use daemon::{Daemon, Ready, daemon_binary, workspace_binary};
 pub use dkim::DkimKey;
 pub use dns::{DnsMode, DnsServer};
 pub use dovecot::{Dovecot, DovecotOptions};

@@ -51,7 +51,13 @@ async fn setup(ini: &[(&str, &str)]) -> Result<Setup> {
     let push = PushServer::start(&ca).await?;
     let turn_socket = files.path().join("turn.socket");
     let turn = turn_server(&turn_socket)?;
-    let appversions = repo_root().join("crates/chatmail-metadata/appversions.json");
+    // A copy where vmail can read it (the checkout may be under /root).
+    let appversions = files.path().join("appversions.json");
+    fs::copy(
+        repo_root().join("crates/chatmail-metadata/appversions.json"),
+        &appversions,
+    )?;
+    fs::set_permissions(&appversions, fs::Permissions::from_mode(0o644))?;
     let mut values: Vec<(String, String)> = vec![
         ("notification_url".into(), push.url()),
         (

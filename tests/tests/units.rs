@@ -5,7 +5,7 @@ use std::fs;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use relay_tests::{daemon_binary, repo_root};
+use relay_tests::{repo_root, workspace_binary};
 
 /// `systemd-analyze security` rates exposure from 0 (locked down) to 10.
 const MAX_EXPOSURE: f64 = 2.0;
@@ -13,7 +13,7 @@ const MAX_EXPOSURE: f64 = 2.0;
 #[test]
 fn units_verify_cleanly_and_are_sandboxed() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let bin_dir = daemon_binary("doveauth")?
+    let bin_dir = workspace_binary("doveauth")?
         .parent()
         .context("binary directory")?
         .to_owned();

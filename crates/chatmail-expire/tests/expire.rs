@@ -450,7 +450,12 @@ fn unreadable_directories_are_counted_not_fatal() {
         nix::unistd::chown(path.as_path(), Some(vmail.uid), Some(vmail.gid)).unwrap();
     }
     nix::unistd::chown(old.as_path(), Some(vmail.uid), Some(vmail.gid)).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_chatmail-expire"))
+    // vmail may not reach the build directory (a checkout under /root):
+    // it runs a copy from the test's own directory.
+    let binary = top.join("chatmail-expire");
+    fs::copy(env!("CARGO_BIN_EXE_chatmail-expire"), &binary).unwrap();
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new(&binary)
         .arg(&relay.ini)
         .arg("--remove")
         .uid(vmail.uid.as_raw())

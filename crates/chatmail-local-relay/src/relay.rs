@@ -22,6 +22,18 @@ use crate::state::StateDir;
 
 const START_LIMIT: Duration = Duration::from_secs(20);
 
+/// The programs that run as vmail: the daemons, and the quota script
+/// Dovecot runs.
+const VMAIL_DAEMONS: &[&str] = &[
+    "doveauth",
+    "lastlogin",
+    "chatmail-metadata",
+    "filtermail-outgoing",
+    "filtermail-incoming",
+    "filtermail-transport",
+    "chatmail-quota-expire",
+];
+
 /// What the command line decided.
 pub struct Options {
     pub address: Ipv4Addr,
@@ -62,13 +74,16 @@ impl LocalRelay {
         )?;
         let config = Config::load(state.ini())?;
         let address = IpAddr::V4(options.address);
+        // The daemons run as vmail, which may not reach where they were
+        // built (a checkout under /root): they run from the state dir.
+        let bin_dir = state.install_daemons(&options.bin_dir, VMAIL_DAEMONS)?;
         let layout = Layout {
             postfix_dir: state.root.join("postfix"),
             dovecot_dir: state.root.join("dovecot"),
             tls_cert: state.cert(),
             tls_key: state.key(),
             sockets: DictSockets::in_dir(&state.run()),
-            bin_dir: options.bin_dir.clone(),
+            bin_dir: bin_dir.clone(),
             listen: Some(address),
             ports: options.ports.public,
             vmail,
@@ -88,7 +103,7 @@ impl LocalRelay {
             ports: options.ports,
             state,
             layout,
-            bin_dir: options.bin_dir.clone(),
+            bin_dir,
             vmail,
         })
     }

@@ -95,6 +95,31 @@ impl StateDir {
         Ok(())
     }
 
+    /// Copies `names` from `from` into `<state>/bin` (readable and
+    /// executable by all) and returns that directory. Unchanged copies
+    /// are kept; changed ones are replaced atomically.
+    pub fn install_daemons(&self, from: &Path, names: &[&str]) -> Result<PathBuf> {
+        let bin = self.root.join("bin");
+        make_dir(&bin, 0o755)?;
+        for name in names {
+            let source = from.join(name);
+            let target = bin.join(name);
+            let original = fs::metadata(&source)
+                .with_context(|| format!("{} (build the daemons first)", source.display()))?;
+            let fresh = fs::metadata(&target).is_ok_and(|copy| {
+                copy.len() == original.len() && copy.modified().ok() >= original.modified().ok()
+            });
+            if fresh {
+                continue;
+            }
+            let temp = bin.join(format!(".{name}.new"));
+            fs::copy(&source, &temp).with_context(|| format!("copying {}", source.display()))?;
+            fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))?;
+            fs::rename(&temp, &target)?;
+        }
+        Ok(bin)
+    }
+
     /// Writes chatmail.ini for an IP-only relay on `address`, then
     /// `overrides` (`key=value`) in order.
     pub fn write_ini(
@@ -104,8 +129,14 @@ impl StateDir {
         peer_smtp_port: u16,
         overrides: &[(String, String)],
     ) -> Result<()> {
-        let appversions =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../chatmail-metadata/appversions.json");
+        // Shipped with the package in /usr/share; here a copy in the state
+        // directory, which vmail can read wherever the checkout is.
+        let appversions = self.root.join("appversions.json");
+        fs::write(
+            &appversions,
+            include_str!("../../chatmail-metadata/appversions.json"),
+        )?;
+        fs::set_permissions(&appversions, fs::Permissions::from_mode(0o644))?;
         let mut settings: Vec<(String, String)> = [
             ("mail_domain", address.to_string()),
             ("mailboxes_dir", self.mail().display().to_string()),
