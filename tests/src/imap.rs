@@ -20,8 +20,13 @@ impl ImapClient {
     /// Connects to 127.0.0.1:`port`, trusting only `cert`, and reads the
     /// greeting.
     pub async fn connect(port: u16, cert: &SelfSignedCert) -> Result<Self> {
+        Self::connect_at(std::net::Ipv4Addr::LOCALHOST.into(), port, cert).await
+    }
+
+    /// As [`Self::connect`], to another loopback address.
+    pub async fn connect_at(ip: std::net::IpAddr, port: u16, cert: &SelfSignedCert) -> Result<Self> {
         let connector = TlsConnector::from(Arc::new(cert.client_config()?));
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let tcp = TcpStream::connect((ip, port)).await?;
         let name = ServerName::try_from("localhost")?;
         let tls = connector
             .connect(name, tcp)

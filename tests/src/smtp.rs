@@ -44,8 +44,17 @@ impl SmtpClient<UnixStream> {
 impl SmtpClient<tokio_rustls::client::TlsStream<TcpStream>> {
     /// Connects with implicit TLS (port 465 style), trusting only `cert`.
     pub async fn connect_tls(port: u16, cert: &SelfSignedCert) -> Result<Self> {
+        Self::connect_tls_at(std::net::Ipv4Addr::LOCALHOST.into(), port, cert).await
+    }
+
+    /// As [`Self::connect_tls`], to another loopback address.
+    pub async fn connect_tls_at(
+        ip: std::net::IpAddr,
+        port: u16,
+        cert: &SelfSignedCert,
+    ) -> Result<Self> {
         let connector = TlsConnector::from(Arc::new(cert.client_config()?));
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let tcp = TcpStream::connect((ip, port)).await?;
         let tls = connector
             .connect(ServerName::try_from("localhost")?, tcp)
             .await

@@ -164,18 +164,43 @@ fn print_welcome(address: Ipv4Addr, ports: &Ports, state: &StateDir) -> Result<(
     Ok(())
 }
 
+/// Restarts a daemon that exits, as systemd does (Restart=always); a
+/// daemon that keeps exiting right after its start, or Dovecot exiting,
+/// stops the relay.
 async fn watch(running: &mut Running) {
+    const QUICK_EXIT: Duration = Duration::from_secs(2);
+    const MAX_QUICK_EXITS: u32 = 5;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut started = vec![std::time::Instant::now(); running.processes.len()];
+    let mut quick_exits = vec![0u32; running.processes.len()];
     loop {
         tick.tick().await;
-        for process in &mut running.processes {
-            if let Some(status) = process.exited() {
+        for (index, process) in running.processes.iter_mut().enumerate() {
+            let Some(status) = process.exited() else {
+                continue;
+            };
+            if process.name == "dovecot" {
+                eprintln!("dovecot exited ({status}); stopping the relay. See its log.");
+                return;
+            }
+            let (Some(since), Some(quick)) = (started.get_mut(index), quick_exits.get_mut(index))
+            else {
+                return;
+            };
+            *quick = if since.elapsed() < QUICK_EXIT { *quick + 1 } else { 0 };
+            if *quick >= MAX_QUICK_EXITS {
                 eprintln!(
-                    "{} exited ({status}); stopping the relay. See its log.",
+                    "{} keeps exiting ({status}); stopping the relay. See its log.",
                     process.name
                 );
                 return;
             }
+            eprintln!("{} exited ({status}); restarting it", process.name);
+            if let Err(err) = process.restart() {
+                eprintln!("cannot restart {}: {err:#}; stopping the relay", process.name);
+                return;
+            }
+            *since = std::time::Instant::now();
         }
     }
 }

@@ -17,6 +17,16 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Process {
     pub name: String,
     child: Child,
+    /// How it was started, to start it again.
+    spec: Spec,
+}
+
+#[derive(Clone)]
+struct Spec {
+    program: std::path::PathBuf,
+    args: Vec<std::ffi::OsString>,
+    user: Option<Vmail>,
+    log_dir: std::path::PathBuf,
 }
 
 fn log_file(log_dir: &Path, name: &str) -> Result<File> {
@@ -38,33 +48,24 @@ impl Process {
         user: Option<Vmail>,
         log_dir: &Path,
     ) -> Result<Self> {
-        let log = log_file(log_dir, name)?;
-        // setpriv (util-linux) also drops root's supplementary groups,
-        // which std's uid()/gid() would keep.
-        let mut command = match user {
-            Some(user) => {
-                let mut command = Command::new("setpriv");
-                command
-                    .arg(format!("--reuid={}", user.uid))
-                    .arg(format!("--regid={}", user.gid))
-                    .arg("--clear-groups")
-                    .arg(program);
-                command
-            }
-            None => Command::new(program),
+        let spec = Spec {
+            program: program.to_owned(),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            user,
+            log_dir: log_dir.to_owned(),
         };
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
+        let child = spawn(name, &spec)?;
         Ok(Self {
             name: name.to_owned(),
             child,
+            spec,
         })
+    }
+
+    /// Starts the process again, as it was started (after it exited).
+    pub fn restart(&mut self) -> Result<()> {
+        self.child = spawn(&self.name, &self.spec)?;
+        Ok(())
     }
 
     /// `Some(status)` once the process has exited.
@@ -91,6 +92,32 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(name: &str, spec: &Spec) -> Result<Child> {
+    let log = log_file(&spec.log_dir, name)?;
+    // setpriv (util-linux) also drops root's supplementary groups,
+    // which std's uid()/gid() would keep.
+    let mut command = match spec.user {
+        Some(user) => {
+            let mut command = Command::new("setpriv");
+            command
+                .arg(format!("--reuid={}", user.uid))
+                .arg(format!("--regid={}", user.gid))
+                .arg("--clear-groups")
+                .arg(&spec.program);
+            command
+        }
+        None => Command::new(&spec.program),
+    };
+    command
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", spec.program.display()))
 }
 
 /// Waits until something listens on `address:port`.

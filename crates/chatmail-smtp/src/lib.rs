@@ -10,7 +10,7 @@ mod reply;
 mod server;
 mod session;
 
-pub use client::{ClientError, Reinjector, dot_stuff, read_reply, write_data};
+pub use client::{ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_data};
 pub use data::{DataError, DataReader};
 pub use reply::{AddressRole, Reply};
 pub use server::serve;

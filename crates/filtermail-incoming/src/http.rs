@@ -198,7 +198,7 @@ async fn read_body(
 
 /// Appends `chunk` with each bare LF made CRLF; `previous` carries the
 /// last byte across chunks.
-fn append_crlf(message: &mut Vec<u8>, chunk: &[u8], previous: &mut u8) {
+pub fn append_crlf(message: &mut Vec<u8>, chunk: &[u8], previous: &mut u8) {
     let mut start = 0;
     for (index, &byte) in chunk.iter().enumerate() {
         let before = if index == 0 {
@@ -220,7 +220,7 @@ fn append_crlf(message: &mut Vec<u8>, chunk: &[u8], previous: &mut u8) {
 
 /// The envelope from `X-Mail-From` (absent: the null sender) and one
 /// `X-Mail-To` per recipient, each an account of this relay.
-fn envelope(headers: &HeaderMap, filter: &IncomingFilter) -> Result<Envelope, Reply> {
+pub fn envelope(headers: &HeaderMap, filter: &IncomingFilter) -> Result<Envelope, Reply> {
     let mail_from = match headers.get(HEADER_MAIL_FROM) {
         None => String::new(),
         Some(value) => address(value, true).ok_or(Reply::BAD_SENDER)?,
