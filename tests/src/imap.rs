@@ -24,7 +24,11 @@ impl ImapClient {
     }
 
     /// As [`Self::connect`], to another loopback address.
-    pub async fn connect_at(ip: std::net::IpAddr, port: u16, cert: &SelfSignedCert) -> Result<Self> {
+    pub async fn connect_at(
+        ip: std::net::IpAddr,
+        port: u16,
+        cert: &SelfSignedCert,
+    ) -> Result<Self> {
         let connector = TlsConnector::from(Arc::new(cert.client_config()?));
         let tcp = TcpStream::connect((ip, port)).await?;
         let name = ServerName::try_from("localhost")?;

@@ -272,7 +272,10 @@ struct AnswerAll;
 
 impl DictHandler for AnswerAll {
     async fn lookup(&self, key: &str, _user: &str) -> Result<Option<String>, DictError> {
-        Ok(key.len().is_multiple_of(2).then(|| format!("value\tof\n{key}")))
+        Ok(key
+            .len()
+            .is_multiple_of(2)
+            .then(|| format!("value\tof\n{key}")))
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<(), DictError> {

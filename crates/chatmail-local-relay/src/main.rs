@@ -187,7 +187,11 @@ async fn watch(running: &mut Running) {
             else {
                 return;
             };
-            *quick = if since.elapsed() < QUICK_EXIT { *quick + 1 } else { 0 };
+            *quick = if since.elapsed() < QUICK_EXIT {
+                *quick + 1
+            } else {
+                0
+            };
             if *quick >= MAX_QUICK_EXITS {
                 eprintln!(
                     "{} keeps exiting ({status}); stopping the relay. See its log.",
@@ -197,7 +201,10 @@ async fn watch(running: &mut Running) {
             }
             eprintln!("{} exited ({status}); restarting it", process.name);
             if let Err(err) = process.restart() {
-                eprintln!("cannot restart {}: {err:#}; stopping the relay", process.name);
+                eprintln!(
+                    "cannot restart {}: {err:#}; stopping the relay",
+                    process.name
+                );
                 return;
             }
             *since = std::time::Instant::now();

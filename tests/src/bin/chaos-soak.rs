@@ -123,12 +123,15 @@ impl Relay {
     fn pid(&self, daemon: &str) -> Option<u32> {
         let program = self.state.join("bin").join(daemon);
         let program = program.to_string_lossy();
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let first = cmdline.split(|&b| b == 0).next()?;
-            (first == program.as_bytes()).then_some(pid)
-        })
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let first = cmdline.split(|&b| b == 0).next()?;
+                (first == program.as_bytes()).then_some(pid)
+            })
     }
 
     fn postfix_dir(&self) -> PathBuf {
@@ -142,7 +145,11 @@ impl Relay {
             .arg("-j")
             .output()
             .map_or(usize::MAX, |output| {
-                output.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
+                output
+                    .stdout
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
             })
     }
 
@@ -185,12 +192,11 @@ struct Memory {
 }
 
 fn message(from: &str, to: &str, id: &str) -> String {
-    relay_tests::test_mail("encrypted.eml", from, to)
-        .replacen(
-            "Message-ID: <Mr.UVyJWZmkCKM.hGzNc6glBE_@c2.testrun.org>",
-            &format!("Message-ID: <{id}>"),
-            1,
-        )
+    relay_tests::test_mail("encrypted.eml", from, to).replacen(
+        "Message-ID: <Mr.UVyJWZmkCKM.hGzNc6glBE_@c2.testrun.org>",
+        &format!("Message-ID: <{id}>"),
+        1,
+    )
 }
 
 async fn send_one(relays: &[Relay], tally: &Tally, rng: &mut impl Rng, n: u64, accounts: usize) {
@@ -360,7 +366,8 @@ async fn main() -> Result<()> {
     }
     // Chaos and memory samples until the end of the run.
     let mut rng = rand::rngs::SmallRng::seed_from_u64(99);
-    let mut next_kill = Instant::now() + Duration::from_secs_f64(rng.random_range(0.0..2.0 * cli.kill_every));
+    let mut next_kill =
+        Instant::now() + Duration::from_secs_f64(rng.random_range(0.0..2.0 * cli.kill_every));
     while started.elapsed() < duration {
         sample_memory(&relays, &memory, started.elapsed());
         if Instant::now() >= next_kill {
@@ -378,7 +385,8 @@ async fn main() -> Result<()> {
                     .entry(format!("relay {} {daemon}", index + 1))
                     .or_default() += 1;
             }
-            next_kill = Instant::now() + Duration::from_secs_f64(rng.random_range(0.0..2.0 * cli.kill_every));
+            next_kill = Instant::now()
+                + Duration::from_secs_f64(rng.random_range(0.0..2.0 * cli.kill_every));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -386,7 +394,10 @@ async fn main() -> Result<()> {
     for worker in workers {
         let _ = worker.await;
     }
-    println!("traffic stopped after {:?}; draining the queues", started.elapsed());
+    println!(
+        "traffic stopped after {:?}; draining the queues",
+        started.elapsed()
+    );
 
     // Everything queued is retried until the queues are empty.
     let drain_deadline = Instant::now() + Duration::from_secs(600);
@@ -404,7 +415,11 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     sample_memory(&relays, &memory, started.elapsed());
 
-    let sent = tally.sent.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let sent = tally
+        .sent
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let mut seen = HashMap::new();
     for relay in relays.iter() {
         delivered_ids(relay, &mut seen)?;
@@ -436,9 +451,14 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("\nresident memory (KiB): first sample, peak in the first half, peak in the second half, last");
+    println!(
+        "\nresident memory (KiB): first sample, peak in the first half, peak in the second half, last"
+    );
     let half = duration / 2;
-    let samples = memory.samples.lock().unwrap_or_else(PoisonError::into_inner);
+    let samples = memory
+        .samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let mut names: Vec<&String> = samples.keys().collect();
     names.sort();
     for name in names {
