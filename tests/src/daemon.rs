@@ -87,6 +87,11 @@ fn runnable_copy(binary: &Path) -> Result<PathBuf> {
     Ok(copy)
 }
 
+/// The malloc settings of the filters' systemd units: large buffers are
+/// mapped and unmapped, not kept in the heap once freed.
+pub const MALLOC_TUNABLES: &str =
+    "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=262144";
+
 /// What shows that a daemon is ready.
 pub enum Ready<'a> {
     /// Its unix socket exists.
@@ -134,6 +139,8 @@ impl Daemon {
         let log = log_dir.join(format!("{name}.log"));
         let child = Command::new(daemon_binary(name)?)
             .args(args)
+            // As the filters' systemd units set it.
+            .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
             .uid(vmail.uid)
             .gid(vmail.gid)
             .env("RUST_LOG", "debug")

@@ -112,6 +112,12 @@ fn spawn(name: &str, spec: &Spec) -> Result<Child> {
     };
     command
         .args(&spec.args)
+        // As the filters' systemd units set it: message buffers are mapped
+        // and unmapped, not kept in the heap once freed.
+        .env(
+            "GLIBC_TUNABLES",
+            "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=262144",
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
