@@ -756,7 +756,7 @@ async fn several_from_headers_are_refused_both_ways() -> Result<()> {
     for message in twice(test_mail("encrypted.eml", &alice, &victim), &bob) {
         let reply = submit(&w, &alice, &alice, &victim, &message).await?;
         assert_eq!(reply.code, 500, "{reply:?}");
-        assert!(reply.text.contains("5.7.1"), "{reply:?}");
+        assert!(reply.text.contains("500 Invalid FROM header"), "{reply:?}");
     }
     for message in twice(test_mail("encrypted.eml", REMOTE_LITERAL, &victim), REMOTE) {
         let reply = port25(&w, REMOTE_LITERAL, &victim, &message).await?;
@@ -764,9 +764,31 @@ async fn several_from_headers_are_refused_both_ways() -> Result<()> {
         let (status, text) =
             mxdeliv(&w, REMOTE_LITERAL, &[&victim], &message, HttpVersion::Http1).await?;
         assert_eq!(status, 400, "{text}");
-        assert!(text.starts_with("500 5.7.1"), "{text}");
+        assert!(text.starts_with("500 Invalid FROM header"), "{text}");
     }
     w.settle().await?;
     assert_eq!(w.delivered(VICTIM), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vrfy_tells_nobody_which_accounts_exist() -> Result<()> {
+    let w = world("127.0.0.1", &[]).await?;
+    let port = w.relay.mx_port().expect("port-25 service");
+    let mut client = SmtpClient::connect(port).await?;
+    client.ehlo().await?;
+    let known = client
+        .command(&format!("VRFY <{}>", w.addr(VICTIM)))
+        .await?;
+    let unknown = client
+        .command(&format!("VRFY <{}>", w.addr("nobody123")))
+        .await?;
+    client.quit().await;
+    assert_eq!(
+        (known.code, unknown.code),
+        (252, 252),
+        "{known:?} {unknown:?}"
+    );
+    assert!(known.text.starts_with("252 2.0.0"), "{known:?}");
     Ok(())
 }

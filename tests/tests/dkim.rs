@@ -45,6 +45,18 @@ async fn setup(key: &DkimKey) -> (DnsServer, DkimVerifier) {
     (dns, verifier)
 }
 
+/// A refusal for missing signatures by the From domain, whose detail
+/// mentions `expected`.
+fn assert_missing(result: Result<(), DkimFailure>, expected: &str) {
+    match result {
+        Err(DkimFailure::Missing(detail)) => assert!(
+            detail.contains(expected),
+            "detail {detail:?} should mention {expected:?}"
+        ),
+        other => panic!("expected a missing signature, got {other:?}"),
+    }
+}
+
 fn assert_invalid(result: Result<(), DkimFailure>, expected: &str) {
     match result {
         Err(DkimFailure::Invalid(reason)) => assert!(
@@ -74,17 +86,17 @@ async fn signature_of_another_domain_is_refused() {
     let key = DkimKey::rsa("other.org", "s1").unwrap();
     let (_dns, verifier) = setup(&key).await;
     let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
-    assert_invalid(
+    assert_missing(
         verifier.verify(&signed, "example.org").await,
-        "no DKIM signature by example.org",
+        "other domains than example.org",
     );
     // A subdomain is another domain too.
     let key = DkimKey::ed25519("mail.example.org", "s1").unwrap();
     let (_dns, verifier) = setup(&key).await;
     let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
-    assert_invalid(
+    assert_missing(
         verifier.verify(&signed, "example.org").await,
-        "no DKIM signature by",
+        "other domains",
     );
 }
 
@@ -129,11 +141,11 @@ async fn expired_signature_is_refused() {
 async fn missing_signature_is_refused() {
     let dns = DnsServer::start(LOOPBACK).await.unwrap();
     let verifier = verifier(&dns);
-    assert_invalid(
+    assert_missing(
         verifier
             .verify(&message("alice@example.org", "hi"), "example.org")
             .await,
-        "no DKIM signature",
+        "",
     );
 }
 

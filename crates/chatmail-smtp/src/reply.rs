@@ -101,7 +101,15 @@ impl Reply {
         "5.5.2",
         "Message contains a bare <CR> or <LF>; lines must end with <CR><LF>",
     );
-    pub const MESSAGE_TOO_BIG: Self = Self::new(552, "5.3.4", "Message too big");
+    /// The text of the program we replace (without an enhanced code, so
+    /// searches for it keep finding it).
+    pub const MESSAGE_TOO_BIG: Self = Self::new(552, "", "Message exceeds maximum size");
+    /// VRFY says nothing about whether an account exists (RFC 5321 3.5.3).
+    pub const CANNOT_VERIFY: Self = Self::new(
+        252,
+        "2.0.0",
+        "Cannot verify addresses; send the message and delivery will be attempted",
+    );
     pub const UNSUPPORTED_PARAMETER: Self = Self::new(555, "5.5.4", "Unsupported parameter");
     /// Mail from outside is only for this relay's accounts.
     pub const RELAY_DENIED: Self = Self::new(

@@ -387,6 +387,7 @@ impl<H: SmtpHandler> Session<'_, H> {
                 self.reply(&Reply::RESET);
             }
             Request::Noop { .. } => self.reply(&Reply::OK),
+            Request::Vrfy { .. } => self.reply(&Reply::CANNOT_VERIFY),
             Request::Quit => {
                 self.reply(&Reply::BYE);
                 return Step::Close;

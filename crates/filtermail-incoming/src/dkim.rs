@@ -20,7 +20,10 @@ const MAX_REASON_LEN: usize = 200;
 /// Why a message failed the DKIM check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DkimFailure {
-    /// No aligned signature verified: refuse the message.
+    /// No signature by the From domain (the detail says what there was):
+    /// refuse the message.
+    Missing(String),
+    /// Signatures by the From domain, none of them valid: refuse it.
     Invalid(String),
     /// A key could not be fetched for a transient reason: ask the sender
     /// to try again later.
@@ -61,10 +64,10 @@ impl DkimVerifier {
             .retain(|header| is_same_domain(&header.header.d, from_domain));
         parsed.dkim_headers.truncate(MAX_ALIGNED_SIGNATURES);
         if parsed.dkim_headers.is_empty() {
-            return Err(DkimFailure::Invalid(if signatures == 0 {
-                "no DKIM signature".into()
+            return Err(DkimFailure::Missing(if signatures == 0 {
+                String::new()
             } else {
-                format!("no DKIM signature by {from_domain}")
+                format!("signatures by other domains than {from_domain} only")
             }));
         }
         let results = self

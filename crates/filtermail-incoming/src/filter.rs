@@ -10,7 +10,11 @@ use crate::refused::RefusedMail;
 /// The relay's reply for mail that is not end-to-end encrypted, as the
 /// program we replace gives it.
 const ENCRYPTION_NEEDED: Reply = Reply::new(523, "", "Encryption Needed: Invalid Unencrypted Mail");
-const BAD_FROM: Reply = Reply::new(500, "5.7.1", "Missing or invalid From header");
+const BAD_FROM: Reply = Reply::new(
+    500,
+    "",
+    "Invalid FROM header: not exactly one From header with one address",
+);
 /// Our own users' mail never comes in from outside: Postfix delivers it
 /// locally. Such a From is forged (and an IP-only relay has no DKIM to
 /// tell).
@@ -145,7 +149,7 @@ impl IncomingFilter {
                 tracing::info!(%refusal, "refused: invalid From address");
                 Err(Reply::owned(
                     500,
-                    "5.7.1",
+                    "",
                     format!("Invalid from address <{from}>: {refusal}"),
                 ))
             }
@@ -207,12 +211,22 @@ impl IncomingFilter {
         };
         match verifier.verify(message, from.domain()).await {
             Ok(()) => Ok(()),
+            // The texts of the program we replace, our detail after them.
+            Err(DkimFailure::Missing(detail)) => {
+                tracing::info!(%detail, "refused: no DKIM signature by the From domain");
+                let text = if detail.is_empty() {
+                    "No DKIM signature found".to_owned()
+                } else {
+                    format!("No DKIM signature found: {detail}")
+                };
+                Err(Reply::owned(554, "5.7.1", text))
+            }
             Err(DkimFailure::Invalid(reason)) => {
                 tracing::info!(%reason, "refused: DKIM check failed");
                 Err(Reply::owned(
                     554,
                     "5.7.1",
-                    format!("DKIM check failed: {reason}"),
+                    format!("No valid DKIM signature found: {reason}"),
                 ))
             }
             Err(DkimFailure::Temporary(reason)) => {

@@ -75,15 +75,15 @@ impl OutgoingFilter {
                     .is_ok_and(|from| from.as_str() == sender) => {}
             Some(from) => {
                 tracing::info!("refused: From header does not match the envelope sender");
-                return Reply::owned(
-                    500,
-                    "5.7.1",
-                    format!("Invalid FROM <{from}> for <{sender}>"),
-                );
+                return Reply::owned(500, "", format!("Invalid FROM <{from}> for <{sender}>"));
             }
             None => {
                 tracing::info!("refused: no usable From header");
-                return Reply::new(500, "5.7.1", "Missing or invalid From header");
+                return Reply::new(
+                    500,
+                    "",
+                    "Invalid FROM header: not exactly one From header with one address",
+                );
             }
         }
         let rcpt_to = envelope.rcpt_to.as_slice();
@@ -139,10 +139,12 @@ impl SmtpHandler for OutgoingFilter {
         {
             tracing::info!("sender over its rate limit");
             let seconds = wait.as_secs().max(1);
+            // The text of the program we replace (its enhanced code with
+            // a colon), then when to try again.
             return Err(Reply::owned(
                 450,
-                "4.7.1",
-                format!("Too many messages; retry in {seconds} seconds"),
+                "",
+                format!("4.7.1: Too much mail from {account}, retry in {seconds} seconds"),
             ));
         }
         Ok(account)
