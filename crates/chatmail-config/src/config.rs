@@ -142,7 +142,7 @@ impl Config {
         let config = Self {
             max_user_send_per_minute: params.number("max_user_send_per_minute", 60)?,
             max_user_send_burst_size: params.number("max_user_send_burst_size", 10)?,
-            max_mailbox_size: params.get("max_mailbox_size", value::size, 500 << 20)?,
+            max_mailbox_size: params.get("max_mailbox_size", value::size_bare_mib, 500 << 20)?,
             max_message_size: params.get("max_message_size", value::size, 31_457_280)?,
             delete_mails_after: params.number("delete_mails_after", 20)?,
             delete_large_after: params.number("delete_large_after", 7)?,
@@ -195,8 +195,16 @@ impl Config {
                 format!("https://{mail_domain}"),
             )?,
             max_load_1m: params.get("max_load_1m", value::float, 5.0)?,
-            min_available_memory: params.get("min_available_memory", value::size, 200 << 20)?,
-            min_free_disk_space: params.get("min_free_disk_space", value::size, 1 << 30)?,
+            min_available_memory: params.get(
+                "min_available_memory",
+                value::size_bare_mib,
+                200 << 20,
+            )?,
+            min_free_disk_space: params.get(
+                "min_free_disk_space",
+                value::size_bare_mib,
+                1 << 30,
+            )?,
             max_imap_connections: params.number("max_imap_connections", 10_000)?,
             max_smtp_connections: params.number("max_smtp_connections", 1_000)?,
             disable_ipv6: params.get("disable_ipv6", value::boolean, false)?,
@@ -207,7 +215,13 @@ impl Config {
                 value::path,
                 "/etc/chatmail-nocreate".into(),
             )?,
-            tls_self_signed: params.get("tls_self_signed", value::boolean, mail_domain.is_ip())?,
+            // IP-only relays and test relays (`_` domains) have no
+            // certificate from a public CA, as the relay we replace assumes.
+            tls_self_signed: params.get(
+                "tls_self_signed",
+                value::boolean,
+                mail_domain.is_ip() || mail_domain.address_domain().starts_with('_'),
+            )?,
             dns_resolver: params.optional("dns_resolver", value::socket_addr(53))?,
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,

@@ -20,6 +20,21 @@ pub fn size(text: &str) -> Result<u64, String> {
     crate::size::parse_size(text).ok_or_else(|| "expected a size such as 500M or 1G".into())
 }
 
+/// A size where a bare number means MiB, as the relay we replace reads
+/// `max_mailbox_size`, `min_available_memory` and `min_free_disk_space`
+/// (`500` is 500 MiB there, not 500 bytes); `500B` is bytes.
+pub fn size_bare_mib(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed
+            .parse::<u64>()
+            .ok()
+            .and_then(|mib| mib.checked_mul(1 << 20))
+            .ok_or_else(|| "expected a size such as 500M or 1G".into());
+    }
+    size(text)
+}
+
 pub fn port(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a TCP port between 1 and 65535".into()),

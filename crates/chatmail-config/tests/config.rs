@@ -393,3 +393,17 @@ fn notification_retries_must_be_sensible() {
     );
     assert_eq!(config.notification_retry_base.as_millis(), 500);
 }
+
+#[test]
+fn bare_numbers_mean_mib_where_the_relay_we_replace_reads_them_so() {
+    let config = parse_ok(
+        "mail_domain = example.org\nmax_mailbox_size = 500\nmin_available_memory = 200\n\
+         min_free_disk_space = 1024\nmax_message_size = 31457280\n",
+    );
+    assert_eq!(config.max_mailbox_size, 500 << 20);
+    assert_eq!(config.min_available_memory, 200 << 20);
+    assert_eq!(config.min_free_disk_space, 1 << 30);
+    assert_eq!(config.max_message_size, 31_457_280, "bytes, as there");
+    let bytes = parse_ok("mail_domain = example.org\nmax_mailbox_size = 500B\n");
+    assert_eq!(bytes.max_mailbox_size, 500, "an explicit B means bytes");
+}

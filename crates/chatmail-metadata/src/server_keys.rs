@@ -29,7 +29,9 @@ impl ServerKeys {
     pub fn new(config: &Config) -> Self {
         Self {
             iroh_relay: config.iroh_relay.clone(),
-            turn_host: config.mail_domain.to_string(),
+            // `example.org`, or `[1.2.3.4]` on IP-only relays, as the relay
+            // we replace names it.
+            turn_host: config.mail_domain.address_domain(),
             turn_socket: config.turn_socket_path.clone(),
             appversions_file: config.appversions_file.clone(),
         }
@@ -39,7 +41,8 @@ impl ServerKeys {
     /// `None` for unknown keys and values that cannot be had right now.
     pub async fn lookup(&self, name: &str) -> Option<String> {
         match name.strip_prefix(PREFIX)? {
-            "irohrelay" => Some(self.iroh_relay.clone()),
+            // Set but empty: no iroh relay, so the key is not found.
+            "irohrelay" => (!self.iroh_relay.is_empty()).then(|| self.iroh_relay.clone()),
             "turn" => self.turn().await,
             "maxsmtprecipients" => Some(MAX_SMTP_RECIPIENTS.to_owned()),
             "appversions" => self.appversions().await,
@@ -78,25 +81,82 @@ impl ServerKeys {
         }
     }
 
-    /// The appversions file as one line of JSON.
+    /// The appversions file as one line of JSON; without a usable file,
+    /// the default compiled in (a daemon run from a build tree, without
+    /// the package's file, still serves it).
     async fn appversions(&self) -> Option<String> {
-        let text = match tokio::fs::read(&self.appversions_file).await {
+        let file = &self.appversions_file;
+        let text = match tokio::fs::read(file).await {
             Ok(text) if text.len() as u64 <= MAX_APPVERSIONS_BYTES => text,
             Ok(_) => {
-                tracing::warn!(file = %self.appversions_file.display(), "appversions file too large");
-                return None;
+                tracing::warn!(file = %file.display(), "appversions file too large; serving the default");
+                DEFAULT_APPVERSIONS.as_bytes().to_vec()
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(file = %file.display(), "no appversions file; serving the default");
+                DEFAULT_APPVERSIONS.as_bytes().to_vec()
             }
             Err(error) => {
-                tracing::warn!(file = %self.appversions_file.display(), %error, "no appversions");
-                return None;
+                tracing::warn!(file = %file.display(), %error, "appversions unreadable; serving the default");
+                DEFAULT_APPVERSIONS.as_bytes().to_vec()
             }
         };
-        match serde_json::from_slice::<serde_json::Value>(&text) {
-            Ok(value) => Some(value.to_string()),
-            Err(error) => {
-                tracing::warn!(file = %self.appversions_file.display(), %error, "appversions is not JSON");
-                None
-            }
-        }
+        let parsed = serde_json::from_slice::<serde_json::Value>(&text).or_else(|error| {
+            tracing::warn!(file = %file.display(), %error, "appversions is not JSON; serving the default");
+            serde_json::from_str::<serde_json::Value>(DEFAULT_APPVERSIONS)
+        });
+        parsed.ok().map(|value| value.to_string())
+    }
+}
+
+/// The app versions shipped with this release (the package installs the
+/// same file as /usr/share/chatmail-relay/appversions.json).
+const DEFAULT_APPVERSIONS: &str = include_str!("../appversions.json");
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chatmail_config::Config;
+
+    use super::{DEFAULT_APPVERSIONS, PREFIX, ServerKeys};
+
+    fn keys(extra: &str) -> ServerKeys {
+        let ini = format!(
+            "[params]\nmail_domain = 1.2.3.4\nappversions_file = /nonexistent/appversions.json\n{extra}"
+        );
+        ServerKeys::new(&Config::from_ini_str(&ini, Path::new("test.ini")).expect("valid"))
+    }
+
+    #[tokio::test]
+    async fn meanings_as_in_the_relay_we_replace() {
+        let keys_with_empty_iroh = keys("iroh_relay =\n");
+        assert_eq!(
+            keys_with_empty_iroh
+                .lookup(&format!("{PREFIX}irohrelay"))
+                .await,
+            None,
+            "set but empty: not found"
+        );
+        let defaults = keys("");
+        assert_eq!(
+            defaults
+                .lookup(&format!("{PREFIX}irohrelay"))
+                .await
+                .as_deref(),
+            Some("https://1.2.3.4")
+        );
+        // Without the package's file, the compiled-in default.
+        let served = defaults
+            .lookup(&format!("{PREFIX}appversions"))
+            .await
+            .expect("served");
+        let shipped: serde_json::Value =
+            serde_json::from_str(DEFAULT_APPVERSIONS).expect("shipped JSON");
+        assert_eq!(served, shipped.to_string());
+        assert_eq!(
+            defaults.turn_host, "[1.2.3.4]",
+            "IP-only relays name the host so"
+        );
     }
 }

@@ -7,7 +7,11 @@ use rand::seq::IndexedRandom;
 use serde::Serialize;
 
 const USERNAME_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const PASSWORD_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+/// Letters, digits and the punctuation a URL carries as it is (RFC 3986
+/// unreserved): the password goes into a `dclogin:` URL, and Delta Chat
+/// and Dovecot (through doveauth's escaping) take it whole.
+const PASSWORD_ALPHABET: &[u8] =
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~";
 /// Passwords are a little longer than doveauth's minimum.
 const PASSWORD_EXTRA_LENGTH: usize = 3;
 
@@ -15,8 +19,9 @@ const PASSWORD_EXTRA_LENGTH: usize = 3;
 pub struct NewAccount {
     pub email: String,
     pub password: String,
-    /// Set when clients must be told to accept a self-signed certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Set when clients must be told to accept a self-signed certificate
+    /// (the key name of the relay we replace).
+    #[serde(rename = "dclogin_url", skip_serializing_if = "Option::is_none")]
     pub dclogin: Option<String>,
 }
 
@@ -93,7 +98,12 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         );
         assert_eq!(account.password.len(), 12);
-        assert!(account.password.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(
+            account
+                .password
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        );
         assert_eq!(account.dclogin, None);
         let other = NewAccount::generate(&config, &mut rng);
         assert_ne!(account.email, other.email);
@@ -119,7 +129,14 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(json["email"], account.email);
         assert_eq!(json["password"], account.password);
-        assert_eq!(json["dclogin"], url);
+        assert_eq!(json["dclogin_url"], url);
+    }
+
+    #[test]
+    fn test_relays_with_underscore_domains_count_as_self_signed() {
+        let config = config("mail_domain = _lab.example\n");
+        let account = NewAccount::generate(&config, &mut StdRng::seed_from_u64(3));
+        assert!(account.dclogin.is_some());
     }
 
     #[test]

@@ -49,15 +49,24 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
 }
 
 fn origin_check(config: &Config) -> anyhow::Result<OriginCheck> {
-    if std::env::var(SKIP_DKIM_ENV).is_ok_and(|value| value.trim() == "1") {
+    if std::env::var(SKIP_DKIM_ENV).is_ok_and(|value| is_truthy(&value)) {
         tracing::warn!(
-            "{SKIP_DKIM_ENV}=1: DKIM CHECKS ARE OFF, anyone can forge domain senders; \
+            "{SKIP_DKIM_ENV} is set: DKIM CHECKS ARE OFF, anyone can forge domain senders; \
              never run a production relay like this"
         );
         return Ok(OriginCheck::Skip);
     }
     let resolver = chatmail_dns::resolver(config).context("setting up DNS for DKIM")?;
     Ok(OriginCheck::Dkim(Box::new(DkimVerifier::new(resolver))))
+}
+
+/// The values that switch a flag on, as the program we replace reads its
+/// environment: `1`, `true`, `yes`, `on`, in any case.
+fn is_truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Serves SMTP on `smtp` and HTTP on `http` until `shutdown`.
@@ -104,4 +113,19 @@ pub async fn run(
         stop.cancel();
     };
     tokio::join!(smtp_server, http_server, stopper);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_truthy;
+
+    #[test]
+    fn skip_dkim_takes_the_usual_truthy_values() {
+        for value in ["1", "true", "TRUE", "yes", "On", " 1 "] {
+            assert!(is_truthy(value), "{value}");
+        }
+        for value in ["", "0", "false", "no", "off", "2", "skip"] {
+            assert!(!is_truthy(value), "{value}");
+        }
+    }
 }

@@ -15,7 +15,8 @@ const TEMP_SUFFIX: &str = ".tmp";
 pub struct Pending {
     pub addr: String,
     /// When it was first queued, in milliseconds since the epoch (stored
-    /// as fractional seconds, as the Python daemon's `time.time()`).
+    /// as whole seconds; fractional ones, as older daemons wrote them, are
+    /// read too).
     pub start_ms: i64,
     pub token: String,
 }
@@ -48,12 +49,11 @@ impl Queue {
         for one in pending {
             let id = new_id()?;
             let temp = self.dir.join(format!("{id}{TEMP_SUFFIX}"));
+            // Whole seconds: the relay we replace reads an integer, so a
+            // rollback to it keeps what is queued.
             let seconds = one.start_ms.div_euclid(1000);
-            let millis = one.start_ms.rem_euclid(1000);
             let mut file = fs::File::create(&temp)?;
-            file.write_all(
-                format!("{}\n{seconds}.{millis:03}\n{}", one.addr, one.token).as_bytes(),
-            )?;
+            file.write_all(format!("{}\n{seconds}\n{}", one.addr, one.token).as_bytes())?;
             file.sync_all()?;
             fs::rename(&temp, self.dir.join(&id))?;
             ids.push(id);
@@ -136,7 +136,11 @@ mod tests {
         };
         let id = queue.store(&pending).unwrap();
         assert_eq!(id.len(), 32);
-        assert_eq!(queue.load(&id).unwrap(), Some(pending));
+        let stored = fs::read_to_string(dir.path().join(QUEUE_DIR).join(&id)).unwrap();
+        assert_eq!(stored, "a@x.org\n1800000000\ntok", "an integer start time");
+        let loaded = queue.load(&id).unwrap().unwrap();
+        assert_eq!(loaded.start_ms, 1_800_000_000_000, "whole seconds kept");
+        assert_eq!((loaded.addr, loaded.token), (pending.addr, pending.token));
         let queue_dir = dir.path().join(QUEUE_DIR);
         fs::write(queue_dir.join("abc.tmp"), "half").unwrap();
         fs::write(queue_dir.join("fromPython"), "b@x.org\n1800000000.25\ntok2").unwrap();
