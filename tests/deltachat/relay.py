@@ -3,6 +3,7 @@ Chat accounts for the end-to-end tests and the latency benchmark."""
 
 import http.server
 import imaplib
+import json
 import os
 import random
 import shutil
@@ -12,6 +13,8 @@ import string
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +82,30 @@ class LocalRelay:
         )
         return url, f"{user}@{self.domain}", password
 
+    def https(self, path, method="POST"):
+        """(status, body) of a request to the relay's nginx."""
+        request = urllib.request.Request(
+            f"https://{self.address}:{self.port(443)}{path}", method=method
+        )
+        try:
+            with urllib.request.urlopen(request, context=insecure_tls(), timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def new_account(self):
+        """What a DCACCOUNT QR code gets: an address and password from
+        POST /new, as a dclogin: URL with this relay's ports."""
+        status, body = self.https("/new")
+        if status != 200:
+            raise RuntimeError(f"POST /new: {status} {body}")
+        account = json.loads(body)
+        user = account["email"].split("@")[0]
+        return self.dclogin(user, account["password"])
+
+    def nginx_pid(self):
+        return int((self.state_dir / "nginx" / "nginx.pid").read_text())
+
     def log(self, name):
         path = self.state_dir / "log" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -95,17 +122,24 @@ class LocalRelay:
     def register_device_token(self, addr, password, token):
         """What Delta Chat does with a device token on a relay that
         supports it: SETMETADATA on the INBOX, over its IMAP login."""
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
-        with imaplib.IMAP4_SSL(self.address, self.port(993), ssl_context=context) as imap:
+        with imaplib.IMAP4_SSL(self.address, self.port(993), ssl_context=insecure_tls()) as imap:
             imap.login(addr, password)
             typ, data = imap._simple_command(
                 "SETMETADATA", "INBOX", f'(/private/devicetoken "{token}")'
             )
             if typ != "OK":
                 raise RuntimeError(f"SETMETADATA: {typ} {data}")
+
+
+def insecure_tls(maximum_version=None):
+    """A client TLS context that takes the relay's self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if maximum_version is not None:
+        context.maximum_version = maximum_version
+    return context
 
 
 def make_tls_files(directory: Path):

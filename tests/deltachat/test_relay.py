@@ -1,9 +1,14 @@
 """Delta Chat, the real client, against local relays: accounts created by
-the first login, end-to-end encryption set up by a QR invitation,
-messages both ways on one relay and across two, cleartext refused, push
-notifications, and a clean stop on Ctrl-C."""
+the first login or handed out over HTTPS, end-to-end encryption set up by
+a QR invitation, messages both ways on one relay and across two (over
+HTTPS /mxdeliv, and over SMTP when nginx is down), cleartext refused,
+TLS 1.3 for clients, idle sessions hibernated, push notifications, and a
+clean stop on Ctrl-C."""
 
+import os
+import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -11,7 +16,7 @@ import time
 
 import pytest
 
-from relay import LocalRelay
+from relay import REPO, LocalRelay, insecure_tls
 
 # Dovecot wakes IDLE clients about 0.5 s after a delivery; the rest is
 # the client's own work. Generous for a loaded CI machine.
@@ -82,10 +87,27 @@ This is not encrypted.
 
 
 def tls_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    return insecure_tls()
+
+
+def log_since(relay, name, offset):
+    return relay.log(name)[offset:]
+
+
+def test_a_newcomer_gets_an_account_over_https(relay, dc):
+    # The index page offers the DCACCOUNT link to POST /new.
+    status, page = relay.https("/", method="GET")
+    assert status == 200
+    assert f"DCACCOUNT:https://{relay.address}:{relay.port(443)}/new" in page
+    # /new hands out accounts on POST only.
+    assert relay.https("/new", method="GET")[0] == 403
+    url, addr, password = relay.new_account()
+    assert addr.endswith(f"@{relay.domain}")
+    account = dc.add_account()
+    account.add_transport_from_qr(url)
+    account.bring_online()
+    assert account.get_config("configured_addr") == addr
+    assert (relay.state_dir / "mail" / addr / "password").exists()
 
 
 def test_cleartext_from_another_server_is_refused_with_523(relay, online_account):
@@ -93,6 +115,12 @@ def test_cleartext_from_another_server_is_refused_with_523(relay, online_account
     sender = "someone@[127.0.0.2]"
     message = CLEARTEXT.format(sender=sender, recipient=alice.addr, stamp=time.time())
     with smtplib.SMTP(relay.address, relay.port(25)) as smtp:
+        # Port 25 takes mail over TLS only, as every relay sends it.
+        with pytest.raises(smtplib.SMTPSenderRefused) as cleartext:
+            smtp.sendmail(sender, [alice.addr], message)
+        assert cleartext.value.smtp_code == 530
+    with smtplib.SMTP(relay.address, relay.port(25)) as smtp:
+        smtp.starttls(context=tls_context())
         with pytest.raises(smtplib.SMTPDataError) as refused:
             smtp.sendmail(sender, [alice.addr], message)
     assert refused.value.smtp_code == 523
@@ -123,6 +151,118 @@ def test_an_arriving_message_notifies_the_recipients_device(
     assert notification_server.wait_for(token, timeout=10), notification_server.tokens
 
 
+def test_clients_need_tls_1_3(relay):
+    for port in (relay.port(993), relay.port(465)):
+        with socket.create_connection((relay.address, port), timeout=10) as sock:
+            with pytest.raises(ssl.SSLError):
+                insecure_tls(ssl.TLSVersion.TLSv1_2).wrap_socket(sock)
+        with socket.create_connection((relay.address, port), timeout=10) as sock:
+            with tls_context().wrap_socket(sock) as tls:
+                assert tls.version() == "TLSv1.3"
+
+
+ENCRYPTED = (REPO / "tests" / "data" / "mail" / "encrypted.eml").read_text()
+
+
+def deliver_encrypted(relay, sender, recipient):
+    """An encrypted message from another relay's address, over port 25."""
+    message = (
+        ENCRYPTED.replace("{subject}", "[...]")
+        .replace("one@example.org", sender)
+        .replace("two@example.org", recipient)
+    )
+    with smtplib.SMTP(relay.address, relay.port(25)) as smtp:
+        smtp.starttls(context=tls_context())
+        smtp.sendmail(sender, [recipient], message)
+
+
+def test_an_idle_session_hibernates_and_wakes_for_new_mail(relay):
+    url, addr, password = relay.dclogin()
+    with socket.create_connection((relay.address, relay.port(993)), timeout=60) as sock:
+        with tls_context().wrap_socket(sock) as imap:
+            reader = imap.makefile("rb")
+
+            def command(line):
+                imap.sendall(line.encode() + b"\r\n")
+                tag = line.split()[0].encode()
+                while not (reply := reader.readline()).startswith(tag):
+                    assert reply, "connection closed"
+                return reply
+
+            reader.readline()  # greeting
+            assert b"OK" in command(f'a1 LOGIN "{addr}" "{password}"')
+            assert b"OK" in command("a2 SELECT INBOX")
+            imap.sendall(b"a3 IDLE\r\n")
+            assert reader.readline().startswith(b"+")
+            # imap_hibernate_timeout is 30 s.
+            asleep = False
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and not asleep:
+                time.sleep(1)
+                asleep = hibernated(relay, addr)
+            assert asleep, "the IDLE session was not hibernated"
+            deliver_encrypted(relay, "someone@[127.0.0.2]", addr)
+            # The hibernated session is woken and told about the message.
+            line = reader.readline()
+            while line and b"EXISTS" not in line:
+                line = reader.readline()
+            assert b"EXISTS" in line, line
+            imap.sendall(b"DONE\r\n")
+
+
+def hibernated(relay, addr):
+    """Whether the imap process that served `addr`'s login has ended and
+    this relay's imap-hibernate process holds the session instead."""
+    login = [
+        line for line in relay.log("dovecot").splitlines()
+        if f"Login: user=<{addr}>" in line and "mpid=" in line
+    ]
+    assert login, "no login in Dovecot's log"
+    imap_pid = login[-1].split("mpid=")[1].split(",")[0]
+    if os.path.exists(f"/proc/{imap_pid}"):
+        return False
+    master = relay_dovecot_master(relay)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if read_proc(pid, "cmdline").rstrip(b"\0").endswith(b"/imap-hibernate"):
+            if parent_pid(pid) == master:
+                return True
+    return False
+
+
+def read_proc(pid, name):
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def parent_pid(pid):
+    stat = read_proc(pid, "stat").decode(errors="replace")
+    return stat.rsplit(")", 1)[-1].split()[1] if ")" in stat else None
+
+
+def relay_dovecot_master(relay):
+    config = str(relay.state_dir / "dovecot" / "dovecot.conf").encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if config in read_proc(pid, "cmdline") and b"dovecot" in read_proc(pid, "cmdline"):
+            return pid
+    return None
+
+
+def test_relays_deliver_to_each_other_over_https(relays, online_account):
+    alice = online_account(relays[0])
+    bob = online_account(relays[1])
+    secure_join(alice, bob)
+    offset = len(relays[1].log("postfix"))
+    exchange(alice, bob, "over /mxdeliv")
+    received = log_since(relays[1], "postfix", offset)
+    # Reinjected by filtermail-incoming, which got it from nginx: no
+    # session on the port-25 service.
+    assert "postfix/reinject_incoming/smtpd" in received, received
+    assert "postfix/smtpd/smtpd" not in received, received
+
+
 def test_ctrl_c_stops_every_process_of_the_relay():
     state = tempfile.mkdtemp(prefix="chatmail-e2e-stop-", dir="/var/tmp")
     relay = LocalRelay("127.0.0.3", 31000, state)
@@ -135,3 +275,27 @@ def test_ctrl_c_stops_every_process_of_the_relay():
     status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
     assert status.returncode != 0, "postfix still running"
     relay.remove_state()
+
+
+# Last: it leaves the second relay without nginx for the rest of the run.
+def test_without_nginx_relays_deliver_over_smtp(relays, online_account):
+    alice = online_account(relays[0])
+    bob = online_account(relays[1])
+    secure_join(alice, bob)
+    os.kill(relays[1].nginx_pid(), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((relays[1].address, relays[1].port(443)), timeout=1).close()
+            time.sleep(0.2)
+        except OSError:
+            break
+    else:
+        pytest.fail("nginx still listens")
+    offset = len(relays[1].log("postfix"))
+    seconds, snapshot = exchange(alice, bob, "over SMTP")
+    assert snapshot.text == "over SMTP"
+    assert seconds < ARRIVAL_LIMIT, f"{seconds:.1f} s"
+    received = log_since(relays[1], "postfix", offset)
+    assert "postfix/smtpd/smtpd" in received, received
+    assert "nginx exited" in "".join(relays[1].output)

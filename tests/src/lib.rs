@@ -13,6 +13,7 @@ mod dns;
 mod dovecot;
 mod http;
 mod imap;
+mod maildir;
 mod postfix;
 mod process;
 mod push;
@@ -29,6 +30,7 @@ pub use dns::{DnsMode, DnsServer};
 pub use dovecot::{Dovecot, DovecotOptions};
 pub use http::{HttpAnswer, HttpVersion, http_request, post_mxdeliv};
 pub use imap::ImapClient;
+pub use maildir::{is_gzip, read_message};
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{
     free_port, proc_status_kib, raise_fd_limit, wait_for_files, wait_for_path, wait_for_port,

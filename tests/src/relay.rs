@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chatmail_configure::{Context, DictSockets, Layout, Vmail, render_template};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::daemon::{Daemon, Ready};
 use crate::dovecot::{Dovecot, DovecotOptions};
 use crate::imap::ImapClient;
 use crate::postfix::{Postfix, PostfixOptions};
 use crate::process::{free_port, wait_for_port};
+use crate::smtp::SmtpClient;
 use crate::workdir::{VmailUser, WorkDir};
 
 #[derive(Debug, Clone, Default)]
@@ -153,7 +156,8 @@ impl Relay {
             work.path().join("auth.conf"),
             rendered("dovecot/auth.conf")?,
         )?;
-        let mut dovecot_config = String::new();
+        // Global mail_plugins must come before protocol blocks.
+        let mut dovecot_config = rendered("dovecot/mailstore.conf.ext")?;
         if options.quota {
             // Global mail_plugins must come before protocol blocks.
             dovecot_config.push_str(&rendered("dovecot/quota.conf.ext")?);
@@ -176,7 +180,11 @@ impl Relay {
 
         let uses_filters = options.outgoing_filter || options.incoming_filter;
         let (postfix_options, submission_port, mx_port) = if uses_filters {
-            for map in ["submission_header_cleanup", "sender_login_map"] {
+            for map in [
+                "submission_header_cleanup",
+                "sender_login_map",
+                "lmtp_header_cleanup",
+            ] {
                 fs::write(
                     layout.postfix_dir.join(map),
                     rendered(&format!("postfix/{map}"))?,
@@ -301,6 +309,15 @@ impl Relay {
     #[must_use]
     pub fn mx_port(&self) -> Option<u16> {
         self.mx_port
+    }
+
+    /// A session on the port-25 service as another relay opens it:
+    /// STARTTLS (the service requires TLS), then EHLO.
+    pub async fn connect_mx(&self) -> Result<SmtpClient<TlsStream<TcpStream>>> {
+        let port = self.mx_port.context("the relay has no port-25 service")?;
+        let mut client = SmtpClient::connect_starttls(port, self.postfix.cert()).await?;
+        client.ehlo().await?;
+        Ok(client)
     }
 
     /// The value of `key` in this relay's chatmail.ini.

@@ -47,6 +47,28 @@ impl SmtpClient<tokio_rustls::client::TlsStream<TcpStream>> {
         Self::connect_tls_at(std::net::Ipv4Addr::LOCALHOST.into(), port, cert).await
     }
 
+    /// Connects in cleartext, says EHLO and upgrades with STARTTLS (as
+    /// relays do on port 25), trusting only `cert`; EHLO again is the
+    /// caller's.
+    pub async fn connect_starttls(port: u16, cert: &SelfSignedCert) -> Result<Self> {
+        let mut plain = SmtpClient::connect(port).await?;
+        plain.ehlo().await?;
+        let reply = plain.command("STARTTLS").await?;
+        if reply.code != 220 {
+            bail!("STARTTLS refused: {:?}", reply.text);
+        }
+        // Nothing can be buffered: the server waits for the handshake.
+        let tcp = plain.stream.into_inner();
+        let connector = TlsConnector::from(Arc::new(cert.client_config()?));
+        let tls = connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await
+            .context("TLS handshake after STARTTLS")?;
+        Ok(Self {
+            stream: BufReader::new(tls),
+        })
+    }
+
     /// As [`Self::connect_tls`], to another loopback address.
     pub async fn connect_tls_at(
         ip: std::net::IpAddr,

@@ -49,11 +49,24 @@ impl SelfSignedCert {
 
     /// A TLS client configuration that trusts exactly this certificate.
     pub fn client_config(&self) -> Result<rustls::ClientConfig> {
+        self.client_config_for(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// As [`Self::client_config`], offering TLS 1.2 only (a client too
+    /// old for the servers that require TLS 1.3).
+    pub fn client_config_tls12_only(&self) -> Result<rustls::ClientConfig> {
+        self.client_config_for(&[&rustls::version::TLS12])
+    }
+
+    fn client_config_for(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<rustls::ClientConfig> {
         let cert = CertificateDer::from_pem_file(&self.cert_path)
             .with_context(|| format!("reading {}", self.cert_path.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(versions)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCert {
                 cert: cert.into_owned(),

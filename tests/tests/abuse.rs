@@ -197,8 +197,10 @@ async fn smtp(
 
 /// Port 25 of the relay, through Postfix and filtermail-incoming.
 async fn port25(world: &World, from: &str, rcpt: &str, message: &str) -> Result<SmtpReply> {
-    let port = world.relay.mx_port().expect("port-25 service");
-    smtp(port, None, from, &[rcpt], message, None).await
+    let mut client = world.relay.connect_mx().await?;
+    let reply = client.send(from, &[rcpt], message).await?;
+    client.quit().await;
+    Ok(reply)
 }
 
 /// Submission as `login`, through Postfix and filtermail-outgoing.
@@ -504,9 +506,7 @@ async fn utf8_forms_of_a_punycode_domain_are_refused() -> Result<()> {
     let w = world("xn--bcher-kva.example", &[]).await?;
     let victim_utf8 = format!("{VICTIM}@bücher.example");
     let message = signed(&w, "plain.eml", &victim_utf8)?;
-    let port = w.relay.mx_port().expect("port-25 service");
-    let mut client = SmtpClient::connect(port).await?;
-    client.ehlo().await?;
+    let mut client = w.relay.connect_mx().await?;
     let mail_from = client
         .command(&format!("MAIL FROM:<{REMOTE}> SMTPUTF8"))
         .await?;
@@ -717,7 +717,7 @@ async fn the_transport_never_contacts_internal_addresses() -> Result<()> {
     w.settle().await?;
     let bounces = w.wait_for_delivered(ALICE, 2)?;
     for bounce in bounces {
-        let text = fs::read_to_string(bounce)?;
+        let text = relay_tests::read_message(&bounce)?;
         assert!(text.contains("internal addresses"), "{text}");
     }
     assert_eq!(
@@ -771,12 +771,45 @@ async fn several_from_headers_are_refused_both_ways() -> Result<()> {
     Ok(())
 }
 
+/// Other relays deliver over TLS only, and users' clients speak TLS 1.3:
+/// a cleartext session on port 25 gets no further than MAIL, and a TLS 1.2
+/// handshake fails on submission (IMAP: the Delta Chat tests, on the
+/// local relay's complete Dovecot configuration).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vrfy_tells_nobody_which_accounts_exist() -> Result<()> {
+async fn port_25_requires_tls_and_clients_tls_1_3() -> Result<()> {
     let w = world("127.0.0.1", &[]).await?;
     let port = w.relay.mx_port().expect("port-25 service");
     let mut client = SmtpClient::connect(port).await?;
     client.ehlo().await?;
+    let mail_from = client.command(&format!("MAIL FROM:<{REMOTE}>")).await?;
+    assert_eq!(mail_from.code, 530, "{mail_from:?}");
+    client.quit().await;
+
+    for (service, port, cert) in [(
+        "submission",
+        w.relay.submission_port,
+        w.relay.postfix.cert(),
+    )] {
+        let connect = |config: rustls::ClientConfig| async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        let old = connect(cert.client_config_tls12_only()?).await;
+        assert!(old.is_err(), "{service} accepted TLS 1.2");
+        // The same client with TLS 1.3 gets in.
+        connect(cert.client_config()?).await?;
+    }
+    assert_eq!(w.delivered(VICTIM), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vrfy_tells_nobody_which_accounts_exist() -> Result<()> {
+    let w = world("127.0.0.1", &[]).await?;
+    let mut client = w.relay.connect_mx().await?;
     let known = client
         .command(&format!("VRFY <{}>", w.addr(VICTIM)))
         .await?;

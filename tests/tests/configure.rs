@@ -67,7 +67,10 @@ fn a_domain_relay_renders_and_validates() -> Result<()> {
     )?;
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("postconf and doveconf accept"), "{stdout}");
+    assert!(
+        stdout.contains("postconf, doveconf and nginx accept"),
+        "{stdout}"
+    );
 
     let main = postconf(dir.path(), &["-n"])?;
     for expected in [
@@ -160,7 +163,8 @@ fn submitted_mail_loses_headers_that_reveal_the_sender() -> Result<()> {
         ("Received: from phone (1.2.3.4)", "IGNORE"),
         ("X-Originating-IP: 1.2.3.4", "IGNORE"),
         ("User-Agent: Delta Chat", "IGNORE"),
-        ("Subject: [...]", ""),
+        ("Subject: our secret plans", "REPLACE Subject: [...]"),
+        ("Chat-Version: 1.0", ""),
     ] {
         let output = Command::new("postmap")
             .arg("-q")
@@ -173,6 +177,157 @@ fn submitted_mail_loses_headers_that_reveal_the_sender() -> Result<()> {
             "{header}"
         );
     }
+    Ok(())
+}
+
+/// Every setting the relay we replace has in its Postfix and Dovecot
+/// configuration, as the servers themselves read it back, so none can
+/// silently go missing from the templates.
+#[test]
+fn the_settings_of_the_relay_we_replace_are_rendered() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    assert_success(&configure_with(
+        "[params]\nmail_domain = chat.example.org\nmax_smtp_connections = 600\n\
+         max_message_size = 2000000\nprivacy_mail = privacy@chat.example.org\n",
+        dir.path(),
+        &["--dkim-milter", "inet:127.0.0.1:8891"],
+    )?);
+    let main = postconf(dir.path(), &["-n"])?;
+    for expected in [
+        "maximal_queue_lifetime = 2d",
+        "smtpd_peername_lookup = no",
+        "non_smtpd_milters = inet:127.0.0.1:8891",
+        "disable_vrfy_command = no",
+    ] {
+        assert!(
+            main.lines().any(|line| line == expected),
+            "{expected} missing in\n{main}"
+        );
+    }
+    let lmtp_checks = main
+        .lines()
+        .find_map(|line| line.strip_prefix("lmtp_header_checks = regexp:"))
+        .context("lmtp_header_checks")?;
+    for (header, expected) in [
+        ("DKIM-Signature: v=1; d=chat.example.org", "IGNORE"),
+        (
+            "Authentication-Results: chat.example.org; dkim=pass",
+            "IGNORE",
+        ),
+        ("Received: from a by b", "IGNORE"),
+        ("Autocrypt: addr=a@chat.example.org", ""),
+    ] {
+        let output = Command::new("postmap")
+            .args(["-q", header])
+            .arg(format!("regexp:{lmtp_checks}"))
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            expected,
+            "{header}"
+        );
+    }
+
+    let overrides = postconf(dir.path(), &["-P"])?;
+    for service in ["submission/inet", "smtps/inet"] {
+        for setting in [
+            "smtpd_tls_security_level = encrypt",
+            "smtpd_tls_protocols = >=TLSv1.3",
+            "smtpd_tls_mandatory_protocols = >=TLSv1.3",
+            "smtpd_client_connection_count_limit = 120",
+            "smtpd_sender_restrictions = reject_non_fqdn_sender,reject_sender_login_mismatch",
+        ] {
+            let expected = format!("{service}/{setting}");
+            assert!(
+                overrides.lines().any(|line| line == expected),
+                "{expected} missing in\n{overrides}"
+            );
+        }
+    }
+    for expected in [
+        "smtp/inet/smtpd_tls_security_level = encrypt",
+        "127.0.0.1:10025/inet/milter_macro_daemon_name = ORIGINATING",
+        "127.0.0.1:10025/inet/smtpd_milters = inet:127.0.0.1:8891",
+        // Trace headers stay on mail to other relays.
+        "lmtp-filtermail/unix/lmtp_header_checks = ",
+    ] {
+        assert!(
+            overrides
+                .lines()
+                .any(|line| line.trim_end() == expected.trim_end()),
+            "{expected} missing in\n{overrides}"
+        );
+    }
+    // TLS 1.2 stays possible on port 25 (main.cf's protocols).
+    assert!(
+        main.contains("smtpd_tls_mandatory_protocols = >=TLSv1.2"),
+        "{main}"
+    );
+
+    let dovecot = doveconf(dir.path())?;
+    for expected in [
+        "mail_plugins = \" zlib quota\"",
+        "zlib_save = gz",
+        "imap_hibernate_timeout = 30 secs",
+        "service imap-hibernate {",
+        "process_min_avail = 4",
+        "vsz_limit = 1 G",
+        "quota_grace = 0%%",
+        "quota_max_mail_size = 2000000",
+        "lmtp_add_received_header = no",
+        "mail_fsync = never",
+        "unix_listener anvil-auth-penalty {\n    mode = 00\n",
+        "ssl_min_protocol = TLSv1.3",
+        "special_use = \\Drafts",
+        "special_use = \\Junk",
+        "special_use = \\Trash",
+        "special_use = \\Sent",
+        "mail_server_admin = mailto:privacy@chat.example.org",
+    ] {
+        assert!(
+            dovecot.contains(expected),
+            "{expected} missing in\n{dovecot}"
+        );
+    }
+
+    // The web front door: nginx -t accepted it (chatmail-configure checks),
+    // and it routes what the relay we replace routes.
+    let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
+    for expected in [
+        "listen 443 ssl http2;",
+        "listen [::]:443 ssl http2;",
+        "server_name chat.example.org;",
+        "location = /mxdeliv {",
+        "proxy_pass http://127.0.0.1:10082;",
+        "client_max_body_size 3048576;",
+        "location = /new {",
+        "limit_req zone=chatmail_new",
+        "fastcgi_param SCRIPT_FILENAME /usr/bin/chatmail-newemail;",
+        "return 301 https://chat.example.org$request_uri;",
+    ] {
+        assert!(site.contains(expected), "{expected} missing in\n{site}");
+    }
+    let ini = dir.path().join("chatmail.ini");
+    assert!(
+        site.contains(&format!("fastcgi_param CHATMAIL_INI {};", ini.display())),
+        "{site}"
+    );
+    let index = fs::read_to_string(dir.path().join("etc/www/index.html"))?;
+    assert!(
+        index.contains("DCACCOUNT:https://chat.example.org/new"),
+        "{index}"
+    );
+    assert!(index.contains("privacy@chat.example.org"), "{index}");
+
+    // COMPRESS=DEFLATE sessions cannot hibernate.
+    let compressed = tempfile::tempdir()?;
+    assert_success(&configure(
+        "[params]\nmail_domain = chat.example.org\nimap_compress = true\n",
+        compressed.path(),
+    )?);
+    let dovecot = doveconf(compressed.path())?;
+    assert!(!dovecot.contains("imap_hibernate_timeout"), "{dovecot}");
+    assert!(!dovecot.contains("mail_server_admin"), "{dovecot}");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::Full;
 use relay_tests::{
-    DkimKey, DnsMode, DnsServer, HttpVersion, Relay, RelayOptions, SmtpClient, SmtpReply,
+    DkimKey, DnsMode, DnsServer, HttpVersion, ImapClient, Relay, RelayOptions, SmtpReply,
     VmailUser, http_request, post_mxdeliv, test_mail, wait_for_files,
 };
 
@@ -97,9 +97,7 @@ async fn deliver(
 ) -> Result<Outcome> {
     match door {
         Door::Smtp => {
-            let port = relay.mx_port().expect("port-25 service");
-            let mut client = SmtpClient::connect(port).await?;
-            client.ehlo().await?;
+            let mut client = relay.connect_mx().await?;
             let text = String::from_utf8(message.to_vec())?;
             let SmtpReply { code, text, .. } = client.send(mail_from, rcpt_to, &text).await?;
             client.quit().await;
@@ -184,10 +182,31 @@ async fn encrypted_signed_mail_is_delivered_through_both_doors() -> Result<()> {
             (NEW_USER, n + 1),
         )
         .await?;
-        // Delivered unchanged after the headers Postfix and Dovecot add.
-        let text = fs::read_to_string(files.first().expect("a file"))?;
+        // Stored compressed, unchanged but for Return-Path and Delivered-To;
+        // the signature and trace headers are gone (lmtp_header_checks,
+        // lmtp_add_received_header = no).
+        let file = files.first().expect("a file");
+        assert!(relay_tests::is_gzip(file)?, "{}", file.display());
+        let text = relay_tests::read_message(file)?;
         assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
         assert!(text.contains("Return-Path: <one@example.org>"), "{text}");
+        for header in ["DKIM-Signature:", "Received:", "Authentication-Results:"] {
+            assert!(!text.contains(header), "{door:?}: {header} kept in\n{text}");
+        }
+    }
+    // IMAP serves the compressed files as the messages they are.
+    let mut imap = ImapClient::connect(relay.dovecot.imaps_port(), relay.dovecot.cert()).await?;
+    assert!(imap.login(NEW_USER, PASSWORD).await?);
+    assert!(imap.command("SELECT INBOX").await?.starts_with("OK"));
+    let (fetched, status) = imap.command_lines("FETCH 1:* BODY.PEEK[]").await?;
+    assert!(status.starts_with("OK"), "{status}");
+    assert_eq!(fetched.len(), DOORS.len(), "{fetched:?}");
+    for message in fetched {
+        assert!(
+            message.contains("Content-Type: multipart/encrypted"),
+            "{message}"
+        );
+        assert!(message.contains("-----BEGIN PGP MESSAGE-----"), "{message}");
     }
     Ok(())
 }
@@ -343,12 +362,10 @@ async fn lines_of_dots_survive_every_hop() -> Result<()> {
         (NEW_USER, 1),
     )
     .await?;
-    let delivered = fs::read_to_string(files.first().expect("a file"))?;
+    let delivered = relay_tests::read_message(files.first().expect("a file"))?;
     assert!(delivered.contains("\n\n.\n..\n.dot first\n"), "{delivered}");
     // DATA that is nothing but its end: an empty message is no mail.
-    let port = relay.mx_port().expect("port-25 service");
-    let mut client = SmtpClient::connect(port).await?;
-    client.ehlo().await?;
+    let mut client = relay.connect_mx().await?;
     let reply = client.send(sender, &[NEW_USER], "").await?;
     assert_eq!(reply.code, 500, "{reply:?}");
     client.quit().await;
@@ -371,7 +388,7 @@ async fn forged_envelope_sender_gets_an_empty_return_path() -> Result<()> {
         )
         .await?;
         for file in files {
-            let text = fs::read_to_string(file)?;
+            let text = relay_tests::read_message(&file)?;
             assert!(text.starts_with("Return-Path: <>"), "{door:?}: {text}");
         }
     }
@@ -474,7 +491,7 @@ async fn refused_mail_is_kept_only_when_asked() -> Result<()> {
     let outcome = deliver(relay, Door::Smtp, REMOTE, &[NEW_USER], &unsigned).await?;
     assert_code(&outcome, 554, Door::Smtp);
     let files = wait_for_files(&kept, 1, Duration::from_secs(5))?;
-    let text = fs::read_to_string(files.first().expect("a file"))?;
+    let text = relay_tests::read_message(files.first().expect("a file"))?;
     assert!(text.starts_with("X-Filtermail-Refused: 554"), "{text}");
     // Accepted mail is not kept.
     let signed = key.sign(&unsigned)?;

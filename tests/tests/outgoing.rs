@@ -75,10 +75,20 @@ async fn encrypted_mail_is_delivered_with_an_identical_body() -> Result<()> {
     let reply = submit(&relay, SENDER, &message).await?;
     assert_eq!(reply.code, 250, "{reply:?}");
     let files = wait_for_files(&inbox(&relay, RECIPIENT), 1, Duration::from_secs(20))?;
-    let delivered = fs::read_to_string(files.first().expect("one file"))?;
+    let delivered = relay_tests::read_message(files.first().expect("one file"))?;
     let sent = message.replace("\r\n", "\n");
     assert_eq!(body_of(&delivered).replace("\r\n", "\n"), body_of(&sent));
     assert!(delivered.contains("Content-Type: multipart/encrypted"));
+    // The subject outside the encryption tells nothing (it was "Hi"), and
+    // no header records the path the message took.
+    assert!(
+        delivered
+            .lines()
+            .any(|line| line.trim_end() == "Subject: [...]"),
+        "{delivered}"
+    );
+    assert!(!delivered.contains("Subject: Hi"), "{delivered}");
+    assert!(!delivered.contains("Received:"), "{delivered}");
     Ok(())
 }
 

@@ -64,7 +64,7 @@ fn expected_files() -> Result<Vec<String>> {
         let name = entry?.file_name().to_string_lossy().into_owned();
         files.push(format!("lib/systemd/system/{name}"));
     }
-    for dir in ["postfix", "dovecot"] {
+    for dir in ["postfix", "dovecot", "nginx", "www"] {
         for entry in fs::read_dir(repo_root().join(dir))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
             files.push(format!("usr/share/chatmail-relay/templates/{dir}/{name}"));
@@ -92,6 +92,8 @@ fn the_package_holds_every_daemon_unit_and_template() -> Result<()> {
         "dovecot-imapd",
         "dovecot-lmtpd",
         "adduser",
+        "nginx",
+        "fcgiwrap",
     ] {
         assert!(info.contains(dependency), "{dependency} missing in\n{info}");
     }

@@ -80,6 +80,9 @@ pub struct Config {
     /// A file of DNSKEY records trusted instead of the root's keys (for
     /// tests with a signed zone on loopback).
     pub dns_trust_anchor: Option<PathBuf>,
+    /// Where users reach the operator about privacy (privacy_mail); IMAP
+    /// names it as the server's admin.
+    pub privacy_mail: Option<String>,
     /// Where filtermail-incoming keeps the messages it refuses, for
     /// debugging; `None` (the default) keeps no private data at rest.
     pub filtermail_refused_mail_dir: Option<PathBuf>,
@@ -225,6 +228,7 @@ impl Config {
             dns_resolver: params.optional("dns_resolver", value::socket_addr(53))?,
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,
+            privacy_mail: params.optional("privacy_mail", value::contact_address)?,
             filtermail_refused_mail_dir: params
                 .optional("filtermail_refused_mail_dir", value::path)?,
             notification_url: params.get(

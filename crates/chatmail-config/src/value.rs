@@ -131,3 +131,19 @@ pub fn url(text: &str) -> Result<String, String> {
     }
     Ok(text.to_owned())
 }
+
+/// A contact address such as `privacy@example.org` (it goes into server
+/// configuration files, so nothing that could end a line or a value).
+pub fn contact_address(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let well_formed = text
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '<' | '>' | '{' | '}'));
+    if !well_formed {
+        return Err("expected an address such as privacy@example.org".into());
+    }
+    Ok(text.to_owned())
+}

@@ -232,6 +232,26 @@ tls_external_cert_and_key = /a.pem /b.pem
 ",
     );
     assert!(config.unknown_keys.is_empty(), "{:?}", config.unknown_keys);
+    assert_eq!(config.privacy_mail.as_deref(), Some("privacy@example.org"));
+}
+
+#[test]
+fn privacy_mail_must_be_one_address() {
+    assert_eq!(parse_ok("mail_domain = example.org\n").privacy_mail, None);
+    assert_eq!(
+        parse_ok("mail_domain = example.org\nprivacy_mail =\n").privacy_mail,
+        None
+    );
+    assert_bad_value(
+        "mail_domain = example.org\nprivacy_mail = nobody\n",
+        "privacy_mail",
+        "nobody",
+    );
+    assert_bad_value(
+        "mail_domain = example.org\nprivacy_mail = a@b.org } ssl = no\n",
+        "privacy_mail",
+        "a@b.org } ssl = no",
+    );
 }
 
 #[test]

@@ -58,3 +58,64 @@ pub fn dovecot(config_file: &Path) -> Result<String, ConfigureError> {
         "doveconf -n",
     )
 }
+
+/// `nginx -t` on a complete nginx.conf, with nginx's own start-up log in
+/// `error_log` (the default one may not be writable).
+pub fn nginx(config_file: &Path, error_log: &Path) -> Result<(), ConfigureError> {
+    let output = Command::new("nginx")
+        .arg("-t")
+        .arg("-q")
+        .arg("-c")
+        .arg(config_file)
+        .arg("-e")
+        .arg(error_log)
+        .output()
+        .map_err(|source| ConfigureError::ToolMissing {
+            tool: "nginx -t",
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(ConfigureError::ToolFailed {
+            tool: "nginx -t",
+            status: output.status,
+            output: stderr.into_owned(),
+        });
+    }
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("[warn]"))
+        .collect();
+    if !warnings.is_empty() {
+        return Err(ConfigureError::ToolWarned {
+            tool: "nginx -t",
+            warnings: warnings.join("\n"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a site file alone: `nginx -t` on a minimal nginx.conf that
+/// includes it, written (with nginx's scratch files) into `scratch`.
+pub fn nginx_site(site: &Path, scratch: &Path) -> Result<(), ConfigureError> {
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ConfigureError::Io {
+            action: "writing",
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(scratch).map_err(io_error(scratch))?;
+    let dir = scratch.display();
+    let wrapper = scratch.join("nginx.conf");
+    let text = format!(
+        "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n\
+         client_body_temp_path {dir}/body;\nproxy_temp_path {dir}/proxy;\n\
+         fastcgi_temp_path {dir}/fastcgi;\nuwsgi_temp_path {dir}/uwsgi;\n\
+         scgi_temp_path {dir}/scgi;\ninclude {};\n}}\n",
+        site.display()
+    );
+    std::fs::write(&wrapper, text).map_err(io_error(&wrapper))?;
+    nginx(&wrapper, &scratch.join("error.log"))
+}

@@ -26,6 +26,34 @@ pub struct Context {
     pub private: Option<Private>,
     pub dkim_milter: Option<String>,
     pub imap: Imap,
+    /// privacy_mail of chatmail.ini, for Dovecot's mail_server_admin.
+    pub privacy_mail: Option<String>,
+    pub web: Web,
+    /// delete_mails_after of chatmail.ini, in days, for the index page.
+    pub delete_mails_after: u32,
+}
+
+/// The nginx site: the web front door.
+#[derive(Debug, Clone, Serialize)]
+pub struct Web {
+    /// nginx `listen` values for HTTPS and for plain HTTP.
+    pub https_listen: Vec<String>,
+    pub http_listen: Vec<String>,
+    /// nginx's server_name: the domain, or the address of an IP-only relay.
+    pub server_name: String,
+    /// How the relay's HTTPS address is written in a URL
+    /// (`chat.example.org`, `1.2.3.4`, `[::1]:20443`).
+    pub url_authority: String,
+    /// filtermail-incoming's HTTP port, which /mxdeliv is proxied to.
+    pub incoming_http: u16,
+    /// nginx's client_max_body_size for /mxdeliv, in bytes.
+    pub max_body: u64,
+    pub newemail: String,
+    /// chatmail.ini, which chatmail-newemail reads.
+    pub config_path: String,
+    pub fcgiwrap_socket: String,
+    pub www_dir: String,
+    pub site: String,
 }
 
 /// Optional IMAP features (chatmail.ini imap_compress, imap_rawlog).
@@ -72,6 +100,9 @@ pub struct Filter {
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
     pub max_smtp_connections: u32,
+    /// A fifth of max_smtp_connections for one client address on the
+    /// submission services, at least 1.
+    pub max_smtp_connections_per_client: u32,
     pub max_imap_connections: u32,
     pub max_message_size: u64,
     pub quota_mb: u64,
@@ -108,6 +139,22 @@ pub struct Private {
     pub dovecot_state_dir: String,
     pub dovecot_log: String,
     pub instance_name: String,
+    pub nginx_dir: String,
+    pub log_dir: String,
+    /// The user nginx's workers run as (they connect to fcgiwrap's
+    /// socket, which runs as the same user).
+    pub nginx_user: String,
+}
+
+/// nginx `listen` values for `port`: the one address, or every IPv4 (and
+/// IPv6, unless disabled) address.
+fn listen_values(listen: Option<IpAddr>, ipv6: bool, port: u16) -> Vec<String> {
+    match listen {
+        Some(IpAddr::V4(address)) => vec![format!("{address}:{port}")],
+        Some(IpAddr::V6(address)) => vec![format!("[{address}]:{port}")],
+        None if ipv6 => vec![port.to_string(), format!("[::]:{port}")],
+        None => vec![port.to_string()],
+    }
 }
 
 fn text(path: &Path) -> String {
@@ -177,6 +224,7 @@ impl Context {
             },
             limits: Limits {
                 max_smtp_connections: config.max_smtp_connections,
+                max_smtp_connections_per_client: (config.max_smtp_connections / 5).max(1),
                 max_imap_connections: config.max_imap_connections,
                 max_message_size: config.max_message_size,
                 quota_mb,
@@ -202,6 +250,9 @@ impl Context {
                 compress: config.imap_compress,
                 rawlog: config.imap_rawlog,
             },
+            privacy_mail: config.privacy_mail.clone(),
+            web: web(config, layout),
+            delete_mails_after: config.delete_mails_after,
             private: layout.private.as_ref().map(|instance| Private {
                 root: text(&instance.root),
                 queue_dir: text(&instance.postfix_queue()),
@@ -211,8 +262,41 @@ impl Context {
                 dovecot_state_dir: text(&instance.dovecot_state()),
                 dovecot_log: text(&instance.log_dir().join("dovecot.log")),
                 instance_name: instance.instance_name.clone(),
+                nginx_dir: text(&instance.nginx_dir()),
+                log_dir: text(&instance.log_dir()),
+                nginx_user: "vmail".into(),
             }),
         }
+    }
+}
+
+fn web(config: &Config, layout: &Layout) -> Web {
+    // The name clients use: the domain, or an IP-only relay's address
+    // (its reverse-pointer host name is for SMTP greetings only).
+    let server_name = config.mail_domain.to_string();
+    let host = match layout.listen {
+        Some(IpAddr::V6(address)) => format!("[{address}]"),
+        Some(address) => address.to_string(),
+        None => server_name.clone(),
+    };
+    let url_authority = match layout.ports.https {
+        443 => host,
+        port => format!("{host}:{port}"),
+    };
+    let ipv6 = !config.disable_ipv6;
+    Web {
+        https_listen: listen_values(layout.listen, ipv6, layout.ports.https),
+        http_listen: listen_values(layout.listen, ipv6, layout.ports.http),
+        server_name,
+        url_authority,
+        incoming_http: config.filtermail_http_port_incoming,
+        // Headers and the line-ending slack of a message at the limit.
+        max_body: config.max_message_size + 1024 * 1024,
+        newemail: text(&layout.bin_dir.join("chatmail-newemail")),
+        config_path: text(&config.path),
+        fcgiwrap_socket: text(&layout.web.fcgiwrap_socket),
+        www_dir: text(&layout.web.www_dir),
+        site: text(&layout.web.site),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct PublicPorts {
     pub smtps: u16,
     pub imap: u16,
     pub imaps: u16,
+    /// nginx: HTTPS for /new and /mxdeliv, HTTP for redirects (and ACME).
+    pub https: u16,
+    pub http: u16,
 }
 
 impl PublicPorts {
@@ -24,6 +27,8 @@ impl PublicPorts {
         smtps: 465,
         imap: 143,
         imaps: 993,
+        https: 443,
+        http: 80,
     };
 
     /// The standard ports moved up by `base` (25 -> base + 25, ...), for
@@ -39,6 +44,8 @@ impl PublicPorts {
             smtps: shift(465)?,
             imap: shift(143)?,
             imaps: shift(993)?,
+            https: shift(443)?,
+            http: shift(80)?,
         })
     }
 }
@@ -107,6 +114,12 @@ impl PrivateInstance {
     pub fn log_dir(&self) -> PathBuf {
         self.root.join("log")
     }
+
+    /// nginx's configuration, pid file and temporary files.
+    #[must_use]
+    pub fn nginx_dir(&self) -> PathBuf {
+        self.root.join("nginx")
+    }
 }
 
 /// The owner of all mailboxes.
@@ -148,6 +161,47 @@ pub struct Layout {
     /// Postfix writes it (`unix:opendkim/opendkim.sock`,
     /// `inet:127.0.0.1:8891`).
     pub dkim_milter: Option<String>,
+    pub web: WebLayout,
+}
+
+/// Where the web front door's files are (nginx site, index page) and how
+/// nginx reaches chatmail-newemail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebLayout {
+    /// The rendered nginx site.
+    pub site: PathBuf,
+    /// The directory nginx reads sites from, where the site gets a link
+    /// (Debian's sites-enabled), if any.
+    pub sites_enabled: Option<PathBuf>,
+    /// The index page's directory (nginx's root).
+    pub www_dir: PathBuf,
+    /// fcgiwrap's socket, which runs chatmail-newemail as CGI.
+    pub fcgiwrap_socket: PathBuf,
+}
+
+impl WebLayout {
+    /// Debian's nginx and fcgiwrap packages.
+    #[must_use]
+    pub fn system() -> Self {
+        Self {
+            site: "/etc/nginx/sites-available/chatmail".into(),
+            sites_enabled: Some("/etc/nginx/sites-enabled".into()),
+            www_dir: "/var/www/chatmail".into(),
+            fcgiwrap_socket: "/run/fcgiwrap.socket".into(),
+        }
+    }
+
+    /// All under `dir` (`--output`, private instances): the site and the
+    /// page, nothing enabled.
+    #[must_use]
+    pub fn in_dir(dir: &Path, fcgiwrap_socket: PathBuf) -> Self {
+        Self {
+            site: dir.join("nginx").join("chatmail-site.conf"),
+            sites_enabled: None,
+            www_dir: dir.join("www"),
+            fcgiwrap_socket,
+        }
+    }
 }
 
 impl Layout {
@@ -169,6 +223,7 @@ impl Layout {
             vmail,
             private: None,
             dkim_milter: None,
+            web: WebLayout::system(),
         }
     }
 

@@ -1,14 +1,15 @@
-//! `chatmail-configure [CONFIG]`: writes the Postfix and Dovecot
-//! configuration of a chatmail relay and checks it with postconf and
-//! doveconf.
+//! `chatmail-configure [CONFIG]`: writes the Postfix, Dovecot and nginx
+//! configuration of a chatmail relay and checks it with postconf,
+//! doveconf and nginx -t.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
 use chatmail_configure::{
-    Context, Layout, Vmail, check_dovecot, check_postfix, render_all, write_files,
+    Context, Layout, Vmail, WebLayout, check_dovecot, check_nginx_site, check_postfix, render_all,
+    write_files,
 };
 use clap::Parser;
 
@@ -18,8 +19,9 @@ struct Args {
     /// chatmail.ini of the relay.
     #[arg(default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Write into DIR/postfix and DIR/dovecot instead of /etc/postfix and
-    /// /etc/dovecot (the files then refer to each other there).
+    /// Write into DIR/postfix, DIR/dovecot, DIR/nginx and DIR/www instead
+    /// of /etc/postfix, /etc/dovecot, /etc/nginx/sites-available and
+    /// /var/www/chatmail (the files then refer to each other there).
     #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
     /// TLS certificate chain (PEM) for SMTP and IMAP.
@@ -33,7 +35,7 @@ struct Args {
     /// Other chatmail relays refuse unsigned mail from a domain.
     #[arg(long, value_name = "MILTER")]
     dkim_milter: Option<String>,
-    /// Skip `postconf` and `doveconf` on the result.
+    /// Skip `postconf`, `doveconf` and `nginx -t` on the result.
     #[arg(long)]
     no_check: bool,
 }
@@ -44,6 +46,7 @@ fn run(args: &Args) -> Result<()> {
     if let Some(dir) = &args.output {
         layout.postfix_dir = dir.join("postfix");
         layout.dovecot_dir = dir.join("dovecot");
+        layout.web = WebLayout::in_dir(dir, layout.web.fcgiwrap_socket.clone());
     }
     if let Some(cert) = &args.tls_cert {
         layout.tls_cert.clone_from(cert);
@@ -72,11 +75,36 @@ fn run(args: &Args) -> Result<()> {
         check_postfix(&layout.postfix_dir).context("the rendered Postfix configuration")?;
         check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))
             .context("the rendered Dovecot configuration")?;
-        println!("postconf and doveconf accept the configuration");
+        let scratch =
+            std::env::temp_dir().join(format!("chatmail-configure-nginx-{}", std::process::id()));
+        let checked = check_nginx_site(&layout.web.site, &scratch);
+        // Only nginx's scratch files are in there.
+        let _ = std::fs::remove_dir_all(&scratch);
+        checked.context("the rendered nginx site")?;
+        println!("postconf, doveconf and nginx accept the configuration");
+    }
+    if let Some(enabled) = &layout.web.sites_enabled {
+        enable_site(&layout.web.site, enabled)?;
     }
     if !written.is_empty() && args.output.is_none() {
-        println!("apply it with: systemctl reload postfix dovecot");
+        println!("apply it with: systemctl reload postfix dovecot nginx");
     }
+    Ok(())
+}
+
+/// Links the site into nginx's sites-enabled (as Debian's packages do),
+/// unless a file of that name is already there.
+fn enable_site(site: &Path, enabled_dir: &Path) -> Result<()> {
+    let Some(name) = site.file_name() else {
+        return Ok(());
+    };
+    let link = enabled_dir.join(name);
+    if link.symlink_metadata().is_ok() || !enabled_dir.is_dir() {
+        return Ok(());
+    }
+    std::os::unix::fs::symlink(site, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), site.display()))?;
+    println!("enabled the nginx site: {}", link.display());
     Ok(())
 }
 

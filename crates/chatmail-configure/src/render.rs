@@ -36,6 +36,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../postfix/sender_login_map"),
     ),
     (
+        "postfix/lmtp_header_cleanup",
+        include_str!("../../../postfix/lmtp_header_cleanup"),
+    ),
+    (
         "dovecot/dovecot.conf",
         include_str!("../../../dovecot/dovecot.conf"),
     ),
@@ -56,6 +60,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../dovecot/metadata.conf.ext"),
     ),
     (
+        "dovecot/mailstore.conf.ext",
+        include_str!("../../../dovecot/mailstore.conf.ext"),
+    ),
+    (
         "dovecot/quota.conf.ext",
         include_str!("../../../dovecot/quota.conf.ext"),
     ),
@@ -63,6 +71,15 @@ const TEMPLATES: &[(&str, &str)] = &[
         "dovecot/push_notification.lua",
         include_str!("../../../dovecot/push_notification.lua"),
     ),
+    (
+        "nginx/chatmail-site.conf",
+        include_str!("../../../nginx/chatmail-site.conf"),
+    ),
+    (
+        "nginx/nginx.conf",
+        include_str!("../../../nginx/nginx.conf"),
+    ),
+    ("www/index.html", include_str!("../../../www/index.html")),
 ];
 
 /// The templates that become files of an installation (the others are
@@ -72,13 +89,18 @@ const INSTALLED: &[&str] = &[
     "postfix/master.cf",
     "postfix/submission_header_cleanup",
     "postfix/sender_login_map",
+    "postfix/lmtp_header_cleanup",
     "dovecot/dovecot.conf",
     "dovecot/auth.conf",
     "dovecot/auth-dict.conf.ext",
     "dovecot/last-login.conf.ext",
     "dovecot/metadata.conf.ext",
+    "dovecot/mailstore.conf.ext",
     "dovecot/quota.conf.ext",
     "dovecot/push_notification.lua",
+    "nginx/chatmail-site.conf",
+    "nginx/nginx.conf",
+    "www/index.html",
 ];
 
 /// One rendered configuration file.
@@ -123,21 +145,34 @@ fn render_with(
     template.render(context).map_err(template_error(name))
 }
 
-/// Every file of a relay's Postfix and Dovecot configuration, at the
-/// paths `layout` gives.
+/// Where the rendered `name` goes in `layout`: Postfix's and Dovecot's
+/// directories, the nginx site and the web root; an instance of its own
+/// gets a whole nginx.conf too.
+fn destination(name: &str, layout: &Layout) -> Option<PathBuf> {
+    match name.split_once('/')? {
+        ("postfix", file) => Some(layout.postfix_dir.join(file)),
+        ("dovecot", file) => Some(layout.dovecot_dir.join(file)),
+        ("nginx", "chatmail-site.conf") => Some(layout.web.site.clone()),
+        ("nginx", "nginx.conf") => layout
+            .private
+            .as_ref()
+            .map(|instance| instance.nginx_dir().join("nginx.conf")),
+        ("www", file) => Some(layout.web.www_dir.join(file)),
+        _ => None,
+    }
+}
+
+/// Every file of a relay's Postfix, Dovecot and nginx configuration, at
+/// the paths `layout` gives.
 pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile>, ConfigureError> {
     // The templates are parsed once for all files.
     let env = environment()?;
     INSTALLED
         .iter()
-        .map(|name| {
-            let (dir, file) = match name.split_once('/') {
-                Some(("postfix", file)) => (&layout.postfix_dir, file),
-                Some((_, file)) => (&layout.dovecot_dir, file),
-                None => (&layout.dovecot_dir, *name),
-            };
+        .filter_map(|name| destination(name, layout).map(|path| (name, path)))
+        .map(|(name, path)| {
             Ok(RenderedFile {
-                path: dir.join(file),
+                path,
                 text: render_with(&env, name, context)?,
             })
         })
@@ -193,7 +228,7 @@ mod tests {
 
     use super::{render_all, write_files};
     use crate::context::Context;
-    use crate::layout::{Layout, Vmail};
+    use crate::layout::{Layout, Vmail, WebLayout};
 
     fn rendered(dir: &Path) -> Vec<super::RenderedFile> {
         let config = Config::from_ini_str(
@@ -207,6 +242,7 @@ mod tests {
         });
         layout.postfix_dir = dir.join("postfix");
         layout.dovecot_dir = dir.join("dovecot");
+        layout.web = WebLayout::in_dir(dir, "/run/fcgiwrap.socket".into());
         render_all(&Context::new(&config, &layout), &layout).expect("templates render")
     }
 
@@ -214,11 +250,14 @@ mod tests {
     fn every_file_lands_in_its_servers_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
-        assert_eq!(files.len(), 11);
+        // Postfix 5, Dovecot 8, the nginx site and the index page; a
+        // system nginx has its own nginx.conf.
+        assert_eq!(files.len(), 15);
         for file in &files {
             assert!(
-                file.path.starts_with(dir.path().join("postfix"))
-                    || file.path.starts_with(dir.path().join("dovecot")),
+                ["postfix", "dovecot", "nginx", "www"]
+                    .iter()
+                    .any(|dir_name| file.path.starts_with(dir.path().join(dir_name))),
                 "{}",
                 file.path.display()
             );

@@ -33,9 +33,10 @@ struct Args {
     /// PORT_BASE + 1025 and up.
     #[arg(long, default_value_t = 20000)]
     port_base: u16,
-    /// The port base of the relays this one delivers to: remote SMTP is
-    /// tried on PEER_PORT_BASE + 25 (default: the same as ours, as for a
-    /// second relay on another loopback address).
+    /// The port base of the relays this one delivers to: remote HTTPS
+    /// (/mxdeliv) is tried on PEER_PORT_BASE + 443, then SMTP on
+    /// PEER_PORT_BASE + 25 (default: the same as ours, as for a second
+    /// relay on another loopback address).
     #[arg(long)]
     peer_port_base: Option<u16>,
     /// Mailboxes, sockets, logs, queue and configuration (default
@@ -115,9 +116,7 @@ fn start(args: &Args) -> Result<Running> {
     let relay = LocalRelay::prepare(&Options {
         address: args.listen,
         ports: Ports::from_base(args.port_base)?,
-        peer_smtp_port: Ports::from_base(args.peer_port_base.unwrap_or(args.port_base))?
-            .public
-            .smtp,
+        peer_ports: Ports::from_base(args.peer_port_base.unwrap_or(args.port_base))?,
         state_dir: args.state_dir.clone().unwrap_or_else(|| {
             PathBuf::from(format!("/var/tmp/chatmail-local-relay/{}", args.listen))
         }),
@@ -132,6 +131,7 @@ fn start(args: &Args) -> Result<Running> {
     relay.start_postfix()?;
     running.postfix_dir = Some(relay.layout.postfix_dir.clone());
     running.processes.push(relay.start_dovecot()?);
+    relay.start_web(&mut running.processes)?;
     print_welcome(args.listen, &relay.ports, &relay.state)?;
     Ok(running)
 }
@@ -149,6 +149,10 @@ fn print_welcome(address: Ipv4Addr, ports: &Ports, state: &StateDir) -> Result<(
     println!(
         "  SMTP  {address}:{} (TLS), {address}:{} (STARTTLS), {address}:{} (from other relays)",
         public.smtps, public.submission, public.smtp
+    );
+    println!(
+        "  HTTPS https://{address}:{}/ (POST /new hands out accounts; other relays POST /mxdeliv)",
+        public.https
     );
     println!("  state {}", state.root.display());
     println!("  logs  {}", state.log().display());
@@ -173,6 +177,7 @@ async fn watch(running: &mut Running) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut started = vec![std::time::Instant::now(); running.processes.len()];
     let mut quick_exits = vec![0u32; running.processes.len()];
+    let mut nginx_reported = false;
     loop {
         tick.tick().await;
         for (index, process) in running.processes.iter_mut().enumerate() {
@@ -182,6 +187,18 @@ async fn watch(running: &mut Running) {
             if process.name == "dovecot" {
                 eprintln!("dovecot exited ({status}); stopping the relay. See its log.");
                 return;
+            }
+            if process.name == "nginx" {
+                // As a relay whose web server is down: other relays
+                // deliver over SMTP, and /new is gone until a restart.
+                if !nginx_reported {
+                    eprintln!(
+                        "nginx exited ({status}); other relays now deliver over SMTP. \
+                         Restart the relay to bring HTTPS back."
+                    );
+                    nginx_reported = true;
+                }
+                continue;
             }
             let (Some(since), Some(quick)) = (started.get_mut(index), quick_exits.get_mut(index))
             else {

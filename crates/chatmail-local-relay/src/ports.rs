@@ -13,9 +13,6 @@ pub struct Ports {
     pub transport_lmtp: u16,
     pub reinject: u16,
     pub reinject_incoming: u16,
-    /// Nothing listens here: the transport's HTTPS attempt fails at once
-    /// and it falls back to SMTP, as towards a relay without nginx.
-    pub https: u16,
 }
 
 impl Ports {
@@ -34,7 +31,6 @@ impl Ports {
             transport_lmtp: at(1083)?,
             reinject: at(1025)?,
             reinject_incoming: at(1026)?,
-            https: at(443)?,
         })
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chatmail_config::Config;
 use chatmail_configure::{
-    Context, DictSockets, Layout, PrivateInstance, Vmail, check_dovecot, check_postfix, render_all,
-    write_files,
+    Context, DictSockets, Layout, PrivateInstance, Vmail, WebLayout, check_dovecot, check_nginx,
+    check_postfix, render_all, write_files,
 };
 
 use crate::loopback;
@@ -32,14 +32,15 @@ const VMAIL_DAEMONS: &[&str] = &[
     "filtermail-incoming",
     "filtermail-transport",
     "chatmail-quota-expire",
+    "chatmail-newemail",
 ];
 
 /// What the command line decided.
 pub struct Options {
     pub address: Ipv4Addr,
     pub ports: Ports,
-    /// Where filtermail-transport finds other relays' SMTP.
-    pub peer_smtp_port: u16,
+    /// Where filtermail-transport finds other relays' SMTP and HTTPS.
+    pub peer_ports: Ports,
     pub state_dir: PathBuf,
     /// Extra chatmail.ini settings.
     pub settings: Vec<(String, String)>,
@@ -69,7 +70,7 @@ impl LocalRelay {
         state.write_ini(
             options.address,
             &options.ports,
-            options.peer_smtp_port,
+            &options.peer_ports,
             &options.settings,
         )?;
         let config = Config::load(state.ini())?;
@@ -77,6 +78,10 @@ impl LocalRelay {
         // The daemons run as vmail, which may not reach where they were
         // built (a checkout under /root): they run from the state dir.
         let bin_dir = state.install_daemons(&options.bin_dir, VMAIL_DAEMONS)?;
+        let private = PrivateInstance {
+            root: state.root.clone(),
+            instance_name: format!("chatmail-local-{}", options.address),
+        };
         let layout = Layout {
             postfix_dir: state.root.join("postfix"),
             dovecot_dir: state.root.join("dovecot"),
@@ -87,17 +92,19 @@ impl LocalRelay {
             listen: Some(address),
             ports: options.ports.public,
             vmail,
-            private: Some(PrivateInstance {
-                root: state.root.clone(),
-                instance_name: format!("chatmail-local-{}", options.address),
-            }),
             // IP-only relays sign nothing: receivers skip DKIM for them.
             dkim_milter: None,
+            web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
+            private: Some(private.clone()),
         };
         let context = Context::new(&config, &layout);
         write_files(&render_all(&context, &layout)?)?;
         check_postfix(&layout.postfix_dir)?;
         check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))?;
+        check_nginx(
+            &private.nginx_dir().join("nginx.conf"),
+            &state.log().join("nginx-error.log"),
+        )?;
         Ok(Self {
             address,
             ports: options.ports,
@@ -141,13 +148,7 @@ impl LocalRelay {
     }
 
     fn start_as_vmail(&self, name: &str, args: &[&OsStr]) -> Result<Process> {
-        Process::start(
-            name,
-            &self.bin_dir.join(name),
-            args,
-            Some(self.vmail),
-            &self.state.log(),
-        )
+        self.start_as_vmail_program(name, &self.bin_dir.join(name), args)
     }
 
     fn postfix(&self, action: &str) -> Result<()> {
@@ -176,6 +177,51 @@ impl LocalRelay {
             wait_for_port(self.address, port, "postfix", START_LIMIT)?;
         }
         Ok(())
+    }
+
+    /// The web front door: fcgiwrap (as vmail, running chatmail-newemail
+    /// for /new) and nginx in the foreground, as child processes.
+    pub fn start_web(&self, processes: &mut Vec<Process>) -> Result<()> {
+        let socket = &self.layout.web.fcgiwrap_socket;
+        // A socket left by a killed relay would make fcgiwrap fail.
+        let _ = std::fs::remove_file(socket);
+        let socket_url = format!("unix:{}", socket.display());
+        processes.push(self.start_as_vmail_program(
+            "fcgiwrap",
+            Path::new("/usr/sbin/fcgiwrap"),
+            &[OsStr::new("-s"), OsStr::new(&socket_url)],
+        )?);
+        wait_for_socket(socket, "fcgiwrap", START_LIMIT)
+            .with_context(|| log_tail(&self.state.log(), "fcgiwrap"))?;
+        let Some(private) = &self.layout.private else {
+            return Ok(());
+        };
+        let config = private.nginx_dir().join("nginx.conf");
+        let error_log = self.state.log().join("nginx-error.log");
+        processes.push(Process::start(
+            "nginx",
+            Path::new("nginx"),
+            &[
+                OsStr::new("-c"),
+                config.as_os_str(),
+                OsStr::new("-e"),
+                error_log.as_os_str(),
+            ],
+            None,
+            &self.state.log(),
+        )?);
+        wait_for_port(self.address, self.ports.public.https, "nginx", START_LIMIT)
+            .with_context(|| log_tail(&self.state.log(), "nginx-error"))?;
+        Ok(())
+    }
+
+    fn start_as_vmail_program(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[&OsStr],
+    ) -> Result<Process> {
+        Process::start(name, program, args, Some(self.vmail), &self.state.log())
     }
 
     /// Dovecot in the foreground, as a child process.

@@ -126,7 +126,7 @@ impl StateDir {
         &self,
         address: Ipv4Addr,
         ports: &Ports,
-        peer_smtp_port: u16,
+        peer_ports: &Ports,
         overrides: &[(String, String)],
     ) -> Result<()> {
         // Shipped with the package in /usr/share; here a copy in the state
@@ -164,8 +164,14 @@ impl StateDir {
                 "postfix_reinject_port_incoming",
                 ports.reinject_incoming.to_string(),
             ),
-            ("filtermail_transport_smtp_port", peer_smtp_port.to_string()),
-            ("filtermail_transport_https_port", ports.https.to_string()),
+            (
+                "filtermail_transport_smtp_port",
+                peer_ports.public.smtp.to_string(),
+            ),
+            (
+                "filtermail_transport_https_port",
+                peer_ports.public.https.to_string(),
+            ),
             ("appversions_file", appversions.display().to_string()),
             // A laptop is busier than a relay: never refuse new accounts
             // for load or memory.

@@ -9,8 +9,9 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// The relay's chatmail.ini.
-    #[arg(default_value = chatmail_config::DEFAULT_CONFIG_PATH)]
+    /// The relay's chatmail.ini (a CGI program gets no arguments: nginx
+    /// names it in the CHATMAIL_INI parameter, which fcgiwrap passes on).
+    #[arg(env = "CHATMAIL_INI", default_value = chatmail_config::DEFAULT_CONFIG_PATH)]
     config_path: PathBuf,
 }
 

@@ -262,7 +262,7 @@ fn delivered_ids(relay: &Relay, into: &mut HashMap<String, u32>) -> Result<()> {
                 continue;
             };
             for file in files.flatten() {
-                let Ok(text) = std::fs::read_to_string(file.path()) else {
+                let Ok(text) = relay_tests::read_message(&file.path()) else {
                     continue;
                 };
                 if let Some(id) = text
