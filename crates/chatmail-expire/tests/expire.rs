@@ -455,13 +455,26 @@ fn unreadable_directories_are_counted_not_fatal() {
     let binary = top.join("chatmail-expire");
     fs::copy(env!("CARGO_BIN_EXE_chatmail-expire"), &binary).unwrap();
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
-    let output = Command::new(&binary)
-        .arg(&relay.ini)
-        .arg("--remove")
-        .uid(vmail.uid.as_raw())
-        .gid(vmail.gid.as_raw())
-        .output()
-        .unwrap();
+    // Another test thread may fork while the copy is still open for
+    // writing; its child holds the file until it execs ("text file busy").
+    let mut attempts = 0;
+    let output = loop {
+        let run = Command::new(&binary)
+            .arg(&relay.ini)
+            .arg("--remove")
+            .uid(vmail.uid.as_raw())
+            .gid(vmail.gid.as_raw())
+            .output();
+        match run {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert!(output.status.success(), "{output:?}");
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("1 errors"), "{out}");
