@@ -39,21 +39,56 @@ impl Verdict {
 /// Classifies a raw RFC 5322 message.
 #[must_use]
 pub fn classify(raw: &[u8], envelope: &Envelope<'_>, direction: Direction) -> Verdict {
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Verdict::Cleartext("not a parseable message");
-    };
-    let encrypted = match check_pgp_mime(&message, direction) {
+    ParsedMessage::parse(raw).classify(envelope, direction)
+}
+
+/// A message parsed once for every check a filter makes on it (the From
+/// address and the policy).
+pub struct ParsedMessage<'x> {
+    message: Option<Message<'x>>,
+}
+
+impl<'x> ParsedMessage<'x> {
+    #[must_use]
+    pub fn parse(raw: &'x [u8]) -> Self {
+        Self {
+            message: MessageParser::default().parse(raw),
+        }
+    }
+
+    /// As [`crate::from_header_address`].
+    #[must_use]
+    pub fn from_address(&self) -> Option<String> {
+        crate::sender::from_address(self.message.as_ref()?)
+    }
+
+    /// As [`classify`].
+    #[must_use]
+    pub fn classify(&self, envelope: &Envelope<'_>, direction: Direction) -> Verdict {
+        match &self.message {
+            Some(message) => classify_parsed(message, envelope, direction),
+            None => Verdict::Cleartext("not a parseable message"),
+        }
+    }
+}
+
+fn classify_parsed(
+    message: &Message<'_>,
+    envelope: &Envelope<'_>,
+    direction: Direction,
+) -> Verdict {
+    let encrypted = match check_pgp_mime(message, direction) {
         Ok(()) => return Verdict::Encrypted,
         Err(reason) => reason,
     };
-    if is_securejoin(&message) {
+    if is_securejoin(message) {
         return Verdict::SecureJoin;
     }
     match direction {
-        Direction::Outgoing if is_autocrypt_setup_message(&message, envelope) => {
+        Direction::Outgoing if is_autocrypt_setup_message(message, envelope) => {
             Verdict::AutocryptSetupMessage
         }
-        Direction::Incoming if is_mailer_daemon_report(&message) => Verdict::MailerDaemonReport,
+        Direction::Incoming if is_mailer_daemon_report(message) => Verdict::MailerDaemonReport,
         _ => Verdict::Cleartext(encrypted),
     }
 }

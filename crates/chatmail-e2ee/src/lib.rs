@@ -7,5 +7,5 @@ mod armor;
 mod classify;
 mod sender;
 
-pub use classify::{Direction, Envelope, Verdict, classify};
+pub use classify::{Direction, Envelope, ParsedMessage, Verdict, classify};
 pub use sender::from_header_address;

@@ -1,13 +1,17 @@
 //! The From header's address, as mail-parser reads it.
 
-use mail_parser::{HeaderName, MessageParser};
+use mail_parser::{HeaderName, Message, MessageParser};
 
 /// The single address in the single From header, or `None` when there is
 /// no From header, there are several (a client may show another one than
 /// the filter checked), it does not parse, or it names several addresses.
 #[must_use]
 pub fn from_header_address(message: &[u8]) -> Option<String> {
-    let parsed = MessageParser::new().parse_headers(message)?;
+    from_address(&MessageParser::new().parse_headers(message)?)
+}
+
+/// [`from_header_address`] of a parsed message.
+pub(crate) fn from_address(parsed: &Message<'_>) -> Option<String> {
     let from_headers = parsed
         .headers()
         .iter()

@@ -202,12 +202,20 @@ async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientErr
 /// the terminating dot line.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    for line in message.split_inclusive(|&byte| byte == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
+    // Copies runs of lines whole; only a line starting with a dot (found
+    // through the line ends before it) gets its extra dot.
+    let mut copied = 0;
+    if message.first() == Some(&b'.') {
+        out.push(b'.');
     }
+    for line_end in memchr::memchr_iter(b'\n', message) {
+        if message.get(line_end + 1) == Some(&b'.') {
+            out.extend_from_slice(message.get(copied..=line_end).unwrap_or_default());
+            out.push(b'.');
+            copied = line_end + 1;
+        }
+    }
+    out.extend_from_slice(message.get(copied..).unwrap_or_default());
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -382,6 +390,10 @@ mod tests {
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b"a\r\n.\r\n.b\r\n."),
+            b"a\r\n..\r\n..b\r\n..\r\n.\r\n"
+        );
         assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
     }
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailboxes, canonical_address};
-use chatmail_e2ee::{Direction, Verdict, classify, from_header_address};
+use chatmail_e2ee::{Direction, ParsedMessage, Verdict};
 use chatmail_smtp::{AddressRole, DataOutcome, Envelope, Reinjector, Reply, SmtpHandler};
 
 use crate::dkim::{DkimFailure, DkimVerifier};
@@ -107,7 +107,10 @@ impl IncomingFilter {
     }
 
     async fn check(&self, envelope: &Envelope, message: &[u8]) -> Result<Checked, Reply> {
-        let from = self.checked_from(message)?;
+        // Parsed once for the From check and the policy; DKIM parses on
+        // its own (mail-auth).
+        let parsed = ParsedMessage::parse(message);
+        let from = self.checked_from(parsed.from_address())?;
         // Forwarders legitimately send with another envelope sender; the
         // message is taken, but a bounce must not go to a forged address.
         let sender = match canonical_address(envelope.sender(), &self.mail_domain) {
@@ -125,7 +128,9 @@ impl IncomingFilter {
             mail_from: from.as_str(),
             rcpt_to: &recipients,
         };
-        if let Verdict::Cleartext(reason) = classify(message, &policy, Direction::Incoming) {
+        let verdict = parsed.classify(&policy, Direction::Incoming);
+        drop(parsed);
+        if let Verdict::Cleartext(reason) = verdict {
             self.check_cleartext_allowed(&recipients, reason)?;
         }
         self.check_origin(message, &from).await?;
@@ -134,8 +139,8 @@ impl IncomingFilter {
 
     /// The From header's address in canonical form: one of another
     /// domain, or a well-formed address literal.
-    fn checked_from(&self, message: &[u8]) -> Result<EnvelopeAddress, Reply> {
-        let Some(from) = from_header_address(message) else {
+    fn checked_from(&self, from: Option<String>) -> Result<EnvelopeAddress, Reply> {
+        let Some(from) = from else {
             tracing::info!("refused: no usable From header");
             return Err(BAD_FROM);
         };

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailbox, Mailboxes, canonical_address};
-use chatmail_e2ee::{Direction, Verdict, classify, from_header_address};
+use chatmail_e2ee::{Direction, ParsedMessage, Verdict};
 use chatmail_smtp::{
     AddressRole, DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
 };
@@ -69,7 +69,9 @@ impl OutgoingFilter {
     async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
         // The session recorded the canonical account that MAIL named.
         let sender = envelope.sender();
-        match from_header_address(&message) {
+        // Parsed once for the From check and the policy.
+        let parsed = ParsedMessage::parse(&message);
+        match parsed.from_address() {
             Some(from)
                 if canonical_address(&from, &self.mail_domain)
                     .is_ok_and(|from| from.as_str() == sender) => {}
@@ -91,7 +93,8 @@ impl OutgoingFilter {
             mail_from: sender,
             rcpt_to,
         };
-        let verdict = classify(&message, &policy, Direction::Outgoing);
+        let verdict = parsed.classify(&policy, Direction::Outgoing);
+        drop(parsed);
         if let Verdict::Cleartext(reason) = verdict {
             tracing::info!(reason, "refused unencrypted outgoing mail");
             return ENCRYPTION_NEEDED;

@@ -5,6 +5,8 @@
 //! measure what idle sessions cost the server. `--dkim-dns ADDR` signs the
 //! message with a fresh DKIM key of the sender's domain and serves that
 //! key from a DNS server at ADDR for the run (for filtermail-incoming).
+//! `--write-message FILE` writes the message for Postfix's `smtp-source
+//! -F` instead and, with `--dkim-dns`, serves the key for --seconds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +42,10 @@ struct Cli {
     /// The DKIM key type: ed25519 or rsa (2048 bits).
     #[arg(long, default_value = "ed25519")]
     dkim_key: String,
+    /// Write the message to FILE (for `smtp-source -F`) and send nothing;
+    /// with --dkim-dns, keep serving its key for --seconds.
+    #[arg(long, value_name = "FILE")]
+    write_message: Option<std::path::PathBuf>,
 }
 
 /// Signs `message` with a new key of the sender's domain, published by a
@@ -185,6 +191,15 @@ fn main() -> Result<()> {
             }
             None => None,
         };
+        if let Some(path) = &cli.write_message {
+            std::fs::write(path, &message)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {} ({} bytes)", path.display(), message.len());
+            if cli.dkim_dns.is_some() {
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+            return Ok(());
+        }
         message.extend_from_slice(b".\r\n");
         let message = Arc::new(message);
         let started = Instant::now();

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# CPU time per message of the filters, measured as operators pay it:
+# Postfix's smtp-source sends MESSAGES copies of a 2.3 KB PGP/MIME message
+# (-d: many messages per session) through the filter into Postfix's
+# smtp-sink, and the filter's utime + stime (/proc/PID/stat) before and
+# after give the CPU per message. The baseline in the same run is
+# smtp-source straight into smtp-sink (its msgs/s, and smtp-sink's own CPU
+# per message). filtermail-incoming runs without DKIM, and with DKIM
+# verification of an Ed25519 and of an RSA-2048 signature (key cached
+# after the first message, served by a DNS server on loopback). Needs
+# root (smtp-sink drops to the postfix user). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+messages=${MESSAGES:-20000}
+sessions_list=${SESSIONS:-"100 1"}
+
+if [ -z "${FILTER_BIN:-}" ]; then
+    cargo build --release --locked -q -p relay-tests -p filtermail-outgoing -p filtermail-incoming \
+        --bin smtp-load --bin filtermail-outgoing --bin filtermail-incoming
+fi
+bin=target/release
+# The filters to measure (default: the ones just built); FILTER_BIN names
+# another build's, for before/after figures.
+filter_bin=${FILTER_BIN:-$bin}
+work=$(mktemp -d)
+chmod 755 "$work"
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+sink_port=20025
+# The filters keep reinjection connections open (up to 64 idle each): the
+# sink must take more than its default 256 sessions at once.
+ulimit -n "$(ulimit -Hn)"
+smtp-sink -u postfix -m 4000 127.0.0.1:$sink_port 4096 2>/dev/null &
+sink_pid=$!
+
+sender=sender@example.org
+recipient=user@relay.test
+"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient \
+    --write-message "$work/plain.eml" >/dev/null
+# Signed copies; each generator keeps serving its key until killed.
+"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient --dkim-key ed25519 \
+    --dkim-dns 127.0.0.1:20053 --seconds 100000 --write-message "$work/ed25519.eml" >/dev/null &
+"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient --dkim-key rsa \
+    --dkim-dns 127.0.0.1:20054 --seconds 100000 --write-message "$work/rsa.eml" >/dev/null &
+sleep 2
+# smtp-source ends each line of the file with CRLF itself.
+sed -i 's/\r$//' "$work"/*.eml
+
+start_filter() { # program name domain smtp_port http_port dns_port [env...]
+    local program=$1 name=$2 domain=$3 smtp=$4 http=$5 dns=$6
+    shift 6
+    mkdir -p "$work/$name"
+    cat > "$work/$name/chatmail.ini" <<INI
+[params]
+mail_domain = $domain
+mailboxes_dir = $work/mail
+filtermail_smtp_port = $smtp
+postfix_reinject_port = $sink_port
+filtermail_smtp_port_incoming = $smtp
+filtermail_http_port_incoming = $http
+postfix_reinject_port_incoming = $sink_port
+max_smtp_connections = 2000
+max_user_send_per_minute = 100000000
+max_user_send_burst_size = 1000000
+dns_resolver = 127.0.0.1:$dns
+dns_dnssec_validation = no
+INI
+    env RUST_LOG=warn "$@" "$filter_bin/$program" "$work/$name/chatmail.ini" &
+    sleep 0.5
+}
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk=$(getconf CLK_TCK)
+
+# run LABEL PID PORT FILE SESSIONS: smtp-source through PORT; prints
+# msgs/s and the CPU per message of PID.
+run() {
+    local label=$1 pid=$2 port=$3 file=$4 sessions=$5
+    local before after start end
+    before=$(ticks "$pid")
+    start=$(date +%s.%N)
+    smtp-source -s "$sessions" -m "$messages" -d -F "$file" -f $sender -t $recipient \
+        127.0.0.1:"$port"
+    end=$(date +%s.%N)
+    after=$(ticks "$pid")
+    awk -v label="$label" -v s="$sessions" -v n="$messages" -v t0="$start" -v t1="$end" \
+        -v c0="$before" -v c1="$after" -v clk="$clk" 'BEGIN {
+        secs = t1 - t0
+        printf "%-34s sessions=%-4d msgs/s=%6.0f  cpu/msg=%4.0f us  ms/msg/session=%.3f\n",
+            label, s, n / secs, (c1 - c0) * 1e6 / clk / n, secs * 1000 * s / n
+    }'
+}
+
+# Senders are local accounts of the outgoing filter's domain; the
+# incoming filters' domain is the recipient's.
+start_filter filtermail-outgoing outgoing example.org 20080 20082 20053
+outgoing_pid=$!
+start_filter filtermail-incoming nodkim relay.test 21081 21082 20053 FILTERMAIL_SKIP_DKIM=1
+nodkim_pid=$!
+start_filter filtermail-incoming ed25519 relay.test 22081 22082 20053
+ed25519_pid=$!
+start_filter filtermail-incoming rsa relay.test 23081 23082 20054
+rsa_pid=$!
+sleep 1
+
+for sessions in $sessions_list; do
+    run "baseline: smtp-sink (its CPU)" $sink_pid $sink_port "$work/plain.eml" "$sessions"
+    run "filtermail-outgoing" $outgoing_pid 20080 "$work/plain.eml" "$sessions"
+    run "filtermail-incoming, DKIM off" $nodkim_pid 21081 "$work/plain.eml" "$sessions"
+    run "filtermail-incoming, Ed25519" $ed25519_pid 22081 "$work/ed25519.eml" "$sessions"
+    run "filtermail-incoming, RSA-2048" $rsa_pid 23081 "$work/rsa.eml" "$sessions"
+done
+for name in outgoing nodkim ed25519 rsa; do
+    pid_var=${name}_pid
+    echo "$name peak RSS: $(grep -E '^VmHWM' "/proc/${!pid_var}/status" | awk '{print $2 " kB"}')"
+done
