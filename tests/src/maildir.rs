@@ -11,8 +11,11 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Whether the file at `path` is gzip-compressed.
 pub fn is_gzip(path: &Path) -> Result<bool> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes.starts_with(&GZIP_MAGIC))
+    let mut magic = [0u8; 2];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| file.read(&mut magic))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(read == magic.len() && magic == GZIP_MAGIC)
 }
 
 /// The message text of a maildir file, compressed or not.

@@ -1,4 +1,4 @@
-//! Asks the real Postfix and Dovecot tools whether a rendered
+//! Asks the real Postfix, Dovecot and nginx tools whether a rendered
 //! configuration is valid, before any server reads it.
 
 use std::path::Path;
@@ -19,10 +19,13 @@ fn run(command: &mut Command, tool: &'static str) -> Result<String, ConfigureErr
             output: format!("{stderr}{stdout}"),
         });
     }
-    // Both tools report bad settings as warnings and still succeed.
+    // The tools report bad settings as warnings and still succeed
+    // (postconf and doveconf say "warning", nginx "[warn]").
     let warnings: Vec<&str> = stderr
         .lines()
-        .filter(|line| line.contains("warning") || line.contains("Warning"))
+        .filter(|line| {
+            line.contains("warning") || line.contains("Warning") || line.contains("[warn]")
+        })
         .collect();
     if !warnings.is_empty() {
         return Err(ConfigureError::ToolWarned {
@@ -62,37 +65,17 @@ pub fn dovecot(config_file: &Path) -> Result<String, ConfigureError> {
 /// `nginx -t` on a complete nginx.conf, with nginx's own start-up log in
 /// `error_log` (the default one may not be writable).
 pub fn nginx(config_file: &Path, error_log: &Path) -> Result<(), ConfigureError> {
-    let output = Command::new("nginx")
-        .arg("-t")
-        .arg("-q")
-        .arg("-c")
-        .arg(config_file)
-        .arg("-e")
-        .arg(error_log)
-        .output()
-        .map_err(|source| ConfigureError::ToolMissing {
-            tool: "nginx -t",
-            source,
-        })?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        return Err(ConfigureError::ToolFailed {
-            tool: "nginx -t",
-            status: output.status,
-            output: stderr.into_owned(),
-        });
-    }
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.contains("[warn]"))
-        .collect();
-    if !warnings.is_empty() {
-        return Err(ConfigureError::ToolWarned {
-            tool: "nginx -t",
-            warnings: warnings.join("\n"),
-        });
-    }
-    Ok(())
+    run(
+        Command::new("nginx")
+            .arg("-t")
+            .arg("-q")
+            .arg("-c")
+            .arg(config_file)
+            .arg("-e")
+            .arg(error_log),
+        "nginx -t",
+    )
+    .map(drop)
 }
 
 /// Checks a site file alone: `nginx -t` on a minimal nginx.conf that

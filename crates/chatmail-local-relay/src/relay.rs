@@ -193,9 +193,11 @@ impl LocalRelay {
         )?);
         wait_for_socket(socket, "fcgiwrap", START_LIMIT)
             .with_context(|| log_tail(&self.state.log(), "fcgiwrap"))?;
-        let Some(private) = &self.layout.private else {
-            return Ok(());
-        };
+        let private = self
+            .layout
+            .private
+            .as_ref()
+            .context("a local relay is a private instance")?;
         let config = private.nginx_dir().join("nginx.conf");
         let error_log = self.state.log().join("nginx-error.log");
         processes.push(Process::start(
