@@ -266,3 +266,71 @@ async fn relaxed_connections_never_serve_peers_that_need_verification() -> Resul
     drop(transport);
     Ok(())
 }
+
+/// The envelope goes out as one pipelined group ending in DATA. A server
+/// that refuses every recipient and still opens DATA gets no message: the
+/// transport answers the server's refusal and drops that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_opened_for_no_recipient_gets_no_message() -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let world = world(&["mx.nobody.test"]).await?;
+    let (smtp_port, https_port) = (free_port()?, free_port()?);
+    let acceptor = TlsAcceptor::from(Arc::new(world.ca.server_config()?));
+    // Every line the server read after its 354, across all sessions.
+    let after_354 = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&after_354);
+    serve_each(Ipv4Addr::LOCALHOST, smtp_port, move |mut tcp| {
+        let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
+        async move {
+            let mut line = String::new();
+            let _ = tcp.write_all(b"220 nobody.test\r\n").await;
+            let mut plain = BufReader::new(tcp);
+            while plain.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+                let reply: &[u8] = if line.starts_with("STARTTLS") {
+                    b"220 go\r\n"
+                } else {
+                    b"250-nobody.test\r\n250 STARTTLS\r\n"
+                };
+                let _ = plain.get_mut().write_all(reply).await;
+                if line.starts_with("STARTTLS") {
+                    break;
+                }
+                line.clear();
+            }
+            let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
+                return;
+            };
+            let mut tls = BufReader::new(tls);
+            let mut opened = false;
+            line.clear();
+            while tls.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+                if opened {
+                    seen.lock().unwrap().push(line.clone());
+                }
+                let reply: &[u8] = match line.get(..4).unwrap_or_default() {
+                    "EHLO" => b"250-nobody.test\r\n250 PIPELINING\r\n",
+                    "RCPT" => b"550 5.1.1 No such user\r\n",
+                    "DATA" => {
+                        opened = true;
+                        b"354 send it anyway\r\n"
+                    }
+                    _ => b"250 2.0.0 Ok\r\n",
+                };
+                let _ = tls.get_mut().write_all(reply).await;
+                line.clear();
+            }
+        }
+    })
+    .await?;
+    world.dns.add_mx("nobody.test.", 10, "mx.nobody.test.");
+    world.dns.add_ip("mx.nobody.test.", LOOPBACK);
+    let transport = start_transport(&world, smtp_port, https_port, "")?;
+    for _ in 0..2 {
+        let replies = lmtp(&transport, &["a@nobody.test"]).await?;
+        assert_eq!(codes(&replies), [550], "{replies:?}");
+        assert!(replies[0].text.contains("No such user"), "{replies:?}");
+    }
+    let after_354 = after_354.lock().unwrap().clone();
+    assert!(after_354.is_empty(), "the server got {after_354:?}");
+    Ok(())
+}

@@ -17,7 +17,12 @@ const MAX_LMTP_CONNECTIONS: usize = 1100;
 /// Runs the daemon: binds the LMTP port, then serves until SIGTERM or
 /// SIGINT.
 pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    // One thread: the work is I/O and TLS on small messages, and on two
+    // shared cores the hand-offs between worker threads cost more than the
+    // delivering itself (half the CPU per message, docs/BENCHMARKS.md).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let transport = transport(config)?;
         let addr = format!(
@@ -53,6 +58,8 @@ pub fn transport(config: &Config) -> anyhow::Result<Transport> {
         config.mail_domain.hostname(),
         ports,
         config.filtermail_transport_allow_private,
+        // No more sessions to one host are ever busy at once.
+        config.filtermail_transport_destination_limit,
     );
     let limits = Limits {
         max_deliveries: config.filtermail_transport_max_deliveries,

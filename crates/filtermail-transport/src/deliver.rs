@@ -63,13 +63,14 @@ impl Deliverer {
         helo: String,
         ports: Ports,
         allow_private: bool,
+        smtp_idle_per_host: usize,
     ) -> Self {
         Self {
             allow_private,
             resolver,
             tls,
             https: HttpsClient::default(),
-            smtp_pool: SmtpPool::default(),
+            smtp_pool: SmtpPool::new(smtp_idle_per_host),
             skip_https: Mutex::new(LruCache::new(SKIP_HTTPS_HOSTS)),
             helo,
             ports,

@@ -1,7 +1,7 @@
 //! SMTP to another relay's port 25: STARTTLS is mandatory (a server
 //! without it gets nothing), the certificate is verified, the envelope is
 //! pipelined when offered, and every recipient gets the server's own
-//! answer. Connections are kept for reuse, a few per host.
+//! answer. Connections are kept for reuse.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// Idle connections kept per host, and how long.
-const MAX_IDLE_PER_HOST: usize = 4;
-const MAX_IDLE_HOSTS: usize = 1000;
+/// Idle connections kept in all (each holds TLS buffers, some 40 KiB),
+/// and how long.
+const MAX_IDLE: usize = 256;
 const IDLE_FOR: Duration = Duration::from_secs(60);
 /// The whole message must be taken within this (Postfix allows 180 s
 /// without progress, smtp_data_xfer_timeout).
@@ -108,18 +108,23 @@ impl SmtpConnection {
             .iter()
             .map(|rcpt| format!("RCPT TO:<{rcpt}>\r\n"))
             .collect();
-        let (mail_reply, rcpt_replies) = if self.pipelining {
+        let (mail_reply, rcpt_replies, data) = if self.pipelining {
+            // MAIL, RCPT and DATA in one write (RFC 2920: DATA may end a
+            // pipelined group); the server refuses DATA itself when no
+            // recipient was accepted.
             let mut batch = mail.into_bytes();
             for rcpt in &rcpts {
                 batch.extend_from_slice(rcpt.as_bytes());
             }
+            batch.extend_from_slice(b"DATA\r\n");
             write(&mut self.stream, &batch).await?;
             let (mail_reply, _) = read_reply(&mut self.stream).await?;
             let mut replies = Vec::with_capacity(rcpts.len());
             for _ in &rcpts {
                 replies.push(read_reply(&mut self.stream).await?.0);
             }
-            (mail_reply, replies)
+            let (data, _) = read_reply(&mut self.stream).await?;
+            (mail_reply, replies, Some(data))
         } else {
             write(&mut self.stream, mail.as_bytes()).await?;
             let (mail_reply, _) = read_reply(&mut self.stream).await?;
@@ -130,8 +135,22 @@ impl SmtpConnection {
                     replies.push(read_reply(&mut self.stream).await?.0);
                 }
             }
-            (mail_reply, replies)
+            (mail_reply, replies, None)
         };
+        let refused = !mail_reply.is_positive() || !rcpt_replies.iter().any(Reply::is_positive);
+        if refused && data.as_ref().is_some_and(|data| data.code == 354) {
+            // A server that opens DATA for nobody: this connection is in
+            // a state we will not feed; it is closed.
+            let replies = if mail_reply.is_positive() {
+                rcpt_replies
+            } else {
+                vec![mail_reply; rcpt_to.len()]
+            };
+            return Ok(Delivered {
+                replies,
+                reusable: false,
+            });
+        }
         if !mail_reply.is_positive() {
             let reusable = mail_reply.code != 421 && self.reset().await.is_ok();
             return Ok(Delivered {
@@ -146,8 +165,13 @@ impl SmtpConnection {
                 reusable,
             });
         }
-        write(&mut self.stream, b"DATA\r\n").await?;
-        let (data, _) = read_reply(&mut self.stream).await?;
+        let data = match data {
+            Some(data) => data,
+            None => {
+                write(&mut self.stream, b"DATA\r\n").await?;
+                read_reply(&mut self.stream).await?.0
+            }
+        };
         if data.code != 354 {
             let reusable = self.reset().await.is_ok();
             return Ok(Delivered {
@@ -217,40 +241,60 @@ async fn ehlo<S: Io>(stream: &mut BufReader<S>, helo: &str) -> Result<u32, Conne
     Ok(EhloResponse::parse(&mut raw.iter()).map_or(0, |response| response.capabilities))
 }
 
-/// Idle connections by host.
-#[derive(Default)]
+/// Idle connections by host: as many per host as may be busy towards it
+/// at once (the destination bound), so a steady stream to one relay
+/// reuses its sessions instead of a TLS handshake per message.
 pub struct SmtpPool {
-    idle: Mutex<HashMap<String, Vec<SmtpConnection>>>,
+    per_host: usize,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_host: HashMap<String, Vec<SmtpConnection>>,
+    total: usize,
 }
 
 impl SmtpPool {
+    pub fn new(per_host: usize) -> Self {
+        Self {
+            per_host,
+            idle: Mutex::default(),
+        }
+    }
+
     pub fn take(&self, host: &str) -> Option<SmtpConnection> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let connections = idle.get_mut(host)?;
+        let Idle { by_host, total } = &mut *idle;
+        let connections = by_host.get_mut(host)?;
         while let Some(connection) = connections.pop() {
+            *total -= 1;
             if connection.idle_since.elapsed() < IDLE_FOR {
                 return Some(connection);
             }
         }
-        idle.remove(host);
+        by_host.remove(host);
         None
     }
 
     pub fn put(&self, host: &str, connection: SmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() >= MAX_IDLE_HOSTS && !idle.contains_key(host) {
+        let Idle { by_host, total } = &mut *idle;
+        if *total >= MAX_IDLE {
             // Full: forget the stale ones; if none, this one is dropped.
-            idle.retain(|_, connections| {
+            by_host.retain(|_, connections| {
                 connections.retain(|c| c.idle_since.elapsed() < IDLE_FOR);
                 !connections.is_empty()
             });
-            if idle.len() >= MAX_IDLE_HOSTS {
+            *total = by_host.values().map(Vec::len).sum();
+            if *total >= MAX_IDLE {
                 return;
             }
         }
-        let connections = idle.entry(host.to_owned()).or_default();
-        if connections.len() < MAX_IDLE_PER_HOST {
+        let connections = by_host.entry(host.to_owned()).or_default();
+        if connections.len() < self.per_host {
             connections.push(connection);
+            *total += 1;
         }
     }
 }

@@ -10,6 +10,12 @@
 //!     messages/s with C concurrent LMTP clients, against strictly one
 //!     message at a time (what the program we replace does per
 //!     destination), in the same run.
+//! (c) `cpu`: the daemon's CPU time per delivered message (utime + stime
+//!     from /proc) with Postfix's smtp-source as the LMTP client (-d, many
+//!     messages per session), delivering over HTTPS /mxdeliv into a local
+//!     HTTPS sink, or over SMTP with STARTTLS into a local sink (smtp-sink
+//!     offers no STARTTLS, which the transport requires). The baseline in
+//!     the same run is smtp-source straight into smtp-sink over LMTP.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,8 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use relay_tests::{
-    Daemon, DnsServer, PushServer, SmtpClient, TestCa, TransportDaemon, TransportSetup, black_hole,
-    free_port, proc_status_kib,
+    Daemon, DnsServer, PushServer, SmtpClient, StarttlsSink, TestCa, TransportDaemon,
+    TransportSetup, black_hole, free_port, proc_status_kib,
 };
 
 #[derive(Parser)]
@@ -45,6 +51,16 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         delay_ms: u64,
     },
+    Cpu {
+        /// The message smtp-source sends (LF line ends; it adds the CR).
+        #[arg(long)]
+        message: std::path::PathBuf,
+        #[arg(long, default_value_t = 20000)]
+        messages: usize,
+        /// Session counts to measure, each in turn.
+        #[arg(long, value_delimiter = ',', default_value = "100,1")]
+        sessions: Vec<usize>,
+    },
 }
 
 const SENDER: &str = "bench@[127.0.0.1]";
@@ -64,13 +80,20 @@ struct Setup {
     blackhole_connections: Arc<AtomicUsize>,
 }
 
-async fn setup(extra_ini: &str) -> Result<Setup> {
+/// A directory for the daemon, a test CA whose certificate names
+/// mx.healthy.test, and an HTTPS sink answering /mxdeliv with it.
+async fn healthy_relay() -> Result<(tempfile::TempDir, TestCa, PushServer)> {
     let dir = tempfile::tempdir()?;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
     let ca = TestCa::generate_for(dir.path(), &["mx.healthy.test"])?;
     fs::set_permissions(&ca.ca_path, fs::Permissions::from_mode(0o644))?;
     let https = PushServer::start(&ca).await?;
     https.count_only();
+    Ok((dir, ca, https))
+}
+
+async fn setup(extra_ini: &str) -> Result<Setup> {
+    let (dir, ca, https) = healthy_relay().await?;
     let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
     dns.add_mx("healthy.test.", 10, "mx.healthy.test.");
     for n in 0..HEALTHY_DOMAINS {
@@ -230,6 +253,160 @@ async fn slow(messages: usize, clients: usize, delay: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The CPU time `pid` has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| -> Result<u64> {
+        Ok(fields
+            .get(n)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    // utime and stime are fields 14 and 15; the list starts at field 3.
+    Ok(field(11)? + field(12)?)
+}
+
+fn clock_ticks_per_second() -> Result<f64> {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+}
+
+/// smtp-source over LMTP into `port`: `messages` copies of `message` in
+/// `sessions` sessions. Prints msgs/s and, if `pid` is given, its CPU
+/// time per message.
+fn smtp_source(
+    label: &str,
+    port: u16,
+    message: &std::path::Path,
+    messages: usize,
+    sessions: usize,
+    pid: Option<u32>,
+) -> Result<()> {
+    let before = pid.map(cpu_ticks).transpose()?;
+    let started = Instant::now();
+    let status = std::process::Command::new("smtp-source")
+        .args(["-L", "-d", "-s", &sessions.to_string()])
+        .args(["-m", &messages.to_string(), "-f", SENDER])
+        .args(["-t", "user@healthy.test", "-F"])
+        .arg(message)
+        .arg(format!("127.0.0.1:{port}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "smtp-source failed: {status}");
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = match (pid, before) {
+        (Some(pid), Some(before)) => {
+            let ticks = cpu_ticks(pid)? - before;
+            format!(
+                "cpu/msg={:4.0} us",
+                ticks as f64 * 1e6 / clock_ticks_per_second()? / messages as f64
+            )
+        }
+        _ => String::new(),
+    };
+    println!(
+        "{label:<34} sessions={sessions:<4} msgs/s={:6.0}  {cpu}",
+        messages as f64 / seconds
+    );
+    Ok(())
+}
+
+async fn cpu(message: std::path::PathBuf, messages: usize, sessions: Vec<usize>) -> Result<()> {
+    let (dir, ca, https) = healthy_relay().await?;
+    let smtp = StarttlsSink::start(&ca).await?;
+    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    dns.add_mx("healthy.test.", 10, "mx.healthy.test.");
+    dns.add_ip("mx.healthy.test.", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // One destination takes every session here; a relay spreads them over
+    // many, so the per-destination bound would only measure tempfails.
+    let extra_ini = "filtermail_transport_destination_limit = 1000\n";
+    let env = [("RUST_LOG", "warn")];
+    let over_https = TransportDaemon::start(&TransportSetup {
+        dir: dir.path(),
+        dns: dns.addr(),
+        ca_file: &ca.ca_path,
+        smtp_port: smtp.port(),
+        https_port: https.port(),
+        allow_private: true,
+        extra_ini,
+        env: &env,
+    })?;
+    // Nothing listens on this HTTPS port, so every delivery goes over SMTP.
+    let over_smtp = TransportDaemon::start(&TransportSetup {
+        dir: dir.path(),
+        dns: dns.addr(),
+        ca_file: &ca.ca_path,
+        smtp_port: smtp.port(),
+        https_port: free_port()?,
+        allow_private: true,
+        extra_ini,
+        env: &env,
+    })?;
+    let sink_port = free_port()?;
+    let mut sink = std::process::Command::new("smtp-sink")
+        .args(["-L", "-u", "postfix", "-m", "4000"])
+        .arg(format!("127.0.0.1:{sink_port}"))
+        .arg("4096")
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sink_pid = sink.id();
+
+    let result = tokio::task::spawn_blocking(move || {
+        for sessions in sessions {
+            smtp_source(
+                "baseline: smtp-sink (its CPU)",
+                sink_port,
+                &message,
+                messages,
+                sessions,
+                Some(sink_pid),
+            )?;
+            let https_before = https.count();
+            smtp_source(
+                "filtermail-transport, HTTPS",
+                over_https.lmtp_port,
+                &message,
+                messages,
+                sessions,
+                Some(over_https.daemon.pid()),
+            )?;
+            let smtp_before = smtp.messages();
+            smtp_source(
+                "filtermail-transport, SMTP",
+                over_smtp.lmtp_port,
+                &message,
+                messages,
+                sessions,
+                Some(over_smtp.daemon.pid()),
+            )?;
+            println!(
+                "  delivered: HTTPS {} SMTP {}",
+                https.count() - https_before,
+                smtp.messages() - smtp_before,
+            );
+        }
+        for (name, daemon) in [("HTTPS", &over_https), ("SMTP", &over_smtp)] {
+            println!(
+                "filtermail-transport ({name}) peak RSS: {} KiB",
+                proc_status_kib(daemon.daemon.pid(), "VmHWM")
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    result?
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -241,6 +418,11 @@ fn main() -> Result<()> {
                 clients,
                 delay_ms,
             } => slow(messages, clients, Duration::from_millis(delay_ms)).await,
+            Command::Cpu {
+                message,
+                messages,
+                sessions,
+            } => cpu(message, messages, sessions).await,
         }
     })
 }

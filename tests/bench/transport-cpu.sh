@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# CPU time per delivered message of filtermail-transport, measured like
+# the filters' (filter-cpu.sh): Postfix's smtp-source sends MESSAGES copies
+# of a 2.3 KB PGP/MIME message over LMTP (-d: many messages per session),
+# and the transport delivers each over HTTPS /mxdeliv into a local HTTPS
+# sink, or over SMTP with STARTTLS into a local sink. Needs root (the
+# daemon runs as vmail, smtp-sink as postfix). Run from the repository root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cargo build --release --locked -q -p relay-tests -p filtermail-transport \
+    --bin transport-bench --bin smtp-load --bin filtermail-transport
+ulimit -n "$(ulimit -Hn)"
+message=$(mktemp)
+trap 'rm -f "$message"' EXIT
+target/release/smtp-load unused --size 2300 --from 'bench@[127.0.0.1]' \
+    --to user@healthy.test --write-message "$message" >/dev/null
+# smtp-source ends each line of the file with CRLF itself.
+sed -i 's/\r$//' "$message"
+target/release/transport-bench cpu --message "$message" \
+    --messages "${MESSAGES:-20000}" --sessions "${SESSIONS:-100,1}"
