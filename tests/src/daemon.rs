@@ -136,15 +136,28 @@ impl Daemon {
         log_dir: &Path,
     ) -> Result<Self> {
         let vmail = VmailUser::lookup()?;
-        let log = log_dir.join(format!("{name}.log"));
-        let child = Command::new(daemon_binary(name)?)
+        let mut command = Command::new(daemon_binary(name)?);
+        command
             .args(args)
             // As the filters' systemd units set it.
             .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
             .uid(vmail.uid)
             .gid(vmail.gid)
             .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(name, command, ready, log_dir)
+    }
+
+    /// Starts a program of another package (OpenDKIM, say) as `command`
+    /// says, as this user, and waits until it is `ready`.
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        ready: Ready<'_>,
+        log_dir: &Path,
+    ) -> Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)

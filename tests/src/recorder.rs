@@ -77,6 +77,18 @@ impl Recorder {
             .clone()
     }
 
+    /// The messages received so far, as they arrived.
+    #[must_use]
+    pub fn message_texts(&self) -> Vec<Vec<u8>> {
+        self.seen
+            .messages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, message)| message.clone())
+            .collect()
+    }
+
     /// The number of messages received so far.
     #[must_use]
     pub fn messages(&self) -> usize {

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use chatmail_configure::{Context, DictSockets, Layout, Vmail, render_template};
+use chatmail_configure::{
+    Context, DictSockets, Layout, OpenDkimLayout, Vmail, ensure_dkim_key, render_template,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -39,6 +41,10 @@ pub struct RelayOptions {
     /// Run chatmail-metadata behind Dovecot's mail_attribute_dict with the
     /// shipped fragment and Lua push script.
     pub metadata: bool,
+    /// Sign outgoing mail with OpenDKIM, set up as chatmail-configure
+    /// does for a domain relay (key, tables, opendkim.conf) in the work
+    /// directory; see [`Relay::dkim_key`].
+    pub opendkim: bool,
 }
 
 pub struct Relay {
@@ -150,7 +156,14 @@ impl Relay {
         layout.ports.smtp = mx_port;
         layout.ports.submission = starttls_port;
         layout.ports.smtps = submission_port;
+        layout.opendkim = options
+            .opendkim
+            .then(|| OpenDkimLayout::in_dir(&work.path().join("opendkim")));
         let context = Context::new(&config, &layout);
+        let opendkim = match &layout.opendkim {
+            Some(opendkim) => Some(start_opendkim(&context, opendkim, &config)?),
+            None => None,
+        };
         let rendered = |name: &str| render_template(name, &context);
         fs::write(
             work.path().join("auth.conf"),
@@ -220,6 +233,7 @@ impl Relay {
             auth_socket: Some(postfix.private_dir().join("auth")),
             config: dovecot_config,
         })?;
+        relay_daemons.extend(opendkim);
         let mut relay = Self {
             dovecot,
             postfix,
@@ -318,6 +332,13 @@ impl Relay {
         let mut client = SmtpClient::connect_starttls(port, self.postfix.cert()).await?;
         client.ehlo().await?;
         Ok(client)
+    }
+
+    /// OpenDKIM's private key (with [`RelayOptions::opendkim`]).
+    #[must_use]
+    pub fn dkim_key(&self) -> PathBuf {
+        let selector = self.ini_value("dkim_selector").unwrap_or("opendkim");
+        OpenDkimLayout::in_dir(&self.work.path().join("opendkim")).key_file(selector)
     }
 
     /// The value of `key` in this relay's chatmail.ini.
@@ -428,6 +449,35 @@ impl Relay {
         let mut imap = ImapClient::connect(self.dovecot.imaps_port(), self.dovecot.cert()).await?;
         imap.login(user, password).await
     }
+}
+
+/// Renders OpenDKIM's files for `layout` as chatmail-configure does,
+/// creates the key, and runs OpenDKIM in the foreground.
+fn start_opendkim(
+    context: &Context,
+    layout: &OpenDkimLayout,
+    config: &chatmail_config::Config,
+) -> Result<Daemon> {
+    fs::create_dir_all(&layout.tables_dir)?;
+    fs::write(
+        &layout.conf,
+        render_template("opendkim/opendkim.conf", context)?,
+    )?;
+    for table in ["KeyTable", "SigningTable"] {
+        fs::write(
+            layout.tables_dir.join(table),
+            render_template(&format!("opendkim/{table}"), context)?,
+        )?;
+    }
+    ensure_dkim_key(layout, &config.dkim_selector)?;
+    let mut command = std::process::Command::new("opendkim");
+    command.arg("-f").arg("-x").arg(&layout.conf);
+    Daemon::spawn(
+        "opendkim",
+        command,
+        Ready::Socket(&layout.socket),
+        &layout.tables_dir,
+    )
 }
 
 fn lmtp_socket(postfix: &Postfix) -> PathBuf {

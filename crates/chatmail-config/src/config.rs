@@ -83,6 +83,9 @@ pub struct Config {
     /// Where users reach the operator about privacy (privacy_mail); IMAP
     /// names it as the server's admin.
     pub privacy_mail: Option<String>,
+    /// The DKIM selector of the relay's signing key: its public key is
+    /// published at `<selector>._domainkey.<mail_domain>`.
+    pub dkim_selector: String,
     /// Where filtermail-incoming keeps the messages it refuses, for
     /// debugging; `None` (the default) keeps no private data at rest.
     pub filtermail_refused_mail_dir: Option<PathBuf>,
@@ -229,6 +232,7 @@ impl Config {
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,
             privacy_mail: params.optional("privacy_mail", value::contact_address)?,
+            dkim_selector: params.get("dkim_selector", value::dns_label, "opendkim".into())?,
             filtermail_refused_mail_dir: params
                 .optional("filtermail_refused_mail_dir", value::path)?,
             notification_url: params.get(

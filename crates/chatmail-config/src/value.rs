@@ -132,6 +132,20 @@ pub fn url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// One DNS label (letters, digits, hyphens inside, at most 63), such as a
+/// DKIM selector.
+pub fn dns_label(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let well_formed = (1..=63).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if !well_formed {
+        return Err("expected one DNS label of letters, digits and inner hyphens".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// A contact address such as `privacy@example.org` (it goes into server
 /// configuration files, so nothing that could end a line or a value).
 pub fn contact_address(text: &str) -> Result<String, String> {

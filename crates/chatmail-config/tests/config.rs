@@ -255,6 +255,25 @@ fn privacy_mail_must_be_one_address() {
 }
 
 #[test]
+fn dkim_selector_is_one_dns_label() {
+    assert_eq!(
+        parse_ok("mail_domain = example.org\n").dkim_selector,
+        "opendkim"
+    );
+    assert_eq!(
+        parse_ok("mail_domain = example.org\ndkim_selector = dkim-2026\n").dkim_selector,
+        "dkim-2026"
+    );
+    for bad in ["a.b", "-a", "a b", "x/../y"] {
+        assert_bad_value(
+            &format!("mail_domain = example.org\ndkim_selector = {bad}\n"),
+            "dkim_selector",
+            bad,
+        );
+    }
+}
+
+#[test]
 fn unknown_keys_are_listed_not_refused() {
     let config = parse_ok("mail_domain = example.org\nzeta = 1\nalpha = 2\n");
     assert_eq!(config.unknown_keys, ["alpha", "zeta"]);

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::error::ConfigureError;
 
-fn run(command: &mut Command, tool: &'static str) -> Result<String, ConfigureError> {
+pub(crate) fn run(command: &mut Command, tool: &'static str) -> Result<String, ConfigureError> {
     let output = command
         .output()
         .map_err(|source| ConfigureError::ToolMissing { tool, source })?;
@@ -101,4 +101,14 @@ pub fn nginx_site(site: &Path, scratch: &Path) -> Result<(), ConfigureError> {
     );
     std::fs::write(&wrapper, text).map_err(io_error(&wrapper))?;
     nginx(&wrapper, &scratch.join("error.log"))
+}
+
+/// `opendkim -n`: OpenDKIM parses the configuration (and opens its key
+/// and signing tables) and reports what it cannot use.
+pub fn opendkim(conf: &Path) -> Result<(), ConfigureError> {
+    run(
+        Command::new("opendkim").arg("-n").arg("-x").arg(conf),
+        "opendkim -n",
+    )
+    .map(drop)
 }

@@ -25,6 +25,8 @@ pub struct Context {
     pub vmail: Vmail,
     pub private: Option<Private>,
     pub dkim_milter: Option<String>,
+    /// OpenDKIM's configuration, when chatmail-configure sets it up.
+    pub dkim: Option<Dkim>,
     pub imap: Imap,
     /// privacy_mail of chatmail.ini, for Dovecot's mail_server_admin.
     pub privacy_mail: Option<String>,
@@ -55,6 +57,56 @@ pub struct Web {
     pub www_dir: String,
     pub site: String,
 }
+
+/// OpenDKIM: what it signs with, and where it listens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    pub key_file: String,
+    pub tables_dir: String,
+    pub socket: String,
+    pub pid_file: String,
+    pub user: Option<String>,
+    pub umask: &'static str,
+    pub require_safe_keys: bool,
+    pub sign_headers: String,
+    pub oversign_headers: String,
+}
+
+/// Signed: RFC 6376's recommended set and the outer headers a chat
+/// client reads (Autocrypt for the key, Chat-* for what a message is).
+const SIGN_HEADERS: &[&str] = &[
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "In-Reply-To",
+    "References",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "Autocrypt",
+    "Autocrypt-Setup-Message",
+    "Chat-Version",
+    "Chat-Disposition-Notification-To",
+];
+
+/// Signed once more than present: nobody on the way may add one.
+const OVERSIGN_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Autocrypt",
+    "Autocrypt-Setup-Message",
+    "Chat-Version",
+    "Chat-Disposition-Notification-To",
+];
 
 /// Optional IMAP features (chatmail.ini imap_compress, imap_rawlog).
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +246,7 @@ impl Context {
             None if config.disable_ipv6 => "ipv4",
             None => "all",
         };
+        let dkim = opendkim(config, layout);
         Self {
             mail_domain: config.mail_domain.address_domain(),
             hostname: config.mail_domain.hostname(),
@@ -245,7 +298,11 @@ impl Context {
                 uid: layout.vmail.uid,
                 gid: layout.vmail.gid,
             },
-            dkim_milter: layout.dkim_milter.clone(),
+            dkim_milter: layout
+                .dkim_milter
+                .clone()
+                .or_else(|| dkim.as_ref().map(|dkim| format!("unix:{}", dkim.socket))),
+            dkim,
             imap: Imap {
                 compress: config.imap_compress,
                 rawlog: config.imap_rawlog,
@@ -268,6 +325,28 @@ impl Context {
             }),
         }
     }
+}
+
+/// OpenDKIM's part of the configuration: for a domain relay whose layout
+/// has it and that names no signer of its own.
+fn opendkim(config: &Config, layout: &Layout) -> Option<Dkim> {
+    let opendkim = layout.opendkim.as_ref()?;
+    if config.mail_domain.is_ip() || layout.dkim_milter.is_some() {
+        return None;
+    }
+    Some(Dkim {
+        domain: config.mail_domain.address_domain(),
+        selector: config.dkim_selector.clone(),
+        key_file: text(&opendkim.key_file(&config.dkim_selector)),
+        tables_dir: text(&opendkim.tables_dir),
+        socket: text(&opendkim.socket),
+        pid_file: text(&opendkim.pid_file),
+        user: opendkim.user.clone(),
+        umask: opendkim.umask,
+        require_safe_keys: opendkim.require_safe_keys,
+        sign_headers: SIGN_HEADERS.join(","),
+        oversign_headers: OVERSIGN_HEADERS.join(","),
+    })
 }
 
 fn web(config: &Config, layout: &Layout) -> Web {

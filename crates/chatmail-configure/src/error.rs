@@ -35,7 +35,9 @@ pub enum ConfigureError {
     },
     #[error("user vmail does not exist (the chatmail-relay package creates it)")]
     NoVmailUser,
-    #[error("looking up the vmail user: {0}")]
+    #[error("user {0} does not exist (is its package installed?)")]
+    NoUser(String),
+    #[error("looking up a user: {0}")]
     UserLookup(#[source] nix::Error),
     #[error("port base {base} + {port} is above 65535")]
     PortOverflow { base: u16, port: u16 },

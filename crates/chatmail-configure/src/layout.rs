@@ -161,7 +161,72 @@ pub struct Layout {
     /// Postfix writes it (`unix:opendkim/opendkim.sock`,
     /// `inet:127.0.0.1:8891`).
     pub dkim_milter: Option<String>,
+    /// OpenDKIM as this relay's signer, configured by chatmail-configure
+    /// (domain relays without a `dkim_milter` of their own).
+    pub opendkim: Option<OpenDkimLayout>,
     pub web: WebLayout,
+}
+
+/// Where OpenDKIM's configuration, key and socket are (Debian's opendkim
+/// package: its unit reads /etc/opendkim.conf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenDkimLayout {
+    pub conf: PathBuf,
+    /// KeyTable and SigningTable.
+    pub tables_dir: PathBuf,
+    /// The private keys, readable by OpenDKIM only.
+    pub key_dir: PathBuf,
+    /// The milter socket Postfix connects to (group opendkim, which the
+    /// package puts the postfix user in).
+    pub socket: PathBuf,
+    pub pid_file: PathBuf,
+    /// The user OpenDKIM switches to and that owns the key; `None` keeps
+    /// the user that starts it (private instances).
+    pub user: Option<String>,
+    /// OpenDKIM's umask, which sets the socket's mode: group only on a
+    /// system; anyone for a private instance, whose directory guards it
+    /// and whose OpenDKIM runs as another user than Postfix.
+    pub umask: &'static str,
+    /// Whether OpenDKIM refuses a key below a directory others may
+    /// write to (/tmp, where private instances of the tests live).
+    pub require_safe_keys: bool,
+}
+
+impl OpenDkimLayout {
+    #[must_use]
+    pub fn system() -> Self {
+        Self {
+            conf: "/etc/opendkim.conf".into(),
+            tables_dir: "/etc/opendkim".into(),
+            key_dir: "/etc/dkimkeys".into(),
+            socket: "/run/opendkim/opendkim.sock".into(),
+            pid_file: "/run/opendkim/opendkim.pid".into(),
+            user: Some("opendkim".into()),
+            umask: "007",
+            require_safe_keys: true,
+        }
+    }
+
+    /// All under `dir`, run as the user that starts it.
+    #[must_use]
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            conf: dir.join("opendkim.conf"),
+            tables_dir: dir.to_owned(),
+            key_dir: dir.join("keys"),
+            socket: dir.join("opendkim.sock"),
+            pid_file: dir.join("opendkim.pid"),
+            user: None,
+            umask: "000",
+            require_safe_keys: false,
+        }
+    }
+
+    /// The private key of `selector`.
+    #[must_use]
+    pub fn key_file(&self, selector: &str) -> PathBuf {
+        self.key_dir.join(format!("{selector}.private"))
+    }
 }
 
 /// Where the web front door's files are (nginx site, index page) and how
@@ -223,6 +288,7 @@ impl Layout {
             vmail,
             private: None,
             dkim_milter: None,
+            opendkim: Some(OpenDkimLayout::system()),
             web: WebLayout::system(),
         }
     }

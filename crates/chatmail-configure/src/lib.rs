@@ -5,15 +5,19 @@
 
 mod check;
 mod context;
+mod dkim_key;
 mod error;
 mod layout;
 mod render;
 
 pub use check::{
     dovecot as check_dovecot, nginx as check_nginx, nginx_site as check_nginx_site,
-    postfix as check_postfix,
+    opendkim as check_opendkim, postfix as check_postfix,
 };
 pub use context::Context;
+pub use dkim_key::{dns_record as dkim_dns_record, ensure_key as ensure_dkim_key};
 pub use error::ConfigureError;
-pub use layout::{DictSockets, Layout, PrivateInstance, PublicPorts, Vmail, WebLayout};
+pub use layout::{
+    DictSockets, Layout, OpenDkimLayout, PrivateInstance, PublicPorts, Vmail, WebLayout,
+};
 pub use render::{RenderedFile, render_all, render_template, write_files};

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
 use chatmail_configure::{
-    Context, Layout, Vmail, WebLayout, check_dovecot, check_nginx_site, check_postfix, render_all,
-    write_files,
+    Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
+    check_opendkim, check_postfix, ensure_dkim_key, render_all, write_files,
 };
 use clap::Parser;
 
@@ -30,9 +30,10 @@ struct Args {
     /// Its private key (PEM).
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
-    /// The milter that DKIM-signs outgoing mail (OpenDKIM), as Postfix
-    /// writes it: `unix:opendkim/opendkim.sock`, `inet:127.0.0.1:8891`.
-    /// Other chatmail relays refuse unsigned mail from a domain.
+    /// A DKIM signer of your own, as Postfix names a milter
+    /// (`inet:127.0.0.1:8891`). Without it a domain relay signs with
+    /// Debian's OpenDKIM, which chatmail-configure sets up (key, tables,
+    /// /etc/opendkim.conf).
     #[arg(long, value_name = "MILTER")]
     dkim_milter: Option<String>,
     /// Skip `postconf`, `doveconf` and `nginx -t` on the result.
@@ -47,6 +48,7 @@ fn run(args: &Args) -> Result<()> {
         layout.postfix_dir = dir.join("postfix");
         layout.dovecot_dir = dir.join("dovecot");
         layout.web = WebLayout::in_dir(dir, layout.web.fcgiwrap_socket.clone());
+        layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
     }
     if let Some(cert) = &args.tls_cert {
         layout.tls_cert.clone_from(cert);
@@ -55,13 +57,6 @@ fn run(args: &Args) -> Result<()> {
         layout.tls_key.clone_from(key);
     }
     layout.dkim_milter.clone_from(&args.dkim_milter);
-    if layout.dkim_milter.is_none() && !config.mail_domain.is_ip() {
-        eprintln!(
-            "chatmail-configure: warning: no --dkim-milter: outgoing mail is not DKIM-signed, \
-             and other chatmail relays refuse unsigned mail from {}",
-            config.mail_domain
-        );
-    }
     let context = Context::new(&config, &layout);
     let files = render_all(&context, &layout)?;
     let written = write_files(&files)?;
@@ -70,6 +65,16 @@ fn run(args: &Args) -> Result<()> {
     }
     if written.is_empty() {
         println!("configuration unchanged");
+    }
+    let opendkim = layout.opendkim.as_ref().filter(|_| context.dkim.is_some());
+    if let Some(opendkim) = opendkim {
+        let selector = &config.dkim_selector;
+        if ensure_dkim_key(opendkim, selector)? {
+            println!(
+                "created the DKIM key {} (publish it: chatmail-configure dns)",
+                opendkim.key_file(selector).display()
+            );
+        }
     }
     if !args.no_check {
         check_postfix(&layout.postfix_dir).context("the rendered Postfix configuration")?;
@@ -81,13 +86,22 @@ fn run(args: &Args) -> Result<()> {
         // Only nginx's scratch files are in there.
         let _ = std::fs::remove_dir_all(&scratch);
         checked.context("the rendered nginx site")?;
+        if let Some(opendkim) = opendkim {
+            check_opendkim(&opendkim.conf).context("the rendered OpenDKIM configuration")?;
+        }
         println!("postconf, doveconf and nginx accept the configuration");
     }
     if let Some(enabled) = &layout.web.sites_enabled {
         enable_site(&layout.web.site, enabled)?;
     }
     if !written.is_empty() && args.output.is_none() {
-        println!("apply it with: systemctl reload postfix dovecot nginx");
+        if opendkim.is_some() {
+            println!(
+                "apply it with: systemctl restart opendkim && systemctl reload postfix dovecot nginx"
+            );
+        } else {
+            println!("apply it with: systemctl reload postfix dovecot nginx");
+        }
     }
     Ok(())
 }

@@ -80,6 +80,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../nginx/nginx.conf"),
     ),
     ("www/index.html", include_str!("../../../www/index.html")),
+    (
+        "opendkim/opendkim.conf",
+        include_str!("../../../opendkim/opendkim.conf"),
+    ),
+    (
+        "opendkim/KeyTable",
+        include_str!("../../../opendkim/KeyTable"),
+    ),
+    (
+        "opendkim/SigningTable",
+        include_str!("../../../opendkim/SigningTable"),
+    ),
 ];
 
 /// The templates that become files of an installation (the others are
@@ -101,6 +113,9 @@ const INSTALLED: &[&str] = &[
     "nginx/chatmail-site.conf",
     "nginx/nginx.conf",
     "www/index.html",
+    "opendkim/opendkim.conf",
+    "opendkim/KeyTable",
+    "opendkim/SigningTable",
 ];
 
 /// One rendered configuration file.
@@ -146,10 +161,19 @@ fn render_with(
 }
 
 /// Where the rendered `name` goes in `layout`: Postfix's and Dovecot's
-/// directories, the nginx site and the web root; an instance of its own
-/// gets a whole nginx.conf too.
-fn destination(name: &str, layout: &Layout) -> Option<PathBuf> {
+/// directories, the nginx site and the web root, OpenDKIM's files when
+/// chatmail-configure sets it up; an instance of its own gets a whole
+/// nginx.conf too.
+fn destination(name: &str, layout: &Layout, context: &Context) -> Option<PathBuf> {
     match name.split_once('/')? {
+        ("opendkim", file) => {
+            context.dkim.as_ref()?;
+            let opendkim = layout.opendkim.as_ref()?;
+            Some(match file {
+                "opendkim.conf" => opendkim.conf.clone(),
+                _ => opendkim.tables_dir.join(file),
+            })
+        }
         ("postfix", file) => Some(layout.postfix_dir.join(file)),
         ("dovecot", file) => Some(layout.dovecot_dir.join(file)),
         ("nginx", "chatmail-site.conf") => Some(layout.web.site.clone()),
@@ -169,7 +193,7 @@ pub fn render_all(context: &Context, layout: &Layout) -> Result<Vec<RenderedFile
     let env = environment()?;
     INSTALLED
         .iter()
-        .filter_map(|name| destination(name, layout).map(|path| (name, path)))
+        .filter_map(|name| destination(name, layout, context).map(|path| (name, path)))
         .map(|(name, path)| {
             Ok(RenderedFile {
                 path,
@@ -228,7 +252,7 @@ mod tests {
 
     use super::{render_all, write_files};
     use crate::context::Context;
-    use crate::layout::{Layout, Vmail, WebLayout};
+    use crate::layout::{Layout, OpenDkimLayout, Vmail, WebLayout};
 
     fn rendered(dir: &Path) -> Vec<super::RenderedFile> {
         let config = Config::from_ini_str(
@@ -243,6 +267,7 @@ mod tests {
         layout.postfix_dir = dir.join("postfix");
         layout.dovecot_dir = dir.join("dovecot");
         layout.web = WebLayout::in_dir(dir, "/run/fcgiwrap.socket".into());
+        layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
         render_all(&Context::new(&config, &layout), &layout).expect("templates render")
     }
 
@@ -250,12 +275,12 @@ mod tests {
     fn every_file_lands_in_its_servers_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
-        // Postfix 5, Dovecot 8, the nginx site and the index page; a
-        // system nginx has its own nginx.conf.
-        assert_eq!(files.len(), 15);
+        // Postfix 5, Dovecot 8, the nginx site, the index page and
+        // OpenDKIM's 3; a system nginx has its own nginx.conf.
+        assert_eq!(files.len(), 18);
         for file in &files {
             assert!(
-                ["postfix", "dovecot", "nginx", "www"]
+                ["postfix", "dovecot", "nginx", "www", "opendkim"]
                     .iter()
                     .any(|dir_name| file.path.starts_with(dir.path().join(dir_name))),
                 "{}",

@@ -94,6 +94,7 @@ impl LocalRelay {
             vmail,
             // IP-only relays sign nothing: receivers skip DKIM for them.
             dkim_milter: None,
+            opendkim: None,
             web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
             private: Some(private.clone()),
         };
