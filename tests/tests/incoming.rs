@@ -257,6 +257,37 @@ async fn mailer_daemon_reports_are_delivered() -> Result<()> {
     Ok(())
 }
 
+/// Messages above 256 KiB are parsed and DKIM-checked on the blocking
+/// pool, away from the filter's one runtime thread: same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_get_the_same_checks() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    let padding = "X-Padding: 0123456789012345678901234567890123456789\r\n".repeat(8000);
+    let unsigned = format!(
+        "{padding}{}",
+        String::from_utf8(mail("encrypted.eml", REMOTE, NEW_USER))?
+    );
+    assert!(unsigned.len() > 300 * 1024);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        expect_refusal(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            unsigned.as_bytes(),
+            (554, "5.7.1 No DKIM signature found"),
+        )
+        .await?;
+        let signed = key.sign(unsigned.as_bytes())?;
+        let tampered = String::from_utf8(signed.clone())?.replacen("Subject: Hi", "Subject: Yo", 1);
+        let outcome = deliver(relay, door, REMOTE, &[NEW_USER], tampered.as_bytes()).await?;
+        assert_code(&outcome, 554, door);
+        deliver_ok(relay, door, REMOTE, &[NEW_USER], &signed, (NEW_USER, n + 1)).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_failures_are_refused_with_the_reason() -> Result<()> {
     let s = setup().await?;

@@ -38,7 +38,9 @@ pub async fn shutdown_signal() {
 mod accept;
 mod budget;
 mod listen;
+mod runtime;
 
 pub use accept::{Acceptor, serve_connections};
 pub use budget::{MessageBudget, Reservation};
 pub use listen::bind_tcp;
+pub use runtime::{INLINE_WORK_BYTES, cpu_work, cpu_work_async, single_threaded_runtime};

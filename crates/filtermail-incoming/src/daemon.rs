@@ -57,7 +57,7 @@ fn origin_check(config: &Config) -> anyhow::Result<OriginCheck> {
         return Ok(OriginCheck::Skip);
     }
     let resolver = chatmail_dns::resolver(config).context("setting up DNS for DKIM")?;
-    Ok(OriginCheck::Dkim(Box::new(DkimVerifier::new(resolver))))
+    Ok(OriginCheck::Dkim(Arc::new(DkimVerifier::new(resolver))))
 }
 
 /// The values that switch a flag on, as the program we replace reads its

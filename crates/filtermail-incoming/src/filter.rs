@@ -28,7 +28,7 @@ const MAX_IDLE_REINJECT_CONNECTIONS: usize = 64;
 
 /// How the origin of domain senders is checked.
 pub enum OriginCheck {
-    Dkim(Box<DkimVerifier>),
+    Dkim(Arc<DkimVerifier>),
     /// FILTERMAIL_SKIP_DKIM=1: for tests only.
     Skip,
 }
@@ -106,11 +106,28 @@ impl IncomingFilter {
         reply
     }
 
-    async fn check(&self, envelope: &Envelope, message: &[u8]) -> Result<Checked, Reply> {
-        // Parsed once for the From check and the policy; DKIM parses on
-        // its own (mail-auth).
-        let parsed = ParsedMessage::parse(message);
-        let from = self.checked_from(parsed.from_address())?;
+    async fn check(&self, envelope: &Envelope, message: &Arc<Vec<u8>>) -> Result<Checked, Reply> {
+        // Read before the message is examined, refused after its From is
+        // (as ever): the policy needs the recipients.
+        let recipients = self.active_recipients(&envelope.rcpt_to);
+        let examined = {
+            let message = Arc::clone(message);
+            let domain = self.mail_domain.clone();
+            let policy_recipients = recipients
+                .as_ref()
+                .map_or_else(|_| Vec::new(), Clone::clone);
+            chatmail_daemon::cpu_work(message.len(), move || {
+                examine(&message, &domain, &policy_recipients)
+            })
+            .await
+        };
+        let (from, verdict) = match examined {
+            Ok(examined) => examined?,
+            Err(error) => {
+                tracing::error!(%error, "the message check failed");
+                return Err(Reply::TEMPORARY_FAILURE);
+            }
+        };
         // Forwarders legitimately send with another envelope sender; the
         // message is taken, but a bounce must not go to a forged address.
         let sender = match canonical_address(envelope.sender(), &self.mail_domain) {
@@ -120,45 +137,15 @@ impl IncomingFilter {
                 String::new()
             }
         };
-        let recipients = self.active_recipients(&envelope.rcpt_to)?;
+        let recipients = recipients?;
         if recipients.is_empty() {
             return Ok(Checked::Discard);
         }
-        let policy = chatmail_e2ee::Envelope {
-            mail_from: from.as_str(),
-            rcpt_to: &recipients,
-        };
-        let verdict = parsed.classify(&policy, Direction::Incoming);
-        drop(parsed);
         if let Verdict::Cleartext(reason) = verdict {
             self.check_cleartext_allowed(&recipients, reason)?;
         }
         self.check_origin(message, &from).await?;
         Ok(Checked::Deliver { sender, recipients })
-    }
-
-    /// The From header's address in canonical form: one of another
-    /// domain, or a well-formed address literal.
-    fn checked_from(&self, from: Option<String>) -> Result<EnvelopeAddress, Reply> {
-        let Some(from) = from else {
-            tracing::info!("refused: no usable From header");
-            return Err(BAD_FROM);
-        };
-        match canonical_address(&from, &self.mail_domain) {
-            Ok(EnvelopeAddress::Local(_)) => {
-                tracing::info!("refused: From address of this relay from outside");
-                Err(OWN_DOMAIN_FROM)
-            }
-            Ok(remote) => Ok(remote),
-            Err(refusal) => {
-                tracing::info!(%refusal, "refused: invalid From address");
-                Err(Reply::owned(
-                    500,
-                    "",
-                    format!("Invalid from address <{from}>: {refusal}"),
-                ))
-            }
-        }
     }
 
     /// The recipients without the disabled ones. Each door accepts local
@@ -207,14 +194,30 @@ impl IncomingFilter {
 
     /// Domain senders must prove their origin with DKIM; senders with a
     /// (well-formed) address literal have no DNS to publish a key in.
-    async fn check_origin(&self, message: &[u8], from: &EnvelopeAddress) -> Result<(), Reply> {
+    async fn check_origin(
+        &self,
+        message: &Arc<Vec<u8>>,
+        from: &EnvelopeAddress,
+    ) -> Result<(), Reply> {
         if from.has_address_literal() {
             return Ok(());
         }
         let OriginCheck::Dkim(verifier) = &self.origin else {
             return Ok(());
         };
-        match verifier.verify(message, from.domain()).await {
+        let verified = {
+            let (verifier, message) = (Arc::clone(verifier), Arc::clone(message));
+            let domain = from.domain().to_owned();
+            chatmail_daemon::cpu_work_async(message.len(), async move {
+                verifier.verify(&message, &domain).await
+            })
+            .await
+        };
+        let verified = verified.map_err(|error| {
+            tracing::error!(%error, "the DKIM check failed");
+            Reply::TEMPORARY_FAILURE
+        })?;
+        match verified {
             Ok(()) => Ok(()),
             // The texts of the program we replace, our detail after them.
             Err(DkimFailure::Missing(detail)) => {
@@ -242,6 +245,47 @@ impl IncomingFilter {
                     format!("DKIM key lookup failed, try again later: {reason}"),
                 ))
             }
+        }
+    }
+}
+
+/// The From check and the encryption policy: the CPU work on the whole
+/// message, parsed once for both.
+fn examine(
+    message: &[u8],
+    mail_domain: &MailDomain,
+    recipients: &[String],
+) -> Result<(EnvelopeAddress, Verdict), Reply> {
+    let parsed = ParsedMessage::parse(message);
+    let from = checked_from(mail_domain, parsed.from_address())?;
+    let policy = chatmail_e2ee::Envelope {
+        mail_from: from.as_str(),
+        rcpt_to: recipients,
+    };
+    let verdict = parsed.classify(&policy, Direction::Incoming);
+    Ok((from, verdict))
+}
+
+/// The From header's address in canonical form: one of another domain,
+/// or a well-formed address literal.
+fn checked_from(mail_domain: &MailDomain, from: Option<String>) -> Result<EnvelopeAddress, Reply> {
+    let Some(from) = from else {
+        tracing::info!("refused: no usable From header");
+        return Err(BAD_FROM);
+    };
+    match canonical_address(&from, mail_domain) {
+        Ok(EnvelopeAddress::Local(_)) => {
+            tracing::info!("refused: From address of this relay from outside");
+            Err(OWN_DOMAIN_FROM)
+        }
+        Ok(remote) => Ok(remote),
+        Err(refusal) => {
+            tracing::info!(%refusal, "refused: invalid From address");
+            Err(Reply::owned(
+                500,
+                "",
+                format!("Invalid from address <{from}>: {refusal}"),
+            ))
         }
     }
 }

@@ -69,36 +69,24 @@ impl OutgoingFilter {
     async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
         // The session recorded the canonical account that MAIL named.
         let sender = envelope.sender();
-        // Parsed once for the From check and the policy.
-        let parsed = ParsedMessage::parse(&message);
-        match parsed.from_address() {
-            Some(from)
-                if canonical_address(&from, &self.mail_domain)
-                    .is_ok_and(|from| from.as_str() == sender) => {}
-            Some(from) => {
-                tracing::info!("refused: From header does not match the envelope sender");
-                return Reply::owned(500, "", format!("Invalid FROM <{from}> for <{sender}>"));
-            }
-            None => {
-                tracing::info!("refused: no usable From header");
-                return Reply::new(
-                    500,
-                    "",
-                    "Invalid FROM header: not exactly one From header with one address",
-                );
-            }
-        }
         let rcpt_to = envelope.rcpt_to.as_slice();
-        let policy = chatmail_e2ee::Envelope {
-            mail_from: sender,
-            rcpt_to,
+        let message = Arc::new(message);
+        let examined = {
+            let (message, sender) = (Arc::clone(&message), sender.to_owned());
+            let (rcpt_to, domain) = (rcpt_to.to_vec(), self.mail_domain.clone());
+            chatmail_daemon::cpu_work(message.len(), move || {
+                examine(&message, &sender, &rcpt_to, &domain)
+            })
+            .await
         };
-        let verdict = parsed.classify(&policy, Direction::Outgoing);
-        drop(parsed);
-        if let Verdict::Cleartext(reason) = verdict {
-            tracing::info!(reason, "refused unencrypted outgoing mail");
-            return ENCRYPTION_NEEDED;
-        }
+        let verdict = match examined {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(refusal)) => return refusal,
+            Err(error) => {
+                tracing::error!(%error, "the message check failed");
+                return Reply::TEMPORARY_FAILURE;
+            }
+        };
         let disabled_sender = match self.is_disabled(sender) {
             Ok(disabled) => disabled,
             Err(error) => {
@@ -125,6 +113,47 @@ impl OutgoingFilter {
         tracing::debug!(%reply, ?verdict, "reinjected");
         reply
     }
+}
+
+/// The From check and the encryption policy: the CPU work on the whole
+/// message, parsed once for both.
+fn examine(
+    message: &[u8],
+    sender: &str,
+    rcpt_to: &[String],
+    mail_domain: &MailDomain,
+) -> Result<Verdict, Reply> {
+    let parsed = ParsedMessage::parse(message);
+    match parsed.from_address() {
+        Some(from)
+            if canonical_address(&from, mail_domain).is_ok_and(|from| from.as_str() == sender) => {}
+        Some(from) => {
+            tracing::info!("refused: From header does not match the envelope sender");
+            return Err(Reply::owned(
+                500,
+                "",
+                format!("Invalid FROM <{from}> for <{sender}>"),
+            ));
+        }
+        None => {
+            tracing::info!("refused: no usable From header");
+            return Err(Reply::new(
+                500,
+                "",
+                "Invalid FROM header: not exactly one From header with one address",
+            ));
+        }
+    }
+    let policy = chatmail_e2ee::Envelope {
+        mail_from: sender,
+        rcpt_to,
+    };
+    let verdict = parsed.classify(&policy, Direction::Outgoing);
+    if let Verdict::Cleartext(reason) = verdict {
+        tracing::info!(reason, "refused unencrypted outgoing mail");
+        return Err(ENCRYPTION_NEEDED);
+    }
+    Ok(verdict)
 }
 
 impl SmtpHandler for OutgoingFilter {

@@ -17,12 +17,7 @@ const MAX_LMTP_CONNECTIONS: usize = 1100;
 /// Runs the daemon: binds the LMTP port, then serves until SIGTERM or
 /// SIGINT.
 pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
-    // One thread: the work is I/O and TLS on small messages, and on two
-    // shared cores the hand-offs between worker threads cost more than the
-    // delivering itself (half the CPU per message, docs/BENCHMARKS.md).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = chatmail_daemon::single_threaded_runtime()?;
     runtime.block_on(async {
         let transport = transport(config)?;
         let addr = format!(
