@@ -151,6 +151,19 @@ impl DnsServer {
             .push(rdata);
     }
 
+    /// Adds every record of a zone file's records (as
+    /// `chatmail_configure::dns::parse_zone` returns them).
+    pub fn add_zone(
+        &self,
+        records: &std::collections::BTreeMap<hickory_proto::rr::RrKey, RecordSet>,
+    ) {
+        for set in records.values() {
+            for record in set.records_without_rrsigs() {
+                self.add(&set.name().to_ascii(), record.data.clone());
+            }
+        }
+    }
+
     /// Adds one TXT record made of `strings`. A string longer than a DNS
     /// character-string (255 bytes) is split, as zone files do for long
     /// DKIM keys.

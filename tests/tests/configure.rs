@@ -420,3 +420,85 @@ fn outgoing_mail_of_a_domain_relay_is_signed_by_opendkim_or_the_named_milter() -
     );
     Ok(())
 }
+
+/// `chatmail-configure dns` prints every record a domain relay needs;
+/// `dns --check` finds them all once DNS serves exactly that, names what
+/// is missing otherwise (exit status 1), and says when it cannot ask
+/// (exit status 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_records_are_printed_and_checked() -> Result<()> {
+    use relay_tests::{DnsMode, DnsServer};
+    let complete = DnsServer::start("127.0.0.1".parse()?).await?;
+    let partial = DnsServer::start("127.0.0.1".parse()?).await?;
+    let dir = tempfile::tempdir()?;
+    let ini = |dns: &DnsServer| {
+        format!(
+            "[params]\nmail_domain = alpha.test\ndns_resolver = {}\ndns_dnssec_validation = no\n",
+            dns.addr()
+        )
+    };
+    assert_success(&configure(&ini(&complete), dir.path())?);
+    // The MTA-STS policy the records point to is on the web front door.
+    let policy = fs::read_to_string(dir.path().join("etc/www/mta-sts.txt"))?;
+    assert!(
+        policy.contains("mode: enforce\nmx: alpha.test\n"),
+        "{policy}"
+    );
+    let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
+    assert!(
+        site.contains("server_name alpha.test mta-sts.alpha.test;"),
+        "{site}"
+    );
+    assert!(
+        site.contains("location = /.well-known/mta-sts.txt"),
+        "{site}"
+    );
+    let key = dir.path().join("etc/opendkim/keys/opendkim.private");
+    let dns = |ini_text: &str, extra: &[&str]| -> Result<Output> {
+        let ini_path = dir.path().join("dns.ini");
+        fs::write(&ini_path, ini_text)?;
+        Ok(Command::new(daemon_binary("chatmail-configure")?)
+            .arg("dns")
+            .arg(&ini_path)
+            .args(["--ipv4", "127.0.0.1", "--ipv6", "::1", "--dkim-key"])
+            .arg(&key)
+            .args(extra)
+            .output()?)
+    };
+    let printed = dns(&ini(&complete), &[])?;
+    assert_success(&printed);
+    let zone = String::from_utf8(printed.stdout)?;
+    let dkim = chatmail_configure::dkim_dns_record(&key)?;
+    let key_part = dkim.split("p=").nth(1).context("p= in the record")?;
+    assert!(zone.contains(&key_part[..100]), "{zone}");
+    let records =
+        chatmail_configure::dns::parse_zone(&zone, "alpha.test").map_err(anyhow::Error::msg)?;
+    assert!(records.len() >= 14, "{zone}");
+    complete.add_zone(&records);
+    // The same zone without the DKIM key.
+    let without_dkim: std::collections::BTreeMap<_, _> = records
+        .iter()
+        .filter(|(key, _)| !key.name.to_string().starts_with("opendkim._domainkey"))
+        .map(|(key, set)| (key.clone(), set.clone()))
+        .collect();
+    partial.add_zone(&without_dkim);
+
+    let checked = dns(&ini(&complete), &["--check"])?;
+    assert_success(&checked);
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("are in DNS"));
+
+    let checked = dns(&ini(&partial), &["--check"])?;
+    assert_eq!(checked.status.code(), Some(1), "{checked:?}");
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        stdout.contains("missing: opendkim._domainkey.alpha.test. TXT v=DKIM1; k=rsa; p="),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    partial.set_mode(DnsMode::ServFail);
+    let checked = dns(&ini(&partial), &["--check"])?;
+    assert_eq!(checked.status.code(), Some(2), "{checked:?}");
+    assert!(String::from_utf8_lossy(&checked.stderr).contains("cannot check DNS"));
+    Ok(())
+}

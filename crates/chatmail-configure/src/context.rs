@@ -56,6 +56,8 @@ pub struct Web {
     pub fcgiwrap_socket: String,
     pub www_dir: String,
     pub site: String,
+    /// The MTA-STS policy a domain relay serves (none for IP-only relays).
+    pub mta_sts_policy: Option<String>,
 }
 
 /// OpenDKIM: what it signs with, and where it listens.
@@ -376,6 +378,8 @@ fn web(config: &Config, layout: &Layout) -> Web {
         fcgiwrap_socket: text(&layout.web.fcgiwrap_socket),
         www_dir: text(&layout.web.www_dir),
         site: text(&layout.web.site),
+        mta_sts_policy: (!config.mail_domain.is_ip())
+            .then(|| crate::dns::mta_sts_policy(&config.mail_domain.address_domain())),
     }
 }
 

@@ -6,6 +6,7 @@
 mod check;
 mod context;
 mod dkim_key;
+pub mod dns;
 mod error;
 mod layout;
 mod render;

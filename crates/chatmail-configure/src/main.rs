@@ -1,7 +1,9 @@
-//! `chatmail-configure [CONFIG]`: writes the Postfix, Dovecot and nginx
-//! configuration of a chatmail relay and checks it with postconf,
-//! doveconf and nginx -t.
+//! `chatmail-configure [CONFIG]`: writes the Postfix, Dovecot, nginx and
+//! OpenDKIM configuration of a chatmail relay and checks it with postconf,
+//! doveconf, nginx -t and opendkim -n. `chatmail-configure dns [--check]`
+//! prints the DNS records the relay needs, or checks them.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,12 +11,47 @@ use anyhow::{Context as _, Result};
 use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
 use chatmail_configure::{
     Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
-    check_opendkim, check_postfix, ensure_dkim_key, render_all, write_files,
+    check_opendkim, check_postfix, dns, ensure_dkim_key, render_all, write_files,
 };
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    configure: Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints the DNS records the relay needs, in zone-file form; with
+    /// --check, asks DNS and lists what is missing or different (exit
+    /// status 1; 2 when DNS could not be asked).
+    Dns(DnsArgs),
+}
+
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// chatmail.ini of the relay.
+    #[arg(default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Compare with what DNS answers instead of printing.
+    #[arg(long)]
+    check: bool,
+    /// The relay's public IPv4 address (A record); repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    ipv4: Vec<Ipv4Addr>,
+    /// The relay's public IPv6 address (AAAA record); repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    ipv6: Vec<Ipv6Addr>,
+    /// The DKIM signing key (default: the one chatmail-configure creates).
+    #[arg(long, value_name = "FILE")]
+    dkim_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// chatmail.ini of the relay.
     #[arg(default_value = DEFAULT_CONFIG_PATH)]
@@ -122,13 +159,93 @@ fn enable_site(site: &Path, enabled_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("chatmail-configure: {err:#}");
-            ExitCode::FAILURE
+/// `chatmail-configure dns`: prints the zone, or checks it (exit status
+/// 1 when records are missing or different).
+fn dns(args: &DnsArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    anyhow::ensure!(
+        !config.mail_domain.is_ip(),
+        "{} is an IP-only relay: it needs no DNS records",
+        config.mail_domain
+    );
+    let key = args
+        .dkim_key
+        .clone()
+        .unwrap_or_else(|| OpenDkimLayout::system().key_file(&config.dkim_selector));
+    let dkim_record = if key.exists() {
+        Some(chatmail_configure::dkim_dns_record(&key)?)
+    } else {
+        eprintln!(
+            "chatmail-configure: no DKIM key at {} yet (chatmail-configure creates it): \
+             its record is left out",
+            key.display()
+        );
+        None
+    };
+    let addresses: Vec<IpAddr> = (args.ipv4.iter().copied().map(IpAddr::V4))
+        .chain(args.ipv6.iter().copied().map(IpAddr::V6))
+        .collect();
+    let zone = dns::zone(
+        &config,
+        &dns::ZoneInput {
+            dkim_record: dkim_record.as_deref(),
+            addresses: &addresses,
+        },
+    );
+    if !args.check {
+        print!("{zone}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let domain = config.mail_domain.address_domain();
+    let expected = dns::parse_zone(&zone, &domain).map_err(anyhow::Error::msg)?;
+    let resolver = chatmail_dns::resolver(&config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checked = runtime.block_on(dns::check(&expected, |name, record_type| {
+        let resolver = resolver.clone();
+        async move { dns::lookup(&resolver, name, record_type).await }
+    }));
+    let mismatches = match checked {
+        Ok(mismatches) => mismatches,
+        Err(error) => {
+            eprintln!("chatmail-configure: cannot check DNS: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for mismatch in &mismatches {
+        let found = if mismatch.found.is_empty() {
+            "nothing".to_owned()
+        } else {
+            mismatch.found.join(" | ")
+        };
+        for value in &mismatch.missing {
+            println!(
+                "missing: {} {} {value}  (DNS has: {found})",
+                mismatch.name, mismatch.record_type
+            );
         }
     }
+    if mismatches.is_empty() {
+        println!("all {} record sets of {domain} are in DNS", expected.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A failed `dns --check` says 1 by itself; it cannot check: 2.
+    let (result, failed) = match &cli.command {
+        Some(Command::Dns(args)) => (dns(args), ExitCode::from(2)),
+        None => (
+            run(&cli.configure).map(|()| ExitCode::SUCCESS),
+            ExitCode::FAILURE,
+        ),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("chatmail-configure: {err:#}");
+        failed
+    })
 }

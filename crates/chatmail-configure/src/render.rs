@@ -80,6 +80,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../nginx/nginx.conf"),
     ),
     ("www/index.html", include_str!("../../../www/index.html")),
+    ("www/mta-sts.txt", include_str!("../../../www/mta-sts.txt")),
     (
         "opendkim/opendkim.conf",
         include_str!("../../../opendkim/opendkim.conf"),
@@ -113,6 +114,7 @@ const INSTALLED: &[&str] = &[
     "nginx/chatmail-site.conf",
     "nginx/nginx.conf",
     "www/index.html",
+    "www/mta-sts.txt",
     "opendkim/opendkim.conf",
     "opendkim/KeyTable",
     "opendkim/SigningTable",
@@ -181,6 +183,10 @@ fn destination(name: &str, layout: &Layout, context: &Context) -> Option<PathBuf
             .private
             .as_ref()
             .map(|instance| instance.nginx_dir().join("nginx.conf")),
+        ("www", "mta-sts.txt") => {
+            context.web.mta_sts_policy.as_ref()?;
+            Some(layout.web.www_dir.join("mta-sts.txt"))
+        }
         ("www", file) => Some(layout.web.www_dir.join(file)),
         _ => None,
     }
@@ -275,9 +281,10 @@ mod tests {
     fn every_file_lands_in_its_servers_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
-        // Postfix 5, Dovecot 8, the nginx site, the index page and
-        // OpenDKIM's 3; a system nginx has its own nginx.conf.
-        assert_eq!(files.len(), 18);
+        // Postfix 5, Dovecot 8, the nginx site, the index page and the
+        // MTA-STS policy, OpenDKIM's 3; a system nginx has its own
+        // nginx.conf.
+        assert_eq!(files.len(), 19);
         for file in &files {
             assert!(
                 ["postfix", "dovecot", "nginx", "www", "opendkim"]
