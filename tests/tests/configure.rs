@@ -502,3 +502,31 @@ async fn dns_records_are_printed_and_checked() -> Result<()> {
     assert!(String::from_utf8_lossy(&checked.stderr).contains("cannot check DNS"));
     Ok(())
 }
+
+#[test]
+fn acme_is_for_domain_relays_and_excludes_a_certificate_of_ones_own() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = configure_with("[params]\nmail_domain = 127.0.0.1\n", dir.path(), &[])?;
+    assert_success(&output);
+    let ini = dir.path().join("chatmail.ini");
+    let acme = |extra: &[&str]| -> Result<Output> {
+        Ok(Command::new(daemon_binary("chatmail-configure")?)
+            .arg(&ini)
+            .arg("--output")
+            .arg(dir.path().join("etc"))
+            .arg("--acme")
+            .args(extra)
+            .output()?)
+    };
+    let output = acme(&[])?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("IP-only relay gets no certificate"),
+        "{stderr}"
+    );
+    let output = acme(&["--tls-cert", "/etc/hostname"])?;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+    Ok(())
+}

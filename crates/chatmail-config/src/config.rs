@@ -21,12 +21,7 @@ const SECTION: &str = "params";
 
 /// Keys used by the deployment tooling rather than by a daemon. They are
 /// accepted so that one chatmail.ini serves both, and otherwise ignored.
-const DEPLOYMENT_KEYS: &[&str] = &[
-    "www_folder",
-    "acme_email",
-    "mtail_address",
-    "tls_external_cert_and_key",
-];
+const DEPLOYMENT_KEYS: &[&str] = &["www_folder", "mtail_address", "tls_external_cert_and_key"];
 const DEPLOYMENT_PREFIXES: &[&str] = &["privacy_"];
 
 /// Every setting of chatmail.ini, typed, with the defaults of the relay we
@@ -83,6 +78,9 @@ pub struct Config {
     /// Where users reach the operator about privacy (privacy_mail); IMAP
     /// names it as the server's admin.
     pub privacy_mail: Option<String>,
+    /// The address the relay's ACME account is registered with (expiry
+    /// warnings of the certificate authority); `None` registers without.
+    pub acme_email: Option<String>,
     /// The DKIM selector of the relay's signing key: its public key is
     /// published at `<selector>._domainkey.<mail_domain>`.
     pub dkim_selector: String,
@@ -232,6 +230,7 @@ impl Config {
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,
             privacy_mail: params.optional("privacy_mail", value::contact_address)?,
+            acme_email: params.optional("acme_email", value::contact_address)?,
             dkim_selector: params.get("dkim_selector", value::dns_label, "opendkim".into())?,
             filtermail_refused_mail_dir: params
                 .optional("filtermail_refused_mail_dir", value::path)?,

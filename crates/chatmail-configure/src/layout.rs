@@ -165,6 +165,8 @@ pub struct Layout {
     /// (domain relays without a `dkim_milter` of their own).
     pub opendkim: Option<OpenDkimLayout>,
     pub web: WebLayout,
+    /// certbot's directories, for a certificate from an ACME CA.
+    pub acme: crate::acme::AcmeLayout,
 }
 
 /// Where OpenDKIM's configuration, key and socket are (Debian's opendkim
@@ -290,6 +292,7 @@ impl Layout {
             dkim_milter: None,
             opendkim: Some(OpenDkimLayout::system()),
             web: WebLayout::system(),
+            acme: crate::acme::AcmeLayout::system(),
         }
     }
 

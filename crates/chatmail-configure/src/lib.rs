@@ -3,6 +3,7 @@
 //! postfix/, dovecot/, nginx/ and www/ directories, and checked with the
 //! servers' own tools.
 
+pub mod acme;
 mod check;
 mod context;
 mod dkim_key;

@@ -9,11 +9,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
+use chatmail_configure::acme::{self, AcmeLayout};
 use chatmail_configure::{
     Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
     check_opendkim, check_postfix, dns, ensure_dkim_key, render_all, write_files,
 };
 use clap::{Parser, Subcommand};
+
+/// What certbot runs after renewing the certificate: the servers that
+/// use it read it again.
+const RELOAD_ON_RENEWAL: &str = "systemctl reload postfix dovecot nginx";
 
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
@@ -73,7 +78,21 @@ struct Args {
     /// /etc/opendkim.conf).
     #[arg(long, value_name = "MILTER")]
     dkim_milter: Option<String>,
-    /// Skip `postconf`, `doveconf` and `nginx -t` on the result.
+    /// Get the certificate from an ACME CA with certbot (HTTP-01 through
+    /// the relay's nginx site, which must already be serving: run once
+    /// without it first); certbot's timer renews it and reloads the
+    /// servers. chatmail.ini's acme_email registers the account.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    acme: bool,
+    /// The CA's ACME directory.
+    #[arg(long, value_name = "URL", default_value = acme::LETS_ENCRYPT, requires = "acme")]
+    acme_server: String,
+    /// CA certificates (PEM) to trust for the ACME server besides the
+    /// system's, for a private CA.
+    #[arg(long, value_name = "FILE", requires = "acme")]
+    acme_ca_bundle: Option<PathBuf>,
+    /// Skip `postconf`, `doveconf`, `nginx -t` and `opendkim -n` on the
+    /// result.
     #[arg(long)]
     no_check: bool,
 }
@@ -86,6 +105,17 @@ fn run(args: &Args) -> Result<()> {
         layout.dovecot_dir = dir.join("dovecot");
         layout.web = WebLayout::in_dir(dir, layout.web.fcgiwrap_socket.clone());
         layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
+        layout.acme = AcmeLayout::in_dir(&dir.join("acme"));
+    }
+    let domain = config.mail_domain.address_domain();
+    if args.acme {
+        anyhow::ensure!(
+            !config.mail_domain.is_ip(),
+            "--acme: an IP-only relay gets no certificate from a CA"
+        );
+        if let Some((chain, key)) = layout.acme.certificate(&domain) {
+            (layout.tls_cert, layout.tls_key) = (chain, key);
+        }
     }
     if let Some(cert) = &args.tls_cert {
         layout.tls_cert.clone_from(cert);
@@ -95,8 +125,26 @@ fn run(args: &Args) -> Result<()> {
     }
     layout.dkim_milter.clone_from(&args.dkim_milter);
     let context = Context::new(&config, &layout);
-    let files = render_all(&context, &layout)?;
-    let written = write_files(&files)?;
+    let mut written = write_files(&render_all(&context, &layout)?)?;
+    if args.acme && layout.acme.certificate(&domain).is_none() {
+        // nginx serves the challenge from the web root it already has.
+        let (chain, key) = acme::obtain(
+            &layout.acme,
+            &acme::AcmeRequest {
+                domain: &domain,
+                email: config.acme_email.as_deref(),
+                server: &args.acme_server,
+                webroot: &layout.web.www_dir,
+                deploy_hook: RELOAD_ON_RENEWAL,
+                ca_bundle: args.acme_ca_bundle.as_deref(),
+            },
+        )
+        .context("getting the certificate")?;
+        println!("obtained the certificate {}", chain.display());
+        (layout.tls_cert, layout.tls_key) = (chain, key);
+        let context = Context::new(&config, &layout);
+        written.extend(write_files(&render_all(&context, &layout)?)?);
+    }
     for path in &written {
         println!("wrote {}", path.display());
     }

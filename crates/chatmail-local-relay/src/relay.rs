@@ -95,6 +95,7 @@ impl LocalRelay {
             // IP-only relays sign nothing: receivers skip DKIM for them.
             dkim_milter: None,
             opendkim: None,
+            acme: chatmail_configure::acme::AcmeLayout::in_dir(&state.root.join("acme")),
             web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
             private: Some(private.clone()),
         };

@@ -1,0 +1,204 @@
+//! A domain relay's certificate from an ACME CA, offline: Debian's pebble
+//! as the CA (resolving the relay through the tests' DNS server), Debian's
+//! certbot as chatmail-configure drives it, HTTP-01 answered by the
+//! relay's own rendered nginx site, which then serves the new certificate
+//! for the domain and for mta-sts.<domain>.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use chatmail_config::Config;
+use chatmail_configure::acme::{AcmeLayout, AcmeRequest, obtain};
+use chatmail_configure::{
+    Context, Layout, PrivateInstance, Vmail, WebLayout, render_all, write_files,
+};
+use relay_tests::{Daemon, DnsServer, Ready, SelfSignedCert, TestCa, VmailUser, free_port};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const DOMAIN: &str = "alpha.test";
+
+/// GET `path` over HTTPS from 127.0.0.1:`port` as `name`, trusting only
+/// the certificates in `roots` (PEM); the response as text.
+async fn https_get(port: u16, name: &str, roots: &[u8], path: &str) -> Result<String> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots) {
+        store.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned())?, tcp)
+        .await
+        .with_context(|| format!("TLS to {name} on port {port}"))?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut response = Vec::new();
+    // nginx closes after the answer; rustls may see no close_notify.
+    let _ = tls.read_to_end(&mut response).await;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    for name in ["alpha.test.", "mta-sts.alpha.test."] {
+        dns.add_ip(name, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    // The relay's web front door with a self-signed certificate at first.
+    let (http, https) = (free_port()?, free_port()?);
+    let config = Config::from_ini_str(
+        &format!("[params]\nmail_domain = {DOMAIN}\nacme_email = admin@alpha.test\n"),
+        Path::new("chatmail.ini"),
+    )?;
+    let vmail = VmailUser::lookup()?;
+    let first = SelfSignedCert::generate(dir.path())?;
+    let mut layout = Layout::system(Vmail {
+        uid: vmail.uid,
+        gid: vmail.gid,
+    });
+    layout.postfix_dir = dir.path().join("postfix");
+    layout.dovecot_dir = dir.path().join("dovecot");
+    layout.web = WebLayout::in_dir(dir.path(), dir.path().join("fcgiwrap.socket"));
+    layout.opendkim = None;
+    layout.acme = AcmeLayout::in_dir(&dir.path().join("acme"));
+    layout.listen = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    (layout.ports.http, layout.ports.https) = (http, https);
+    (layout.tls_cert, layout.tls_key) = (first.cert_path.clone(), first.key_path.clone());
+    let private = PrivateInstance {
+        root: dir.path().join("private"),
+        instance_name: "acme-test".into(),
+    };
+    for sub in [private.nginx_dir(), private.log_dir()] {
+        fs::create_dir_all(&sub)?;
+    }
+    layout.private = Some(private.clone());
+    write_files(&render_all(&Context::new(&config, &layout), &layout)?)?;
+    let nginx_conf = private.nginx_dir().join("nginx.conf");
+    let mut nginx = Command::new("nginx");
+    nginx
+        .arg("-c")
+        .arg(&nginx_conf)
+        .arg("-e")
+        .arg(private.log_dir().join("nginx-error.log"));
+    let _nginx = Daemon::spawn("nginx", nginx, Ready::Port(http), &private.log_dir())?;
+
+    // pebble: its API over TLS with a test CA's certificate, HTTP-01
+    // validation on the relay's HTTP port, names resolved by our DNS.
+    let pebble_tls = dir.path().join("pebble-tls");
+    fs::create_dir_all(&pebble_tls)?;
+    let pebble_ca = TestCa::generate(&pebble_tls)?;
+    let (api, management) = (free_port()?, free_port()?);
+    let pebble_config = dir.path().join("pebble.json");
+    fs::write(
+        &pebble_config,
+        serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{api}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": pebble_ca.cert_path,
+                "privateKey": pebble_ca.key_path,
+                "httpPort": http,
+                "tlsPort": free_port()?,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }
+        })
+        .to_string(),
+    )?;
+    let mut pebble = Command::new("pebble");
+    pebble
+        .arg("-config")
+        .arg(&pebble_config)
+        .arg("-dnsserver")
+        .arg(dns.addr().to_string())
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0");
+    let _pebble = Daemon::spawn(
+        "pebble",
+        pebble,
+        Ready::Ports(&[api, management]),
+        dir.path(),
+    )?;
+
+    // As `chatmail-configure --acme` does: certbot through the site's web
+    // root, then the configuration again with the new certificate.
+    let (chain, key) = obtain(
+        &layout.acme,
+        &AcmeRequest {
+            domain: DOMAIN,
+            email: config.acme_email.as_deref(),
+            server: &format!("https://127.0.0.1:{api}/dir"),
+            webroot: &layout.web.www_dir,
+            deploy_hook: "true",
+            ca_bundle: Some(&pebble_ca.ca_path),
+        },
+    )?;
+    assert_eq!(
+        layout.acme.certificate(DOMAIN),
+        Some((chain.clone(), key.clone()))
+    );
+    (layout.tls_cert, layout.tls_key) = (chain, key);
+    let written = write_files(&render_all(&Context::new(&config, &layout), &layout)?)?;
+    assert!(written.contains(&layout.web.site), "{written:?}");
+    let reload = Command::new("nginx")
+        .arg("-c")
+        .arg(&nginx_conf)
+        .args(["-s", "reload"])
+        .status()?;
+    assert!(reload.success());
+
+    // The relay now proves both names with a chain to pebble's root.
+    let root = https_get(
+        management,
+        "localhost",
+        &fs::read(&pebble_ca.ca_path)?,
+        "/roots/0",
+    )
+    .await?;
+    let root_pem = root
+        .find("-----BEGIN CERTIFICATE-----")
+        .and_then(|start| root.get(start..))
+        .context("pebble's root")?
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        match https_get(https, DOMAIN, root_pem.as_bytes(), "/").await {
+            Ok(page) => break page,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet: {error:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let policy = https_get(
+        https,
+        "mta-sts.alpha.test",
+        root_pem.as_bytes(),
+        "/.well-known/mta-sts.txt",
+    )
+    .await?;
+    assert!(
+        policy.contains("mode: enforce\nmx: alpha.test\n"),
+        "{policy}"
+    );
+    Ok(())
+}
