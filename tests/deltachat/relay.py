@@ -32,8 +32,9 @@ def random_text(n, alphabet=string.ascii_lowercase + string.digits):
 class LocalRelay:
     """A running chatmail-local-relay; `stop()` sends Ctrl-C (SIGINT)."""
 
-    def __init__(self, address, port_base, state_dir, ini=()):
+    def __init__(self, address, port_base, state_dir, ini=(), mail_domain=None, extra_args=()):
         self.address = address
+        self.mail_domain = mail_domain
         self.port_base = port_base
         self.state_dir = Path(state_dir)
         args = [
@@ -41,7 +42,10 @@ class LocalRelay:
             "--listen", address,
             "--port-base", str(port_base),
             "--state-dir", str(state_dir),
+            *extra_args,
         ]
+        if mail_domain:
+            args += ["--ini", f"mail_domain={mail_domain}"]
         for setting in ini:
             args += ["--ini", setting]
         self.process = subprocess.Popen(
@@ -66,7 +70,7 @@ class LocalRelay:
 
     @property
     def domain(self):
-        return f"[{self.address}]"
+        return self.mail_domain or f"[{self.address}]"
 
     def port(self, standard):
         return self.port_base + standard

@@ -25,7 +25,8 @@ use crate::state::StateDir;
 #[command(version, about)]
 struct Args {
     /// The loopback address the relay listens on; its mail domain is
-    /// `[ADDRESS]`.
+    /// `[ADDRESS]` unless `--ini mail_domain=NAME` names a domain (then
+    /// OpenDKIM signs its mail, as chatmail-configure sets it up).
     #[arg(long, default_value = "127.0.0.1")]
     listen: Ipv4Addr,
     /// Standard port N is served on PORT_BASE + N (SMTP 25 -> 20025,
@@ -49,6 +50,13 @@ struct Args {
     /// Where the chatmail daemons are (default: beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// A certificate chain (PEM) instead of the self-signed one made for
+    /// the address, for a domain relay other relays verify.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -122,25 +130,27 @@ fn start(args: &Args) -> Result<Running> {
         }),
         settings: args.settings.clone(),
         bin_dir,
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
     })?;
     let mut running = Running {
         processes: Vec::new(),
         postfix_dir: None,
     };
     relay.start_daemons(&mut running.processes)?;
+    relay.start_opendkim(&mut running.processes)?;
     relay.start_postfix()?;
     running.postfix_dir = Some(relay.layout.postfix_dir.clone());
     running.processes.push(relay.start_dovecot()?);
     relay.start_web(&mut running.processes)?;
-    print_welcome(args.listen, &relay.ports, &relay.state)?;
+    print_welcome(args.listen, &relay.domain, &relay.ports, &relay.state)?;
     Ok(running)
 }
 
-fn print_welcome(address: Ipv4Addr, ports: &Ports, state: &StateDir) -> Result<()> {
+fn print_welcome(address: Ipv4Addr, domain: &str, ports: &Ports, state: &StateDir) -> Result<()> {
     let user = random_text(9)?;
     let password = random_text(20)?;
     let public = ports.public;
-    println!("chatmail relay [{address}] is running.");
+    println!("chatmail relay {domain} is running.");
     println!();
     println!(
         "  IMAP  {address}:{} (TLS), {address}:{} (STARTTLS)",
@@ -160,7 +170,7 @@ fn print_welcome(address: Ipv4Addr, ports: &Ports, state: &StateDir) -> Result<(
     println!("Any new address logs in and creates its account; in Delta Chat, scan or paste:");
     println!();
     println!(
-        "  dclogin:{user}@[{address}]?p={password}&v=1&ih={address}&ip={}&is=ssl&sh={address}&sp={}&ss=ssl&ic=3",
+        "  dclogin:{user}@{domain}?p={password}&v=1&ih={address}&ip={}&is=ssl&sh={address}&sp={}&ss=ssl&ic=3",
         public.imaps, public.smtps
     );
     println!();

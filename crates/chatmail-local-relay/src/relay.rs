@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chatmail_config::Config;
 use chatmail_configure::{
-    Context, DictSockets, Layout, PrivateInstance, Vmail, WebLayout, check_dovecot, check_nginx,
-    check_postfix, render_all, write_files,
+    Context, DictSockets, Layout, OpenDkimLayout, PrivateInstance, Vmail, WebLayout, check_dovecot,
+    check_nginx, check_opendkim, check_postfix, ensure_dkim_key, render_all, write_files,
 };
 
 use crate::loopback;
@@ -45,10 +45,14 @@ pub struct Options {
     /// Extra chatmail.ini settings.
     pub settings: Vec<(String, String)>,
     pub bin_dir: PathBuf,
+    /// Certificate chain and key to use instead of a self-signed one.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub struct LocalRelay {
     address: IpAddr,
+    /// The mail domain: `[ADDRESS]` or a domain name.
+    pub domain: String,
     pub ports: Ports,
     pub state: StateDir,
     pub layout: Layout,
@@ -66,7 +70,9 @@ impl LocalRelay {
         loopback::ensure_assigned(options.address)?;
         let vmail = Vmail::lookup()?;
         state.prepare(vmail)?;
-        state.ensure_certificate(options.address)?;
+        if options.tls.is_none() {
+            state.ensure_certificate(options.address)?;
+        }
         state.write_ini(
             options.address,
             &options.ports,
@@ -82,25 +88,36 @@ impl LocalRelay {
             root: state.root.clone(),
             instance_name: format!("chatmail-local-{}", options.address),
         };
+        let (tls_cert, tls_key) = options
+            .tls
+            .clone()
+            .unwrap_or_else(|| (state.cert(), state.key()));
+        // A domain relay signs its mail, as chatmail-configure sets it up;
+        // an IP-only relay signs nothing (receivers skip DKIM for it).
+        let opendkim = (!config.mail_domain.is_ip())
+            .then(|| OpenDkimLayout::in_dir(&state.root.join("opendkim")));
         let layout = Layout {
             postfix_dir: state.root.join("postfix"),
             dovecot_dir: state.root.join("dovecot"),
-            tls_cert: state.cert(),
-            tls_key: state.key(),
+            tls_cert,
+            tls_key,
             sockets: DictSockets::in_dir(&state.run()),
             bin_dir: bin_dir.clone(),
             listen: Some(address),
             ports: options.ports.public,
             vmail,
-            // IP-only relays sign nothing: receivers skip DKIM for them.
             dkim_milter: None,
-            opendkim: None,
+            opendkim,
             acme: chatmail_configure::acme::AcmeLayout::in_dir(&state.root.join("acme")),
             web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
             private: Some(private.clone()),
         };
         let context = Context::new(&config, &layout);
         write_files(&render_all(&context, &layout)?)?;
+        if let Some(opendkim) = &layout.opendkim {
+            ensure_dkim_key(opendkim, &config.dkim_selector)?;
+            check_opendkim(&opendkim.conf)?;
+        }
         check_postfix(&layout.postfix_dir)?;
         check_dovecot(&layout.dovecot_dir.join("dovecot.conf"))?;
         check_nginx(
@@ -109,6 +126,7 @@ impl LocalRelay {
         )?;
         Ok(Self {
             address,
+            domain: config.mail_domain.address_domain(),
             ports: options.ports,
             state,
             layout,
@@ -147,6 +165,28 @@ impl LocalRelay {
                 .with_context(|| log_tail(&self.state.log(), name))?;
         }
         Ok(())
+    }
+
+    /// OpenDKIM in the foreground, for a domain relay.
+    pub fn start_opendkim(&self, processes: &mut Vec<Process>) -> Result<()> {
+        let Some(opendkim) = &self.layout.opendkim else {
+            return Ok(());
+        };
+        // A socket left by a killed relay would make OpenDKIM fail.
+        let _ = std::fs::remove_file(&opendkim.socket);
+        processes.push(Process::start(
+            "opendkim",
+            Path::new("opendkim"),
+            &[
+                OsStr::new("-f"),
+                OsStr::new("-x"),
+                opendkim.conf.as_os_str(),
+            ],
+            None,
+            &self.state.log(),
+        )?);
+        wait_for_socket(&opendkim.socket, "opendkim", START_LIMIT)
+            .with_context(|| log_tail(&self.state.log(), "opendkim"))
     }
 
     fn start_as_vmail(&self, name: &str, args: &[&OsStr]) -> Result<Process> {
