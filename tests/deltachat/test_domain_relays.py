@@ -1,13 +1,17 @@
 """Two domain relays, alpha.test and beta.test, on loopback: each signs
 its mail with OpenDKIM as chatmail-configure sets it up, DNS (the tests'
 server on loopback) serves the records `chatmail-configure dns` prints,
-and their certificates come from a test CA the transports trust. Delta
-Chat accounts on each exchange encrypted messages both ways, a bounce
-from one relay reaches the other signed, and unsigned mail from a domain
-is refused with 554 5.7.1."""
+and their certificates come from an ACME CA (Debian's pebble, through
+certbot over HTTP-01 on the relay's HTTP port) whose root the transports
+trust. Delta Chat accounts on each exchange encrypted messages both ways,
+a bounce from one relay reaches the other signed, and unsigned mail from
+a domain is refused with 554 5.7.1."""
 
 import gzip
+import json
 import os
+import ssl
+import urllib.request
 import shutil
 import signal
 import smtplib
@@ -34,33 +38,108 @@ def free_port():
         return udp.getsockname()[1]
 
 
-def make_ca(directory: Path, domains):
-    """A CA, and a certificate it signed for each domain (and its
-    mta-sts name and address)."""
+def make_ca(directory: Path):
+    """A CA and a certificate it signed for 127.0.0.1 (pebble's API)."""
     run = lambda *args: subprocess.run(args, check=True, capture_output=True)
     ca_key, ca = directory / "ca.key", directory / "ca.pem"
     run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-days", "2", "-subj", "/CN=domain relays test CA",
+        "-nodes", "-days", "2", "-subj", "/CN=pebble API test CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout", str(ca_key), "-out", str(ca))
-    certs = {}
-    for domain, address in domains:
-        key, csr, cert = (directory / f"{domain}.{ext}" for ext in ("key", "csr", "pem"))
-        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-subj", f"/CN={domain}", "-keyout", str(key), "-out", str(csr))
-        extensions = directory / f"{domain}.ext"
-        extensions.write_text(
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-            f"subjectAltName=DNS:{domain},DNS:mta-sts.{domain},IP:{address}\n"
-        )
-        run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert))
-        for path in (cert, key):
-            path.chmod(0o644)
-        certs[domain] = (cert, key)
-    ca.chmod(0o644)
-    return ca, certs
+    key, csr, cert = (directory / f"pebble.{ext}" for ext in ("key", "csr", "pem"))
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr))
+    extensions = directory / "pebble.ext"
+    extensions.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                          "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert))
+    return ca, cert, key
+
+
+def wait_for_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def start_dns(port, zones):
+    """The tests' DNS server on 127.0.0.1:`port` with `zones` (domain ->
+    zone file)."""
+    args = [str(bin_dir() / "test-dns"), "--listen", f"127.0.0.1:{port}"]
+    for domain, path in zones.items():
+        args += ["--zone", f"{domain}={path}"]
+    dns = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert dns.stdout.readline().strip() == "ready"
+    return dns
+
+
+def certificates_from_pebble(directory: Path):
+    """A certificate for each domain (and its mta-sts name) from pebble,
+    through certbot answering HTTP-01 on the relay's address and HTTP port
+    before the relay runs; returns (pebble's root, {domain: (chain,
+    key)})."""
+    ca, cert, key = make_ca(directory)
+    zones = {}
+    for domain, address in DOMAINS:
+        zones[domain] = directory / f"{domain}.a.zone"
+        zones[domain].write_text(
+            f"{domain}. 60 IN A {address}\nmta-sts.{domain}. 60 IN A {address}\n")
+    dns_port, api, management = free_port(), free_port(), free_port()
+    dns = start_dns(dns_port, zones)
+    config = directory / "pebble.json"
+    config.write_text(json.dumps({"pebble": {
+        "listenAddress": f"127.0.0.1:{api}",
+        "managementListenAddress": f"127.0.0.1:{management}",
+        "certificate": str(cert), "privateKey": str(key),
+        "httpPort": PORT_BASE + 80, "tlsPort": free_port(),
+        "ocspResponderURL": "", "externalAccountBindingRequired": False,
+    }}))
+    environment = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
+    pebble = subprocess.Popen(
+        ["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+    )
+    try:
+        wait_for_port(api)
+        wait_for_port(management)
+        certs = {}
+        certbot_dir = directory / "certbot"
+        for domain, address in DOMAINS:
+            subprocess.run(
+                ["certbot", "certonly", "--non-interactive", "--agree-tos",
+                 "--register-unsafely-without-email", "--standalone",
+                 "--http-01-address", address, "--http-01-port", str(PORT_BASE + 80),
+                 "--server", f"https://127.0.0.1:{api}/dir", "--cert-name", domain,
+                 "--domains", f"{domain},mta-sts.{domain}",
+                 "--config-dir", str(certbot_dir / "config"),
+                 "--work-dir", str(certbot_dir / "work"),
+                 "--logs-dir", str(certbot_dir / "logs")],
+                check=True, capture_output=True,
+                env=dict(os.environ, REQUESTS_CA_BUNDLE=str(ca)),
+            )
+            live = certbot_dir / "config" / "live" / domain
+            certs[domain] = (live / "fullchain.pem", live / "privkey.pem")
+        context = ssl.create_default_context(cafile=str(ca))
+        with urllib.request.urlopen(f"https://127.0.0.1:{management}/roots/0",
+                                    context=context, timeout=10) as answer:
+            root = directory / "pebble-root.pem"
+            root.write_bytes(answer.read())
+    finally:
+        pebble.kill()
+        pebble.wait()
+        dns.kill()
+        dns.wait()
+    # The relays' daemons (vmail) read the root; the servers read the rest
+    # as root.
+    root.chmod(0o644)
+    return root, certs
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +161,7 @@ def time_limit():
 def domain_relays(notification_server):
     directory = Path(tempfile.mkdtemp(prefix="chatmail-e2e-domains-", dir="/var/tmp"))
     directory.chmod(0o755)
-    ca, certs = make_ca(directory, DOMAINS)
+    root, certs = certificates_from_pebble(directory)
     dns_port = free_port()
     started, dns = [], None
     try:
@@ -93,7 +172,7 @@ def domain_relays(notification_server):
             settings = relay_settings(notification_server) + [
                 f"dns_resolver=127.0.0.1:{dns_port}",
                 "dns_dnssec_validation=no",
-                f"filtermail_transport_ca_file={ca}",
+                f"filtermail_transport_ca_file={root}",
             ]
             started.append(LocalRelay(
                 address, PORT_BASE, state, settings, mail_domain=domain,
@@ -101,7 +180,7 @@ def domain_relays(notification_server):
             ))
         # What each operator would publish: the records chatmail-configure
         # prints, with the relay's DKIM key.
-        zones = []
+        zones = {}
         for relay in started:
             zone = subprocess.run(
                 [str(bin_dir() / "chatmail-configure"), "dns", str(relay.state_dir / "chatmail.ini"),
@@ -111,12 +190,8 @@ def domain_relays(notification_server):
             ).stdout
             path = directory / f"{relay.domain}.zone"
             path.write_text(zone)
-            zones += ["--zone", f"{relay.domain}={path}"]
-        dns = subprocess.Popen(
-            [str(bin_dir() / "test-dns"), "--listen", f"127.0.0.1:{dns_port}", *zones],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert dns.stdout.readline().strip() == "ready"
+            zones[relay.domain] = path
+        dns = start_dns(dns_port, zones)
         yield started
     finally:
         if dns is not None:
