@@ -376,6 +376,21 @@ impl Relay {
         self.incoming_filter.as_ref().map(Daemon::pid)
     }
 
+    /// The outgoing filter's log so far.
+    #[must_use]
+    pub fn outgoing_filter_log(&self) -> String {
+        self.outgoing_filter
+            .as_ref()
+            .map(Daemon::log)
+            .unwrap_or_default()
+    }
+
+    /// doveauth's log so far.
+    #[must_use]
+    pub fn doveauth_log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("doveauth.log")).unwrap_or_default()
+    }
+
     /// The incoming filter's log so far.
     #[must_use]
     pub fn incoming_filter_log(&self) -> String {

@@ -76,6 +76,24 @@ async fn first_login_creates_the_account_and_refusals_create_nothing() -> Result
     );
     // Existing accounts still log in while creation is off.
     assert!(relay.login(&user, PASSWORD).await?);
+    // Each refusal by a rule is one line existing dashboards (mtail)
+    // count, with the rule and without the address: the short password,
+    // both lengths, the other domain and the nocreate file. (A login with
+    // `+` or without a domain is no account name and never reaches them.)
+    let log = relay.doveauth_log();
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("registration rejected: "))
+        .collect();
+    assert_eq!(rejected.len(), 5, "{log}");
+    assert!(
+        rejected.iter().all(|line| !line.contains("abc")),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected.iter().any(|line| line.contains("nocreate file")),
+        "{rejected:?}"
+    );
     Ok(())
 }
 

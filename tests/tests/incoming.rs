@@ -208,6 +208,13 @@ async fn encrypted_signed_mail_is_delivered_through_both_doors() -> Result<()> {
         );
         assert!(message.contains("-----BEGIN PGP MESSAGE-----"), "{message}");
     }
+    assert_log_lines(
+        relay,
+        &[
+            ("Incoming: Filtering encrypted mail.", DOORS.len()),
+            ("Incoming: Filtering unencrypted mail.", 0),
+        ],
+    );
     Ok(())
 }
 
@@ -243,6 +250,14 @@ async fn cleartext_is_refused_for_new_accounts_and_delivered_to_old_ones() -> Re
         .await?;
     }
     assert_eq!(delivered(relay, NEW_USER), 0);
+    // Three cleartext messages through each door.
+    assert_log_lines(
+        relay,
+        &[
+            ("Incoming: Filtering unencrypted mail.", 3 * DOORS.len()),
+            ("Incoming: Filtering encrypted mail.", 0),
+        ],
+    );
     Ok(())
 }
 
@@ -254,7 +269,25 @@ async fn mailer_daemon_reports_are_delivered() -> Result<()> {
         let report = key.sign(&mail("mailer-daemon.eml", REMOTE, NEW_USER))?;
         deliver_ok(relay, door, "", &[NEW_USER], &report, (NEW_USER, n + 1)).await?;
     }
+    // The line existing dashboards (mtail) count, once per message, with
+    // the sender's domain only.
+    assert_log_lines(
+        relay,
+        &[(
+            "Incoming: Filtering mailer-daemon message from *@example.org",
+            DOORS.len(),
+        )],
+    );
     Ok(())
+}
+
+/// Each of `lines` (text, count) is in the incoming filter's log exactly
+/// `count` times, as the mtail program of the relay we replace counts.
+fn assert_log_lines(relay: &Relay, lines: &[(&str, usize)]) {
+    let log = relay.incoming_filter_log();
+    for (line, count) in lines {
+        assert_eq!(log.matches(line).count(), *count, "{line:?} in\n{log}");
+    }
 }
 
 /// Messages above 256 KiB are parsed and DKIM-checked on the blocking

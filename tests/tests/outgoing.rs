@@ -89,6 +89,31 @@ async fn encrypted_mail_is_delivered_with_an_identical_body() -> Result<()> {
     );
     assert!(!delivered.contains("Subject: Hi"), "{delivered}");
     assert!(!delivered.contains("Received:"), "{delivered}");
+    // The lines existing dashboards (mtail) count: one per message, one
+    // per created account (without the address at info level).
+    let log = relay.outgoing_filter_log();
+    assert_eq!(
+        log.matches("Outgoing: Filtering encrypted mail.").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Outgoing: Filtering unencrypted mail.").count(),
+        0,
+        "{log}"
+    );
+    let doveauth = relay.doveauth_log();
+    let created: Vec<&str> = doveauth
+        .lines()
+        .filter(|line| line.contains("Created address: "))
+        .collect();
+    assert_eq!(created.len(), 2, "{doveauth}");
+    assert!(
+        created
+            .iter()
+            .all(|line| line.contains("INFO") && line.contains("Created address: *@[127.0.0.1]")),
+        "{created:?}"
+    );
     Ok(())
 }
 
@@ -99,6 +124,12 @@ async fn refusals_reach_the_client() -> Result<()> {
 
     let cleartext = submit(&relay, SENDER, &mail("plain.eml", SENDER)).await?;
     assert_eq!(cleartext.code, 523, "{cleartext:?}");
+    let log = relay.outgoing_filter_log();
+    assert_eq!(
+        log.matches("Outgoing: Filtering unencrypted mail.").count(),
+        1,
+        "{log}"
+    );
     assert!(
         cleartext
             .text

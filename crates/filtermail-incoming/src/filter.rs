@@ -263,6 +263,18 @@ fn examine(
         rcpt_to: recipients,
     };
     let verdict = parsed.classify(&policy, Direction::Incoming);
+    // The lines existing dashboards (mtail) count, once per message (the
+    // sender's domain only: addresses go to debug level).
+    match verdict {
+        Verdict::Encrypted => tracing::info!("Incoming: Filtering encrypted mail."),
+        Verdict::MailerDaemonReport => {
+            tracing::info!(
+                "Incoming: Filtering mailer-daemon message from *@{}",
+                from.domain()
+            );
+        }
+        _ => tracing::info!("Incoming: Filtering unencrypted mail."),
+    }
     Ok((from, verdict))
 }
 
