@@ -101,11 +101,10 @@ pub fn obtain(
     run(&mut certbot, "certbot")?;
     layout
         .certificate(request.domain)
-        .ok_or_else(|| ConfigureError::ToolFailed {
+        .ok_or_else(|| ConfigureError::ToolGaveNothing {
             tool: "certbot",
-            status: std::process::ExitStatus::default(),
-            output: format!(
-                "no certificate for {} under {}",
+            missing: format!(
+                "certificate for {} under {}",
                 request.domain,
                 layout.config_dir.display()
             ),

@@ -7,8 +7,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use base64::Engine as _;
-
 use crate::check::run;
 use crate::error::ConfigureError;
 use crate::layout::OpenDkimLayout;
@@ -65,23 +63,25 @@ pub fn ensure_key(opendkim: &OpenDkimLayout, selector: &str) -> Result<bool, Con
 }
 
 /// The TXT record at `<selector>._domainkey.<domain>` for `key_file`:
-/// `v=DKIM1; k=rsa; p=<SubjectPublicKeyInfo, base64>`.
+/// `v=DKIM1; k=rsa; p=<SubjectPublicKeyInfo, base64>`. The PEM form of
+/// the public key is that base64 between its armor lines.
 pub fn dns_record(key_file: &Path) -> Result<String, ConfigureError> {
-    let output = Command::new("openssl")
-        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-        .arg(key_file)
-        .output()
-        .map_err(|source| ConfigureError::ToolMissing {
+    let pem = run(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(key_file),
+        "openssl pkey",
+    )?;
+    let public: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    if public.is_empty() {
+        return Err(ConfigureError::ToolGaveNothing {
             tool: "openssl pkey",
-            source,
-        })?;
-    if !output.status.success() || output.stdout.is_empty() {
-        return Err(ConfigureError::ToolFailed {
-            tool: "openssl pkey",
-            status: output.status,
-            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            missing: format!("public key for {}", key_file.display()),
         });
     }
-    let public = base64::engine::general_purpose::STANDARD.encode(&output.stdout);
     Ok(format!("v=DKIM1; k=rsa; p={public}"))
 }

@@ -183,19 +183,14 @@ pub struct Mismatch {
     pub found: Vec<String>,
 }
 
-/// Compares the expected records with DNS's answers (`lookup` gives the
-/// answers for a name and type, or an error text).
-pub async fn check<F, Fut>(
+/// Compares the expected records with what `resolver` answers.
+pub async fn check(
     expected: &BTreeMap<RrKey, RecordSet>,
-    lookup: F,
-) -> Result<Vec<Mismatch>, String>
-where
-    F: Fn(hickory_proto::rr::Name, RecordType) -> Fut,
-    Fut: Future<Output = Result<Vec<RData>, String>>,
-{
+    resolver: &chatmail_dns::TokioResolver,
+) -> Result<Vec<Mismatch>, String> {
     let mut mismatches = Vec::new();
     for (key, set) in expected {
-        let found: Vec<String> = lookup(set.name().clone(), key.record_type)
+        let found: Vec<String> = lookup(resolver, set.name().clone(), key.record_type)
             .await?
             .iter()
             .map(comparable)
@@ -219,7 +214,7 @@ where
 
 /// DNS's answers for `name` and `record_type` through `resolver`: none
 /// when the name or the type does not exist.
-pub async fn lookup(
+async fn lookup(
     resolver: &chatmail_dns::TokioResolver,
     name: hickory_proto::rr::Name,
     record_type: RecordType,

@@ -28,6 +28,8 @@ pub enum ConfigureError {
         status: std::process::ExitStatus,
         output: String,
     },
+    #[error("{tool} succeeded but gave no {missing}")]
+    ToolGaveNothing { tool: &'static str, missing: String },
     #[error("{tool} warns:\n{warnings}")]
     ToolWarned {
         tool: &'static str,

@@ -250,10 +250,7 @@ fn dns(args: &DnsArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let checked = runtime.block_on(dns::check(&expected, |name, record_type| {
-        let resolver = resolver.clone();
-        async move { dns::lookup(&resolver, name, record_type).await }
-    }));
+    let checked = runtime.block_on(dns::check(&expected, &resolver));
     let mismatches = match checked {
         Ok(mismatches) => mismatches,
         Err(error) => {
