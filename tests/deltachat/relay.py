@@ -107,6 +107,30 @@ class LocalRelay:
         user = account["email"].split("@")[0]
         return self.dclogin(user, account["password"])
 
+    def metrics_url(self, name):
+        """The metrics address the relay printed for `name`
+        (`filtermail-transport`, `dovecot`, ...)."""
+        deadline = time.monotonic() + 10
+        while True:
+            for line in list(self.output):
+                words = line.split()
+                if words[:1] == ["metrics"] and len(words) == 3 and words[2] == f"({name})":
+                    return words[1]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no metrics line for {name}:\n" + "".join(self.output))
+            time.sleep(0.1)
+
+    def scrape(self, name):
+        """Every series of `name`'s metrics endpoint, with its value."""
+        with urllib.request.urlopen(self.metrics_url(name), timeout=10) as response:
+            text = response.read().decode()
+        series = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                series[key] = float(value)
+        return series
+
     def nginx_pid(self):
         return int((self.state_dir / "nginx" / "nginx.pid").read_text())
 

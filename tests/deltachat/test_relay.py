@@ -201,6 +201,9 @@ def test_an_idle_session_hibernates_and_wakes_for_new_mail(relay):
                 time.sleep(1)
                 asleep = hibernated(relay, addr)
             assert asleep, "the IDLE session was not hibernated"
+            # Dovecot's own metrics (rendered by chatmail-configure) saw it.
+            dovecot = relay.scrape("dovecot")
+            assert dovecot["dovecot_imap_hibernated_total"] >= 1, dovecot
             deliver_encrypted(relay, "someone@[127.0.0.2]", addr)
             # The hibernated session is woken and told about the message.
             line = reader.readline()
@@ -255,12 +258,46 @@ def test_relays_deliver_to_each_other_over_https(relays, online_account):
     bob = online_account(relays[1])
     secure_join(alice, bob)
     offset = len(relays[1].log("postfix"))
+    before = counts(relays)
     exchange(alice, bob, "over /mxdeliv")
     received = log_since(relays[1], "postfix", offset)
     # Reinjected by filtermail-incoming, which got it from nginx: no
     # session on the port-25 service.
     assert "postfix/reinject_incoming/smtpd" in received, received
     assert "postfix/smtpd/smtpd" not in received, received
+    # The metrics each relay printed say the same.
+    moved = {key: value - before[key] for key, value in counts(relays).items()}
+    assert moved["outgoing accepted"] >= 1, moved
+    assert moved["transport https delivered"] >= 1, moved
+    assert moved["transport smtp delivered"] == 0, moved
+    assert moved["incoming accepted"] >= 1, moved
+    assert moved["dovecot deliveries"] >= 1, moved
+
+
+def counts(relays):
+    """The series the cross-relay tests watch, from both relays'
+    metrics endpoints: alice's relay sends, bob's receives."""
+    outgoing = relays[0].scrape("filtermail-outgoing")
+    transport = relays[0].scrape("filtermail-transport")
+    incoming = relays[1].scrape("filtermail-incoming")
+    dovecot = relays[1].scrape("dovecot")
+
+    def delivered(protocol):
+        return transport[
+            f'filtermail_transport_deliveries_total{{protocol="{protocol}",outcome="delivered"}}'
+        ]
+
+    return {
+        "outgoing accepted": outgoing[
+            'filtermail_messages_total{direction="outgoing",outcome="accepted"}'
+        ],
+        "transport https delivered": delivered("https"),
+        "transport smtp delivered": delivered("smtp"),
+        "incoming accepted": incoming[
+            'filtermail_messages_total{direction="incoming",outcome="accepted"}'
+        ],
+        "dovecot deliveries": dovecot["dovecot_mail_deliveries_total"],
+    }
 
 
 def test_ctrl_c_stops_every_process_of_the_relay():
@@ -293,9 +330,12 @@ def test_without_nginx_relays_deliver_over_smtp(relays, online_account):
     else:
         pytest.fail("nginx still listens")
     offset = len(relays[1].log("postfix"))
+    before = counts(relays)
     seconds, snapshot = exchange(alice, bob, "over SMTP")
     assert snapshot.text == "over SMTP"
     assert seconds < ARRIVAL_LIMIT, f"{seconds:.1f} s"
     received = log_since(relays[1], "postfix", offset)
     assert "postfix/smtpd/smtpd" in received, received
+    moved = {key: value - before[key] for key, value in counts(relays).items()}
+    assert moved["transport smtp delivered"] >= 1, moved
     assert "nginx exited" in "".join(relays[1].output)

@@ -14,6 +14,7 @@ mod dovecot;
 mod http;
 mod imap;
 mod maildir;
+mod metrics;
 mod postfix;
 mod process;
 mod push;
@@ -32,6 +33,7 @@ pub use dovecot::{Dovecot, DovecotOptions};
 pub use http::{HttpAnswer, HttpVersion, http_request, post_mxdeliv};
 pub use imap::ImapClient;
 pub use maildir::{is_gzip, read_message};
+pub use metrics::{Scrape, metrics_ini_values};
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{
     free_port, proc_status_kib, raise_fd_limit, wait_for_files, wait_for_path, wait_for_port,

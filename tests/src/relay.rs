@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use chatmail_config::MetricsDaemon;
 use chatmail_configure::{
     Context, DictSockets, Layout, OpenDkimLayout, Vmail, ensure_dkim_key, render_template,
 };
@@ -20,6 +21,7 @@ use tokio_rustls::client::TlsStream;
 use crate::daemon::{Daemon, Ready};
 use crate::dovecot::{Dovecot, DovecotOptions};
 use crate::imap::ImapClient;
+use crate::metrics::{Scrape, metrics_ini_values};
 use crate::postfix::{Postfix, PostfixOptions};
 use crate::process::{free_port, wait_for_port};
 use crate::smtp::SmtpClient;
@@ -114,6 +116,7 @@ impl Relay {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
+        .chain(metrics_ini_values()?)
         .collect();
         for (key, value) in &options.ini {
             ini_values.insert(key.clone(), value.clone());
@@ -177,6 +180,7 @@ impl Relay {
         }
         dovecot_config.push_str(&rendered("dovecot/auth-dict.conf.ext")?);
         dovecot_config.push_str(&rendered("dovecot/last-login.conf.ext")?);
+        dovecot_config.push_str(&rendered("dovecot/metrics.conf.ext")?);
         if options.metadata {
             fs::write(
                 work.path().join("push_notification.lua"),
@@ -342,6 +346,16 @@ impl Relay {
     }
 
     /// The value of `key` in this relay's chatmail.ini.
+    /// Scrapes the metrics endpoint of `daemon`.
+    pub async fn scrape(&self, daemon: MetricsDaemon) -> Result<Scrape> {
+        let port = self
+            .ini_value(daemon.config_key())
+            .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+            .with_context(|| format!("{} in chatmail.ini", daemon.config_key()))?
+            .port();
+        Scrape::fetch(port).await
+    }
+
     #[must_use]
     pub fn ini_value(&self, key: &str) -> Option<&str> {
         self.ini_values.get(key).map(String::as_str)

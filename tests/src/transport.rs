@@ -35,11 +35,13 @@ pub struct TransportSetup<'a> {
 pub struct TransportDaemon {
     pub daemon: Daemon,
     pub lmtp_port: u16,
+    pub metrics_port: u16,
 }
 
 impl TransportDaemon {
     pub fn start(setup: &TransportSetup<'_>) -> Result<Self> {
         let lmtp_port = free_port()?;
+        let metrics_port = free_port()?;
         let dir = setup.dir.join(format!("transport-{lmtp_port}"));
         fs::create_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
@@ -49,6 +51,7 @@ impl TransportDaemon {
             format!(
                 "[params]\nmail_domain = 127.0.0.1\nmailboxes_dir = {mail}\n\
                  filtermail_lmtp_port_transport = {lmtp_port}\n\
+                 metrics_listen_filtermail_transport = 127.0.0.1:{metrics_port}\n\
                  filtermail_transport_smtp_port = {smtp}\n\
                  filtermail_transport_https_port = {https}\n\
                  filtermail_transport_ca_file = {ca}\n\
@@ -70,7 +73,11 @@ impl TransportDaemon {
             Ready::Port(lmtp_port),
             &dir,
         )?;
-        Ok(Self { daemon, lmtp_port })
+        Ok(Self {
+            daemon,
+            lmtp_port,
+            metrics_port,
+        })
     }
 }
 

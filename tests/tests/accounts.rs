@@ -5,6 +5,7 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use chatmail_config::MetricsDaemon;
 use relay_tests::{Relay, RelayOptions, SmtpClient};
 
 const DOMAIN: &str = "[127.0.0.1]";
@@ -94,6 +95,26 @@ async fn first_login_creates_the_account_and_refusals_create_nothing() -> Result
         rejected.iter().any(|line| line.contains("nocreate file")),
         "{rejected:?}"
     );
+    // The same refusals, scraped, each under its rule; and the one
+    // account, and the failed logins as Dovecot counts them.
+    let auth = relay.scrape(MetricsDaemon::Doveauth).await?;
+    let refused = |rule: &str| {
+        auth.value(&format!(
+            r#"doveauth_registrations_refused_total{{rule="{rule}"}}"#
+        ))
+    };
+    assert_eq!(refused("password_too_short")?, 1.0);
+    assert_eq!(refused("local_part_length")?, 2.0);
+    assert_eq!(refused("foreign_domain")?, 1.0);
+    assert_eq!(refused("nocreate")?, 1.0);
+    assert_eq!(auth.sum("doveauth_registrations_refused_total"), 5.0);
+    assert_eq!(auth.value("doveauth_accounts_created_total")?, 1.0);
+    assert_eq!(auth.value("doveauth_internal_errors_total")?, 0.0);
+    assert!(auth.value(r#"doveauth_lookups_total{kind="passdb"}"#)? >= 10.0);
+    let dovecot = relay.scrape(MetricsDaemon::Dovecot).await?;
+    // The wrong password, the six refused and the nocreate login.
+    assert_eq!(dovecot.value("dovecot_auth_failures_total")?, 8.0);
+    assert_eq!(dovecot.value("dovecot_imap_logins_total")?, 4.0);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
+use chatmail_config::MetricsDaemon;
 use http_body_util::Full;
 use relay_tests::{
     DkimKey, DnsMode, DnsServer, HttpVersion, ImapClient, Relay, RelayOptions, SmtpReply,
@@ -215,6 +216,14 @@ async fn encrypted_signed_mail_is_delivered_through_both_doors() -> Result<()> {
             ("Incoming: Filtering unencrypted mail.", 0),
         ],
     );
+    assert_counts(relay, &[("accepted", DOORS.len())]).await?;
+    let scrape = relay.scrape(MetricsDaemon::FiltermailIncoming).await?;
+    assert_eq!(
+        scrape.value(r#"filtermail_check_seconds_count{direction="incoming"}"#)?,
+        DOORS.len() as f64
+    );
+    // Every connection was closed again, through both doors.
+    assert_eq!(scrape.sum("filtermail_connections_open"), 0.0);
     Ok(())
 }
 
@@ -258,6 +267,14 @@ async fn cleartext_is_refused_for_new_accounts_and_delivered_to_old_ones() -> Re
             ("Incoming: Filtering encrypted mail.", 0),
         ],
     );
+    assert_counts(
+        relay,
+        &[
+            ("not_encrypted", 2 * DOORS.len()),
+            ("accepted", DOORS.len()),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -277,6 +294,25 @@ async fn mailer_daemon_reports_are_delivered() -> Result<()> {
             "Incoming: Filtering mailer-daemon message from *@example.org",
             DOORS.len(),
         )],
+    );
+    Ok(())
+}
+
+/// The incoming filter counted each of `counts` (outcome, count) so, and
+/// no other outcome.
+async fn assert_counts(relay: &Relay, counts: &[(&str, usize)]) -> Result<()> {
+    let scrape = relay.scrape(MetricsDaemon::FiltermailIncoming).await?;
+    for (outcome, count) in counts {
+        let series =
+            format!(r#"filtermail_messages_total{{direction="incoming",outcome="{outcome}"}}"#);
+        assert_eq!(scrape.value(&series)?, *count as f64, "{series}");
+    }
+    let total: usize = counts.iter().map(|(_, count)| count).sum();
+    assert_eq!(
+        scrape.sum("filtermail_messages_total"),
+        total as f64,
+        "{}",
+        scrape.text
     );
     Ok(())
 }
@@ -364,6 +400,14 @@ async fn dkim_failures_are_refused_with_the_reason() -> Result<()> {
         );
     }
     assert_eq!(delivered(relay, NEW_USER), 0);
+    assert_counts(
+        relay,
+        &[
+            ("dkim_missing", 2 * DOORS.len()),
+            ("dkim_invalid", DOORS.len()),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -385,6 +429,7 @@ async fn dns_outage_is_a_temporary_failure() -> Result<()> {
         .await?;
     }
     assert_eq!(delivered(relay, NEW_USER), 0);
+    assert_counts(relay, &[("dkim_tempfail", DOORS.len())]).await?;
     Ok(())
 }
 
@@ -512,8 +557,20 @@ async fn http_refuses_bad_requests() -> Result<()> {
         let answer = post_mxdeliv(port, version, Some(REMOTE), &[NEW_USER], &big).await?;
         assert_eq!(answer.status, 413, "{answer:?}");
         assert!(answer.text.starts_with("552"), "{answer:?}");
+
+        let elsewhere =
+            post_mxdeliv(port, version, Some(REMOTE), &["two@example.net"], &message).await?;
+        assert_eq!(elsewhere.status, 400, "{elsewhere:?}");
+        assert!(elsewhere.text.starts_with("5"), "{elsewhere:?}");
     }
     assert_eq!(delivered(relay, NEW_USER), 0);
+    // Per HTTP version: one request without recipients, one too large,
+    // one for another domain; the wrong method and path are no messages.
+    assert_counts(
+        relay,
+        &[("bad_address", 2), ("too_large", 2), ("relay_denied", 2)],
+    )
+    .await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use chatmail_config::MetricsDaemon;
 use relay_tests::{ImapClient, PushServer, Relay, RelayOptions, SmtpClient, TestCa, repo_root};
 use tokio::io::AsyncWriteExt as _;
 
@@ -213,6 +214,21 @@ async fn a_delivery_notifies_within_a_second_but_not_own_copies() -> Result<()> 
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.push.received().len(), 2);
+    let scrape = s.relay.scrape(MetricsDaemon::ChatmailMetadata).await?;
+    assert_eq!(
+        scrape.value("chatmail_metadata_tokens_registered_total")?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_queued_total")?,
+        2.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_sent_total")?,
+        2.0
+    );
+    assert_eq!(scrape.value("chatmail_metadata_queue_length")?, 0.0);
+    assert_eq!(scrape.value("chatmail_metadata_push_seconds_count")?, 2.0);
     Ok(())
 }
 
@@ -233,6 +249,15 @@ async fn a_gone_token_is_removed() -> Result<()> {
     let stored = fs::read_to_string(metadata_file(&s.relay))?;
     assert!(!stored.contains(&gone), "{stored}");
     assert_eq!(stored.matches("token").count(), 2, "{stored}");
+    let scrape = s.relay.scrape(MetricsDaemon::ChatmailMetadata).await?;
+    assert_eq!(
+        scrape.value("chatmail_metadata_dead_tokens_removed_total")?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_sent_total")?,
+        1.0
+    );
     Ok(())
 }
 
@@ -277,6 +302,20 @@ async fn failures_are_retried_with_growing_delays_until_the_deadline() -> Result
         "{log}"
     );
     assert!(!log.contains(TOKEN), "tokens are never logged in full");
+    let scrape = s.relay.scrape(MetricsDaemon::ChatmailMetadata).await?;
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_retried_total")?,
+        2.0
+    );
+    assert_eq!(
+        scrape.value(r#"chatmail_metadata_notifications_dropped_total{reason="deadline"}"#)?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_sent_total")?,
+        0.0
+    );
+    assert_eq!(scrape.value("chatmail_metadata_queue_length")?, 0.0);
     Ok(())
 }
 
@@ -390,5 +429,26 @@ async fn tokens_are_capped_and_refusals_are_not_retried() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.push.received().len(), 21, "one retry, of the 429");
+    let scrape = s.relay.scrape(MetricsDaemon::ChatmailMetadata).await?;
+    assert_eq!(
+        scrape.value("chatmail_metadata_tokens_registered_total")?,
+        25.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_queued_total")?,
+        20.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_sent_total")?,
+        19.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_retried_total")?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value(r#"chatmail_metadata_notifications_dropped_total{reason="refused"}"#)?,
+        1.0
+    );
     Ok(())
 }

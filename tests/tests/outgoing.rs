@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use chatmail_config::MetricsDaemon;
 use relay_tests::{
     Relay, RelayOptions, SmtpClient, SmtpReply, free_port, repo_root, wait_for_files,
 };
@@ -114,7 +115,39 @@ async fn encrypted_mail_is_delivered_with_an_identical_body() -> Result<()> {
             .all(|line| line.contains("INFO") && line.contains("Created address: *@[127.0.0.1]")),
         "{created:?}"
     );
+
+    // The same, scraped: the filter counted one accepted message and
+    // timed its check; doveauth two accounts; Dovecot the logins and the
+    // delivery.
+    let filter = relay.scrape(MetricsDaemon::FiltermailOutgoing).await?;
+    assert_eq!(filter.value(&outgoing("accepted"))?, 1.0);
+    assert_eq!(
+        filter.sum("filtermail_messages_total"),
+        1.0,
+        "only that one"
+    );
+    assert_eq!(
+        filter.value(r#"filtermail_check_seconds_count{direction="outgoing"}"#)?,
+        1.0
+    );
+    assert!(
+        filter.value(r#"filtermail_message_bytes_total{direction="outgoing"}"#)?
+            >= message.len() as f64
+    );
+    let auth = relay.scrape(MetricsDaemon::Doveauth).await?;
+    assert_eq!(auth.value("doveauth_accounts_created_total")?, 2.0);
+    assert_eq!(auth.sum("doveauth_registrations_refused_total"), 0.0);
+    let dovecot = relay.scrape(MetricsDaemon::Dovecot).await?;
+    assert_eq!(dovecot.value("dovecot_imap_logins_total")?, 2.0);
+    assert_eq!(dovecot.value("dovecot_smtp_logins_total")?, 1.0);
+    assert_eq!(dovecot.value("dovecot_auth_failures_total")?, 0.0);
+    assert_eq!(dovecot.value("dovecot_mail_deliveries_total")?, 1.0);
     Ok(())
+}
+
+/// The series of an outcome of filtermail-outgoing.
+fn outgoing(outcome: &str) -> String {
+    format!(r#"filtermail_messages_total{{direction="outgoing",outcome="{outcome}"}}"#)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +201,11 @@ async fn refusals_reach_the_client() -> Result<()> {
         .map(Iterator::count)
         .unwrap_or(0);
     assert_eq!(delivered, 0);
+    // Each refusal is counted under its reason, nothing as accepted.
+    let filter = relay.scrape(MetricsDaemon::FiltermailOutgoing).await?;
+    assert_eq!(filter.value(&outgoing("not_encrypted"))?, 1.0);
+    assert_eq!(filter.value(&outgoing("from_mismatch"))?, 1.0);
+    assert_eq!(filter.value(&outgoing("accepted"))?, 0.0);
     Ok(())
 }
 
@@ -195,6 +233,13 @@ async fn a_burst_over_the_rate_limit_gets_450() -> Result<()> {
             .starts_with(&format!("450 4.7.1: Too much mail from {SENDER}")),
         "{limited:?}"
     );
+    let filter = relay.scrape(MetricsDaemon::FiltermailOutgoing).await?;
+    let accepted = codes.iter().filter(|code| **code == 250).count();
+    assert_eq!(filter.value(&outgoing("accepted"))?, accepted as f64);
+    assert_eq!(
+        filter.value(&outgoing("rate_limited"))?,
+        (codes.len() - accepted) as f64
+    );
     Ok(())
 }
 
@@ -207,6 +252,12 @@ async fn reinjection_down_is_a_temporary_failure_and_a_retry_delivers() -> Resul
     let message = mail("encrypted.eml", SENDER);
     let reply = submit(&relay, SENDER, &message).await?;
     assert!((400..500).contains(&reply.code), "{reply:?}");
+    let filter = relay.scrape(MetricsDaemon::FiltermailOutgoing).await?;
+    assert_eq!(filter.value(&outgoing("reinjection_failed"))?, 1.0);
+    assert_eq!(
+        filter.value(r#"filtermail_reinjection_failures_total{direction="outgoing"}"#)?,
+        1.0
+    );
 
     relay.restart_outgoing_filter(&[])?;
     let retry = submit(&relay, SENDER, &message).await?;

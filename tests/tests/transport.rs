@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use relay_tests::{DnsMode, DnsServer, PushServer, SmtpClient, TestCa, black_hole, free_port};
+use relay_tests::{
+    DnsMode, DnsServer, PushServer, Scrape, SmtpClient, TestCa, black_hole, free_port,
+};
 use transport_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,6 +36,21 @@ async fn https_delivery_carries_the_envelope_and_message() -> Result<()> {
     let replies = lmtp(&transport, &["a@remote.test"]).await?;
     assert_eq!(codes(&replies), [523], "{replies:?}");
     assert!(replies[0].text.contains("Encryption Needed"), "{replies:?}");
+
+    // Each recipient's answer is counted under HTTPS.
+    let scrape = Scrape::fetch(transport.metrics_port).await?;
+    assert_eq!(scrape.value(&deliveries("https", "delivered"))?, 2.0);
+    assert_eq!(scrape.value(&deliveries("https", "bounced"))?, 1.0);
+    assert_eq!(scrape.sum("filtermail_transport_deliveries_total"), 3.0);
+    assert_eq!(
+        scrape.value(r#"filtermail_transport_delivery_seconds_count{protocol="https"}"#)?,
+        2.0,
+        "two deliveries to one destination"
+    );
+    assert_eq!(
+        scrape.value("filtermail_transport_delivery_slots_in_use")?,
+        0.0
+    );
     drop(transport);
     Ok(())
 }
@@ -63,6 +80,12 @@ async fn without_mxdeliv_smtp_with_starttls_is_used_with_per_recipient_replies()
     let replies = lmtp(&transport, &["good@remote.test"]).await?;
     assert_eq!(codes(&replies), [250], "{replies:?}");
     assert_eq!(https.requests().len(), before);
+
+    // The answers came over SMTP, and are counted so.
+    let scrape = Scrape::fetch(transport.metrics_port).await?;
+    assert_eq!(scrape.value(&deliveries("smtp", "delivered"))?, 2.0);
+    assert_eq!(scrape.value(&deliveries("smtp", "bounced"))?, 1.0);
+    assert_eq!(scrape.sum("filtermail_transport_deliveries_total"), 3.0);
     drop(transport);
     Ok(())
 }
@@ -185,6 +208,29 @@ async fn over_queued_and_dead_destinations_get_a_fast_4xx() -> Result<()> {
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text.contains("not reachable"), "{reply:?}");
     assert!(took < Duration::from_millis(50), "took {took:?}");
+
+    // Five RCPTs each, answered at once; the one delivery attempt to the
+    // dead destination found no server, and paused it.
+    let scrape = Scrape::fetch(transport.metrics_port).await?;
+    assert_eq!(
+        scrape.value(r#"filtermail_transport_fast_tempfails_total{reason="destination_full"}"#)?,
+        5.0
+    );
+    assert_eq!(
+        scrape
+            .value(r#"filtermail_transport_fast_tempfails_total{reason="destination_paused"}"#)?,
+        5.0
+    );
+    assert_eq!(scrape.value(&deliveries("none", "deferred"))?, 1.0);
+    assert_eq!(
+        scrape.value("filtermail_transport_destinations_paused")?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value("filtermail_transport_delivery_slots_in_use")?,
+        1.0,
+        "the hanging delivery"
+    );
     hanging.abort();
     drop(transport);
     Ok(())
@@ -222,6 +268,11 @@ async fn deliveries_in_flight_never_exceed_the_global_bound() -> Result<()> {
     // The other four would have connected by now if the bound let them.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(connected(), 2);
+    let scrape = Scrape::fetch(transport.metrics_port).await?;
+    assert_eq!(
+        scrape.value("filtermail_transport_delivery_slots_in_use")?,
+        2.0
+    );
     for client in clients {
         client.abort();
     }
@@ -304,4 +355,9 @@ async fn self_signed_certificates_only_for_ip_literals_and_test_domains() -> Res
     assert_eq!(codes(&replies), [250], "{replies:?}");
     drop(transport);
     Ok(())
+}
+
+/// The series of recipients answered over `protocol` with `outcome`.
+fn deliveries(protocol: &str, outcome: &str) -> String {
+    format!(r#"filtermail_transport_deliveries_total{{protocol="{protocol}",outcome="{outcome}"}}"#)
 }

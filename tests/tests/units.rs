@@ -59,3 +59,35 @@ fn units_verify_cleanly_and_are_sandboxed() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every daemon with a metrics endpoint may open a TCP socket: a unit
+/// restricted to unix sockets would stop it at start.
+#[test]
+fn daemons_with_metrics_may_listen_on_tcp() -> Result<()> {
+    for daemon in chatmail_config::MetricsDaemon::ALL {
+        let key = daemon.config_key();
+        let Some(name) = key.strip_prefix("metrics_listen_") else {
+            anyhow::bail!("{key}");
+        };
+        // Dovecot's unit is Debian's own.
+        if name == "dovecot" {
+            continue;
+        }
+        let unit = repo_root()
+            .join("systemd")
+            .join(format!("{}.service", name.replace('_', "-")));
+        let text = fs::read_to_string(&unit).with_context(|| unit.display().to_string())?;
+        let families = text
+            .lines()
+            .find_map(|line| line.strip_prefix("RestrictAddressFamilies="))
+            .with_context(|| format!("{}: no RestrictAddressFamilies", unit.display()))?;
+        for family in ["AF_INET", "AF_INET6"] {
+            assert!(
+                families.split_whitespace().any(|each| each == family),
+                "{}: {families}",
+                unit.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -116,8 +116,60 @@ pub struct Config {
     /// Whether filtermail-transport may deliver to loopback, private,
     /// link-local and other internal addresses (local test relays only).
     pub filtermail_transport_allow_private: bool,
+    /// Where each daemon serves its metrics (`metrics_listen_<daemon>`);
+    /// `None` where the key is empty. See [`Config::metrics_listen`].
+    pub metrics_listen: [Option<std::net::SocketAddr>; MetricsDaemon::ALL.len()],
     /// Keys present in the file that no part of the relay knows, sorted.
     pub unknown_keys: Vec<String>,
+}
+
+/// The programs that serve Prometheus metrics, in the order of their
+/// default ports (127.0.0.1:9151 to :9156): our daemons, then Dovecot's
+/// stats service as chatmail-configure renders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsDaemon {
+    Doveauth,
+    ChatmailMetadata,
+    FiltermailOutgoing,
+    FiltermailIncoming,
+    FiltermailTransport,
+    Dovecot,
+}
+
+impl MetricsDaemon {
+    pub const ALL: [Self; 6] = [
+        Self::Doveauth,
+        Self::ChatmailMetadata,
+        Self::FiltermailOutgoing,
+        Self::FiltermailIncoming,
+        Self::FiltermailTransport,
+        Self::Dovecot,
+    ];
+
+    /// The chatmail.ini key of the daemon's metrics address.
+    #[must_use]
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Self::Doveauth => "metrics_listen_doveauth",
+            Self::ChatmailMetadata => "metrics_listen_chatmail_metadata",
+            Self::FiltermailOutgoing => "metrics_listen_filtermail_outgoing",
+            Self::FiltermailIncoming => "metrics_listen_filtermail_incoming",
+            Self::FiltermailTransport => "metrics_listen_filtermail_transport",
+            Self::Dovecot => "metrics_listen_dovecot",
+        }
+    }
+
+    #[must_use]
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Doveauth => 9151,
+            Self::ChatmailMetadata => 9152,
+            Self::FiltermailOutgoing => 9153,
+            Self::FiltermailIncoming => 9154,
+            Self::FiltermailTransport => 9155,
+            Self::Dovecot => 9156,
+        }
+    }
 }
 
 impl Config {
@@ -143,6 +195,10 @@ impl Config {
     pub fn from_ini_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut params = Params::parse(text, path)?;
         let mail_domain = params.required("mail_domain", MailDomain::parse)?;
+        let mut metrics_listen = [None; MetricsDaemon::ALL.len()];
+        for (slot, daemon) in metrics_listen.iter_mut().zip(MetricsDaemon::ALL) {
+            *slot = params.metrics_listen(daemon)?;
+        }
         let config = Self {
             max_user_send_per_minute: params.number("max_user_send_per_minute", 60)?,
             max_user_send_burst_size: params.number("max_user_send_burst_size", 10)?,
@@ -279,6 +335,7 @@ impl Config {
                 value::boolean,
                 false,
             )?,
+            metrics_listen,
             unknown_keys: Vec::new(),
             path: path.to_owned(),
             mail_domain,
@@ -341,6 +398,13 @@ impl Config {
             .unwrap_or(usize::MAX)
             .saturating_mul(2)
             .max(64)
+    }
+
+    /// Where `daemon` serves its metrics; `None` serves none.
+    #[must_use]
+    pub fn metrics_listen(&self, daemon: MetricsDaemon) -> Option<std::net::SocketAddr> {
+        let index = MetricsDaemon::ALL.iter().position(|each| *each == daemon);
+        index.and_then(|index| self.metrics_listen.get(index).copied().flatten())
     }
 
     /// The mailbox directory layout under `mailboxes_dir`.
@@ -454,6 +518,20 @@ impl<'a> Params<'a> {
             },
             default,
         )
+    }
+
+    /// A daemon's metrics address: loopback on its own port when absent,
+    /// none when empty, `ip` (the daemon's port) or `ip:port` otherwise.
+    fn metrics_listen(
+        &mut self,
+        daemon: MetricsDaemon,
+    ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let key = daemon.config_key();
+        let port = daemon.default_port();
+        if !self.values.contains_key(key) {
+            return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        self.optional(key, value::socket_addr(port))
     }
 
     fn into_unknown_keys(self) -> Vec<String> {

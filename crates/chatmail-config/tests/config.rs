@@ -446,3 +446,56 @@ fn bare_numbers_mean_mib_where_the_relay_we_replace_reads_them_so() {
     let bytes = parse_ok("mail_domain = example.org\nmax_mailbox_size = 500B\n");
     assert_eq!(bytes.max_mailbox_size, 500, "an explicit B means bytes");
 }
+
+#[test]
+fn metrics_addresses_default_to_loopback_and_empty_turns_them_off() {
+    use chatmail_config::MetricsDaemon;
+    let defaults = parse_ok("mail_domain = example.org\n");
+    let ports: Vec<String> = MetricsDaemon::ALL
+        .iter()
+        .map(|daemon| format!("{daemon:?} {:?}", defaults.metrics_listen(*daemon)))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            "Doveauth Some(127.0.0.1:9151)",
+            "ChatmailMetadata Some(127.0.0.1:9152)",
+            "FiltermailOutgoing Some(127.0.0.1:9153)",
+            "FiltermailIncoming Some(127.0.0.1:9154)",
+            "FiltermailTransport Some(127.0.0.1:9155)",
+            "Dovecot Some(127.0.0.1:9156)",
+        ]
+    );
+    let set = parse_ok(
+        "mail_domain = example.org\n\
+         metrics_listen_doveauth =\n\
+         metrics_listen_chatmail_metadata = 127.0.0.2\n\
+         metrics_listen_filtermail_outgoing = [::1]:9000\n\
+         metrics_listen_filtermail_incoming = 127.0.0.1:9001\n\
+         metrics_listen_filtermail_transport = 0.0.0.0:9002\n",
+    );
+    assert!(set.unknown_keys.is_empty(), "{:?}", set.unknown_keys);
+    assert_eq!(set.metrics_listen(MetricsDaemon::Doveauth), None);
+    let addr = |daemon| set.metrics_listen(daemon).map(|addr| addr.to_string());
+    assert_eq!(
+        addr(MetricsDaemon::ChatmailMetadata).as_deref(),
+        Some("127.0.0.2:9152")
+    );
+    assert_eq!(
+        addr(MetricsDaemon::FiltermailOutgoing).as_deref(),
+        Some("[::1]:9000")
+    );
+    assert_eq!(
+        addr(MetricsDaemon::FiltermailIncoming).as_deref(),
+        Some("127.0.0.1:9001")
+    );
+    assert_eq!(
+        addr(MetricsDaemon::FiltermailTransport).as_deref(),
+        Some("0.0.0.0:9002")
+    );
+    assert_bad_value(
+        "mail_domain = example.org\nmetrics_listen_doveauth = localhost:9151\n",
+        "metrics_listen_doveauth",
+        "localhost:9151",
+    );
+}

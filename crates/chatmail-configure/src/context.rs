@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use chatmail_config::Config;
+use chatmail_config::{Config, MetricsDaemon};
 use serde::Serialize;
 
 use crate::layout::{Layout, PublicPorts};
@@ -33,6 +33,16 @@ pub struct Context {
     pub web: Web,
     /// delete_mails_after of chatmail.ini, in days, for the index page.
     pub delete_mails_after: u32,
+    /// Where Dovecot's stats service serves OpenMetrics
+    /// (metrics_listen_dovecot); none when the key is empty.
+    pub dovecot_metrics: Option<MetricsListener>,
+}
+
+/// An address and port for a metrics endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsListener {
+    pub address: String,
+    pub port: u16,
 }
 
 /// The nginx site: the web front door.
@@ -312,6 +322,12 @@ impl Context {
             privacy_mail: config.privacy_mail.clone(),
             web: web(config, layout),
             delete_mails_after: config.delete_mails_after,
+            dovecot_metrics: config.metrics_listen(MetricsDaemon::Dovecot).map(|addr| {
+                MetricsListener {
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                }
+            }),
             private: layout.private.as_ref().map(|instance| Private {
                 root: text(&instance.root),
                 queue_dir: text(&instance.postfix_queue()),

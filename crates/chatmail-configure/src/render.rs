@@ -60,6 +60,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../dovecot/metadata.conf.ext"),
     ),
     (
+        "dovecot/metrics.conf.ext",
+        include_str!("../../../dovecot/metrics.conf.ext"),
+    ),
+    (
         "dovecot/mailstore.conf.ext",
         include_str!("../../../dovecot/mailstore.conf.ext"),
     ),
@@ -108,6 +112,7 @@ const INSTALLED: &[&str] = &[
     "dovecot/auth-dict.conf.ext",
     "dovecot/last-login.conf.ext",
     "dovecot/metadata.conf.ext",
+    "dovecot/metrics.conf.ext",
     "dovecot/mailstore.conf.ext",
     "dovecot/quota.conf.ext",
     "dovecot/push_notification.lua",
@@ -281,10 +286,10 @@ mod tests {
     fn every_file_lands_in_its_servers_directory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
-        // Postfix 5, Dovecot 8, the nginx site, the index page and the
+        // Postfix 5, Dovecot 9, the nginx site, the index page and the
         // MTA-STS policy, OpenDKIM's 3; a system nginx has its own
         // nginx.conf.
-        assert_eq!(files.len(), 19);
+        assert_eq!(files.len(), 20);
         for file in &files {
             assert!(
                 ["postfix", "dovecot", "nginx", "www", "opendkim"]

@@ -358,6 +358,7 @@ fn mxdeliv_request(input: &[u8]) {
             filtermail_incoming::IncomingFilter::new(
                 &config,
                 filtermail_incoming::OriginCheck::Skip,
+                chatmail_metrics::FilterMetrics::new(chatmail_metrics::Direction::Incoming),
             )
         };
     }

@@ -19,7 +19,6 @@ use clap::Parser;
 use crate::ports::Ports;
 use crate::processes::{Process, run};
 use crate::relay::{LocalRelay, Options};
-use crate::state::StateDir;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -142,14 +141,15 @@ fn start(args: &Args) -> Result<Running> {
     running.postfix_dir = Some(relay.layout.postfix_dir.clone());
     running.processes.push(relay.start_dovecot()?);
     relay.start_web(&mut running.processes)?;
-    print_welcome(args.listen, &relay.domain, &relay.ports, &relay.state)?;
+    print_welcome(args.listen, &relay)?;
     Ok(running)
 }
 
-fn print_welcome(address: Ipv4Addr, domain: &str, ports: &Ports, state: &StateDir) -> Result<()> {
+fn print_welcome(address: Ipv4Addr, relay: &LocalRelay) -> Result<()> {
+    let (domain, state) = (&relay.domain, &relay.state);
     let user = random_text(9)?;
     let password = random_text(20)?;
-    let public = ports.public;
+    let public = relay.ports.public;
     println!("chatmail relay {domain} is running.");
     println!();
     println!(
@@ -164,6 +164,10 @@ fn print_welcome(address: Ipv4Addr, domain: &str, ports: &Ports, state: &StateDi
         "  HTTPS https://{address}:{}/ (POST /new hands out accounts; other relays POST /mxdeliv)",
         public.https
     );
+    for (key, addr) in &relay.metrics {
+        let name = key.trim_start_matches("metrics_listen_").replace('_', "-");
+        println!("  metrics http://{addr}/metrics ({name})");
+    }
     println!("  state {}", state.root.display());
     println!("  logs  {}", state.log().display());
     println!();

@@ -2,6 +2,7 @@
 //! different loopback addresses can use the same numbers.
 
 use anyhow::{Context, Result};
+use chatmail_config::MetricsDaemon;
 use chatmail_configure::PublicPorts;
 
 #[derive(Debug, Clone, Copy)]
@@ -13,6 +14,9 @@ pub struct Ports {
     pub transport_lmtp: u16,
     pub reinject: u16,
     pub reinject_incoming: u16,
+    /// The metrics endpoints, in the order of [`MetricsDaemon::ALL`]
+    /// (`base + 9151` ...).
+    pub metrics: [u16; MetricsDaemon::ALL.len()],
 }
 
 impl Ports {
@@ -31,6 +35,14 @@ impl Ports {
             transport_lmtp: at(1083)?,
             reinject: at(1025)?,
             reinject_incoming: at(1026)?,
+            metrics: [
+                at(9151)?,
+                at(9152)?,
+                at(9153)?,
+                at(9154)?,
+                at(9155)?,
+                at(9156)?,
+            ],
         })
     }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use chatmail_config::Config;
+use chatmail_config::{Config, MetricsDaemon};
 use chatmail_configure::{
     Context, DictSockets, Layout, OpenDkimLayout, PrivateInstance, Vmail, WebLayout, check_dovecot,
     check_nginx, check_opendkim, check_postfix, ensure_dkim_key, render_all, write_files,
@@ -56,6 +56,8 @@ pub struct LocalRelay {
     pub ports: Ports,
     pub state: StateDir,
     pub layout: Layout,
+    /// Where each program serves its metrics, by chatmail.ini key.
+    pub metrics: Vec<(&'static str, std::net::SocketAddr)>,
     bin_dir: PathBuf,
     vmail: Vmail,
 }
@@ -128,6 +130,13 @@ impl LocalRelay {
             address,
             domain: config.mail_domain.address_domain(),
             ports: options.ports,
+            metrics: MetricsDaemon::ALL
+                .iter()
+                .filter_map(|daemon| {
+                    let addr = config.metrics_listen(*daemon)?;
+                    Some((daemon.config_key(), addr))
+                })
+                .collect(),
             state,
             layout,
             bin_dir,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use chatmail_config::MetricsDaemon;
 use chatmail_configure::Vmail;
 use nix::unistd::{Gid, Uid, chown};
 
@@ -184,6 +185,14 @@ impl StateDir {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
+        .chain(
+            MetricsDaemon::ALL
+                .iter()
+                .zip(ports.metrics)
+                .map(|(daemon, port)| {
+                    (daemon.config_key().to_owned(), format!("{address}:{port}"))
+                }),
+        )
         .collect();
         for (key, value) in overrides {
             settings.retain(|(existing, _)| existing != key);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use dovecot_dict::{Change, DictError, DictHandler, Transaction};
 
+use crate::metrics::MetadataMetrics;
 use crate::notifier::{Notifier, now_secs};
 use crate::server_keys::ServerKeys;
 use crate::store::TokenStore;
@@ -23,6 +24,7 @@ pub struct MetadataDict {
     store: Arc<TokenStore>,
     notifier: Notifier,
     server: ServerKeys,
+    metrics: MetadataMetrics,
 }
 
 /// A key split as Dovecot sends it: `priv/<mailbox guid>/<name>` or
@@ -51,11 +53,17 @@ fn check_token(token: &str) -> Result<(), DictError> {
 
 impl MetadataDict {
     #[must_use]
-    pub fn new(store: Arc<TokenStore>, notifier: Notifier, server: ServerKeys) -> Self {
+    pub fn new(
+        store: Arc<TokenStore>,
+        notifier: Notifier,
+        server: ServerKeys,
+        metrics: MetadataMetrics,
+    ) -> Self {
         Self {
             store,
             notifier,
             server,
+            metrics,
         }
     }
 
@@ -75,7 +83,9 @@ impl MetadataDict {
         tokio::task::spawn_blocking(move || store.add(&user, &token, now_secs()))
             .await
             .map_err(|error| DictError::new(error.to_string()))?
-            .map_err(|error| DictError::new(format!("storing a device token: {error}")))
+            .map_err(|error| DictError::new(format!("storing a device token: {error}")))?;
+        self.metrics.tokens_registered.inc();
+        Ok(())
     }
 
     async fn message_new(&self, user: &str) -> Result<(), DictError> {

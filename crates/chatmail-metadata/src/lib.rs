@@ -4,11 +4,13 @@
 //! new messages.
 
 mod dict;
+mod metrics;
 pub mod notifier;
 mod server_keys;
 mod store;
 
 pub use dict::MetadataDict;
+pub use metrics::{Dropped, MetadataMetrics};
 pub use notifier::{Notifier, redact};
 pub use server_keys::ServerKeys;
 pub use store::TokenStore;

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use chatmail_metadata::{MetadataDict, Notifier, ServerKeys, TokenStore};
+use chatmail_config::MetricsDaemon;
+use chatmail_metadata::{MetadataDict, MetadataMetrics, Notifier, ServerKeys, TokenStore};
+use chatmail_metrics::Endpoint;
 use clap::Parser;
 use dovecot_dict::daemon::{self, DictDaemonArgs};
 
@@ -19,10 +21,20 @@ fn main() -> anyhow::Result<()> {
     chatmail_daemon::init_logging();
     let cli = Cli::parse();
     let config = chatmail_config::Config::load(&cli.dict.config_path)?;
+    let endpoint = Endpoint::for_daemon(&config, MetricsDaemon::ChatmailMetadata)?;
+    let metrics = MetadataMetrics::default();
+    let mut registry = chatmail_metrics::registry();
+    metrics.register(&mut registry);
     daemon::run_with(&cli.dict, || {
+        Endpoint::spawn_optional(endpoint, registry)?;
         let store = Arc::new(TokenStore::new(config.mailboxes()));
-        let notifier = Notifier::start(&config, Arc::clone(&store))?;
-        Ok(MetadataDict::new(store, notifier, ServerKeys::new(&config)))
+        let notifier = Notifier::start(&config, Arc::clone(&store), metrics.clone())?;
+        Ok(MetadataDict::new(
+            store,
+            notifier,
+            ServerKeys::new(&config),
+            metrics,
+        ))
     })
     .with_context(|| format!("serving {}", cli.dict.socket_path.display()))
 }

@@ -4,6 +4,7 @@
 
 mod client;
 mod command;
+mod counters;
 mod data;
 mod line;
 mod reply;
@@ -11,6 +12,7 @@ mod server;
 mod session;
 
 pub use client::{ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_data};
+pub use counters::{SessionCounters, reinjection_outcome};
 pub use data::{DataError, DataReader};
 pub use reply::{AddressRole, Reply};
 pub use server::serve;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use chatmail_metrics::GaugeHold;
+
 use crate::session::{SessionConfig, SmtpHandler, run_session};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -29,7 +31,10 @@ pub async fn serve<H: SmtpHandler>(
         |stream, _stop| {
             let handler = Arc::clone(&handler);
             let config = Arc::clone(&config);
-            async move { run_session(stream, handler.as_ref(), &config).await }
+            async move {
+                let _open = GaugeHold::new(&config.counters.connections_open);
+                run_session(stream, handler.as_ref(), &config).await;
+            }
         },
     )
     .await;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use chatmail_daemon::{MessageBudget, Reservation};
 
+use crate::counters::SessionCounters;
 use crate::data::{DataError, DataReader};
 use crate::line::{Line, LineFramer};
 use crate::reply::Reply;
@@ -49,6 +50,8 @@ pub struct SessionConfig {
     /// The daemon's budget for message bytes held at once (shared by all
     /// sessions of the daemon).
     pub budget: MessageBudget,
+    /// Where the session counts connections and its own refusals.
+    pub counters: SessionCounters,
 }
 
 impl SessionConfig {
@@ -66,6 +69,7 @@ impl SessionConfig {
             write_timeout: Duration::from_secs(60),
             session_deadline: Duration::from_secs(30 * 60),
             budget: MessageBudget::unlimited(),
+            counters: SessionCounters::default(),
         }
     }
 }
@@ -336,6 +340,7 @@ impl<H: SmtpHandler> Session<'_, H> {
                     return self.error(&Reply::NESTED_MAIL);
                 }
                 if from.size > self.config.max_message_size {
+                    self.config.counters.too_large.inc();
                     self.reply(&Reply::MESSAGE_TOO_BIG);
                     return Step::Continue;
                 }
@@ -375,6 +380,7 @@ impl<H: SmtpHandler> Session<'_, H> {
                 let declared = self.declared_size.min(self.config.max_message_size);
                 if !self.reservation.cover(declared).await {
                     tracing::warn!("message budget spent; refusing a message for now");
+                    self.config.counters.busy.inc();
                     self.reservation = self.config.budget.reservation();
                     self.reply(&Reply::NO_MEMORY);
                     return Step::Continue;
@@ -404,16 +410,27 @@ impl<H: SmtpHandler> Session<'_, H> {
         let _reservation =
             std::mem::replace(&mut self.reservation, self.config.budget.reservation());
         let recipients = envelope.rcpt_to.len();
+        let counters = &self.config.counters;
         let outcome = match result {
-            Err(DataError::TooBig) => DataOutcome::Message(Reply::MESSAGE_TOO_BIG),
-            Err(DataError::BareNewline) => DataOutcome::Message(Reply::BARE_NEWLINE),
-            Err(DataError::NoMemory) => DataOutcome::Message(Reply::NO_MEMORY),
+            Err(DataError::TooBig) => {
+                counters.too_large.inc();
+                DataOutcome::Message(Reply::MESSAGE_TOO_BIG)
+            }
+            Err(DataError::BareNewline) => {
+                counters.malformed.inc();
+                DataOutcome::Message(Reply::BARE_NEWLINE)
+            }
+            Err(DataError::NoMemory) => {
+                counters.busy.inc();
+                DataOutcome::Message(Reply::NO_MEMORY)
+            }
             Ok(message) => {
                 let check = self.handler.data(envelope, message);
                 match tokio::time::timeout(self.config.handler_timeout, check).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         tracing::warn!("message check timed out");
+                        counters.timed_out.inc();
                         DataOutcome::Message(Reply::CHECK_TIMEOUT)
                     }
                 }

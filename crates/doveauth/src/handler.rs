@@ -8,6 +8,7 @@ use chatmail_config::{Config, Mailbox, Mailboxes};
 use dovecot_dict::{DictError, DictHandler, IterateFlags};
 
 use crate::key::{AuthKey, is_userdb_listing};
+use crate::metrics::AuthMetrics;
 use crate::password::hash_password;
 use crate::policy::CreationRules;
 use crate::system::read_capacity;
@@ -23,16 +24,18 @@ struct Inner {
     mailboxes: Mailboxes,
     rules: CreationRules,
     nocreate_file: PathBuf,
+    metrics: AuthMetrics,
 }
 
 impl AuthDict {
     #[must_use]
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: AuthMetrics) -> Self {
         Self {
             inner: Arc::new(Inner {
                 mailboxes: config.mailboxes(),
                 rules: CreationRules::from(config),
                 nocreate_file: config.nocreate_file.clone(),
+                metrics,
             }),
         }
     }
@@ -105,6 +108,7 @@ impl Inner {
             // address: addresses are logged at debug level only.
             tracing::info!("registration rejected: {refusal}");
             tracing::debug!(addr = mailbox.address(), "refused address");
+            self.metrics.refused(&refusal);
             return Ok(None);
         }
         let hash = hash_password(password).map_err(|err| internal("hashing", err))?;
@@ -112,6 +116,7 @@ impl Inner {
             .create_account(&hash)
             .map_err(|err| internal("creating account", err))?;
         if created {
+            self.metrics.accounts_created.inc();
             // Counted by existing dashboards (mtail); the address itself
             // only at debug level.
             tracing::info!("Created address: {}", redacted(mailbox.address()));
@@ -137,33 +142,57 @@ impl Inner {
     }
 }
 
-impl DictHandler for AuthDict {
-    async fn lookup(&self, key: &str, _user: &str) -> Result<Option<String>, DictError> {
+impl AuthDict {
+    async fn answer(&self, key: &str) -> Result<Option<String>, DictError> {
+        let metrics = &self.inner.metrics;
         match AuthKey::parse(key) {
             // Reading one small file is cheaper than a hop to the blocking
             // pool; it is served from the page cache on a busy relay.
-            Some(AuthKey::Userdb { user }) => match self.inner.mailbox(&user) {
-                Some(mailbox) => self.inner.existing_account(&mailbox),
-                None => Ok(None),
-            },
+            Some(AuthKey::Userdb { user }) => {
+                metrics.lookup("userdb");
+                self.userdb(&user)
+            }
             Some(AuthKey::Passdb { password, user }) => {
-                let Some(mailbox) = self.inner.mailbox(&user) else {
-                    return Ok(None);
-                };
-                if let Some(json) = self.inner.existing_account(&mailbox)? {
-                    return Ok(Some(json));
-                }
-                // Creation hashes (milliseconds of CPU) and fsyncs.
-                let inner = Arc::clone(&self.inner);
-                tokio::task::spawn_blocking(move || inner.create_account(&mailbox, &password))
-                    .await
-                    .map_err(|err| internal("account creation task", err))?
+                metrics.lookup("passdb");
+                self.passdb(&user, password).await
             }
             None => {
+                metrics.lookup("other");
                 tracing::debug!("lookup of a key that is not ours");
                 Ok(None)
             }
         }
+    }
+
+    fn userdb(&self, user: &str) -> Result<Option<String>, DictError> {
+        match self.inner.mailbox(user) {
+            Some(mailbox) => self.inner.existing_account(&mailbox),
+            None => Ok(None),
+        }
+    }
+
+    async fn passdb(&self, user: &str, password: String) -> Result<Option<String>, DictError> {
+        let Some(mailbox) = self.inner.mailbox(user) else {
+            return Ok(None);
+        };
+        if let Some(json) = self.inner.existing_account(&mailbox)? {
+            return Ok(Some(json));
+        }
+        // Creation hashes (milliseconds of CPU) and fsyncs.
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.create_account(&mailbox, &password))
+            .await
+            .map_err(|err| internal("account creation task", err))?
+    }
+}
+
+impl DictHandler for AuthDict {
+    async fn lookup(&self, key: &str, _user: &str) -> Result<Option<String>, DictError> {
+        let answer = self.answer(key).await;
+        if answer.is_err() {
+            self.inner.metrics.internal_errors.inc();
+        }
+        answer
     }
 
     async fn iterate(
@@ -177,9 +206,14 @@ impl DictHandler for AuthDict {
         }
         let inner = Arc::clone(&self.inner);
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || inner.list_accounts(&path))
+        let listed = tokio::task::spawn_blocking(move || inner.list_accounts(&path))
             .await
-            .map_err(|err| internal("listing task", err))?
+            .map_err(|err| internal("listing task", err))
+            .flatten();
+        if listed.is_err() {
+            self.inner.metrics.internal_errors.inc();
+        }
+        listed
     }
 }
 

@@ -4,9 +4,11 @@
 
 mod handler;
 pub mod key;
+mod metrics;
 pub mod migrate;
 pub mod password;
 pub mod policy;
 pub mod system;
 
 pub use handler::AuthDict;
+pub use metrics::AuthMetrics;

@@ -1,4 +1,6 @@
 use anyhow::Context;
+use chatmail_config::MetricsDaemon;
+use chatmail_metrics::Endpoint;
 use clap::Parser;
 use dovecot_dict::daemon::{self, DictDaemonArgs};
 
@@ -25,6 +27,13 @@ fn main() -> anyhow::Result<()> {
             "migrated the legacy sqlite passdb"
         );
     }
-    daemon::run(&cli.dict, doveauth::AuthDict::new(&config))
-        .with_context(|| format!("serving {}", cli.dict.socket_path.display()))
+    let endpoint = Endpoint::for_daemon(&config, MetricsDaemon::Doveauth)?;
+    let metrics = doveauth::AuthMetrics::new();
+    let mut registry = chatmail_metrics::registry();
+    metrics.register(&mut registry);
+    daemon::run_with(&cli.dict, || {
+        Endpoint::spawn_optional(endpoint, registry)?;
+        Ok(doveauth::AuthDict::new(&config, metrics))
+    })
+    .with_context(|| format!("serving {}", cli.dict.socket_path.display()))
 }

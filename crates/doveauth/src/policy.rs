@@ -70,6 +70,37 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// Every value of [`Refusal::rule`].
+    pub const RULES: [&'static str; 9] = [
+        "nocreate",
+        "not_an_address",
+        "foreign_domain",
+        "local_part_length",
+        "local_part_characters",
+        "password_too_short",
+        "overloaded",
+        "low_memory",
+        "low_disk_space",
+    ];
+
+    /// The rule's name, as a metric label.
+    #[must_use]
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::NoCreateFile => "nocreate",
+            Self::NotAnAddress => "not_an_address",
+            Self::ForeignDomain => "foreign_domain",
+            Self::LocalPartLength { .. } => "local_part_length",
+            Self::LocalPartCharacters => "local_part_characters",
+            Self::PasswordTooShort { .. } => "password_too_short",
+            Self::Overloaded { .. } => "overloaded",
+            Self::LowMemory { .. } => "low_memory",
+            Self::LowDiskSpace { .. } => "low_disk_space",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chatmail_config::Config;
-use doveauth::AuthDict;
+use doveauth::{AuthDict, AuthMetrics};
 use dovecot_dict::{ServerLimits, SocketOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -18,6 +18,7 @@ struct Relay {
     dir: tempfile::TempDir,
     socket: PathBuf,
     stop: CancellationToken,
+    metrics: AuthMetrics,
 }
 
 impl Relay {
@@ -67,13 +68,19 @@ async fn start(extra: &str) -> Relay {
     let listener = dovecot_dict::bind(&socket, SocketOptions::default()).expect("bind");
     let stop = CancellationToken::new();
     let cancelled = stop.clone();
+    let metrics = AuthMetrics::new();
     tokio::spawn(dovecot_dict::serve(
         listener,
-        Arc::new(AuthDict::new(&config)),
+        Arc::new(AuthDict::new(&config, metrics.clone())),
         ServerLimits::default(),
         async move { cancelled.cancelled().await },
     ));
-    Relay { dir, socket, stop }
+    Relay {
+        dir,
+        socket,
+        stop,
+        metrics,
+    }
 }
 
 /// Dovecot's `%E`: backslash before `\`, `"` and `'`.
@@ -185,6 +192,15 @@ async fn refusal_rules_create_nothing() {
             .await
             .starts_with('O')
     );
+    // Each refusal is counted under its rule; the one creation too.
+    let metrics = &relay.metrics;
+    assert_eq!(metrics.refused_by("password_too_short"), 1);
+    assert_eq!(metrics.refused_by("nocreate"), 1);
+    assert_eq!(metrics.refused_by("local_part_length"), 2);
+    assert_eq!(metrics.refused_by("foreign_domain"), 1);
+    assert_eq!(metrics.accounts_created.get(), 1);
+    assert_eq!(metrics.internal_errors.get(), 0);
+    assert_eq!(metrics.lookups_of("passdb"), cases.len() as u64 + 2);
 }
 
 #[tokio::test]
@@ -325,4 +341,6 @@ async fn io_failure_answers_f_not_n() {
             .await
             .starts_with('F')
     );
+    assert_eq!(relay.metrics.internal_errors.get(), 2);
+    assert_eq!(relay.metrics.accounts_created.get(), 0);
 }

@@ -2,9 +2,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chatmail_config::Config;
+use chatmail_config::{Config, MetricsDaemon};
 use chatmail_daemon::MessageBudget;
-use chatmail_smtp::{Protocol, SessionConfig};
+use chatmail_metrics::{Direction, Endpoint, FilterMetrics};
+use chatmail_smtp::{Protocol, SessionConfig, SessionCounters};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +19,13 @@ pub const SKIP_DKIM_ENV: &str = "FILTERMAIL_SKIP_DKIM";
 /// Runs the daemon: binds the SMTP and HTTP ports, then serves until
 /// SIGTERM or SIGINT.
 pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
+    let endpoint = Endpoint::for_daemon(config, MetricsDaemon::FiltermailIncoming)?;
+    let metrics = FilterMetrics::new(Direction::Incoming);
+    let mut registry = chatmail_metrics::registry();
+    metrics.register(&mut registry);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        Endpoint::spawn_optional(endpoint, registry)?;
         let origin = origin_check(config)?;
         let smtp_addr = format!(
             "{}:{}",
@@ -41,6 +47,7 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
             smtp,
             http,
             origin,
+            metrics,
             chatmail_daemon::shutdown_signal(),
         )
         .await;
@@ -75,14 +82,17 @@ pub async fn run(
     smtp: TcpListener,
     http: TcpListener,
     origin: OriginCheck,
+    metrics: FilterMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
-    let filter = Arc::new(IncomingFilter::new(config, origin));
+    let counters = SessionCounters::for_filter(&metrics);
+    let filter = Arc::new(IncomingFilter::new(config, origin, metrics));
     let max_message_size = config.max_message_bytes();
     // Both doors share one budget for message bytes.
     let budget = MessageBudget::new(config.message_memory_bytes());
     let session = SessionConfig {
         budget: budget.clone(),
+        counters,
         ..SessionConfig::new(
             Protocol::Smtp,
             config.mail_domain.hostname(),

@@ -1,8 +1,12 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailboxes, canonical_address};
-use chatmail_e2ee::{Direction, ParsedMessage, Verdict};
-use chatmail_smtp::{AddressRole, DataOutcome, Envelope, Reinjector, Reply, SmtpHandler};
+use chatmail_e2ee::{ParsedMessage, Verdict};
+use chatmail_metrics::{FilterMetrics, Outcome};
+use chatmail_smtp::{
+    AddressRole, DataOutcome, Envelope, Reinjector, Reply, SmtpHandler, reinjection_outcome,
+};
 
 use crate::dkim::{DkimFailure, DkimVerifier};
 use crate::refused::RefusedMail;
@@ -41,11 +45,12 @@ pub struct IncomingFilter {
     origin: OriginCheck,
     refused: Option<RefusedMail>,
     reinjector: Reinjector,
+    metrics: FilterMetrics,
 }
 
 impl IncomingFilter {
     #[must_use]
-    pub fn new(config: &Config, origin: OriginCheck) -> Self {
+    pub fn new(config: &Config, origin: OriginCheck, metrics: FilterMetrics) -> Self {
         let reinject_addr = format!(
             "{}:{}",
             config.postfix_host, config.postfix_reinject_port_incoming
@@ -63,21 +68,39 @@ impl IncomingFilter {
                 config.mail_domain.hostname(),
                 MAX_IDLE_REINJECT_CONNECTIONS,
             ),
+            metrics,
         }
+    }
+
+    /// What this filter counts (the HTTP door counts its own refusals).
+    #[must_use]
+    pub fn metrics(&self) -> &FilterMetrics {
+        &self.metrics
     }
 
     /// The account a recipient names: mail from outside is only for our
     /// own accounts, in their canonical form.
     pub fn local_recipient(&self, recipient: &str) -> Result<String, Reply> {
+        self.recipient_account(recipient)
+            .map_err(|(outcome, reply)| {
+                self.metrics.count(outcome);
+                reply
+            })
+    }
+
+    fn recipient_account(&self, recipient: &str) -> Result<String, (Outcome, Reply)> {
         match canonical_address(recipient, &self.mail_domain) {
             Ok(EnvelopeAddress::Local(account)) => Ok(account),
             Ok(EnvelopeAddress::Remote(_)) => {
                 tracing::info!("refused: recipient of another domain");
-                Err(Reply::RELAY_DENIED)
+                Err((Outcome::RelayDenied, Reply::RELAY_DENIED))
             }
             Err(refusal) => {
                 tracing::info!(%refusal, "refused a recipient address");
-                Err(Reply::address_refused(AddressRole::Recipient, refusal))
+                Err((
+                    Outcome::BadAddress,
+                    Reply::address_refused(AddressRole::Recipient, refusal),
+                ))
             }
         }
     }
@@ -85,18 +108,27 @@ impl IncomingFilter {
     /// Checks one message and reinjects it when it passes; the reply is
     /// Postfix's answer, our refusal, or a 4xx for our own failures.
     pub async fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> Reply {
+        self.metrics.received(message.len());
         let message = Arc::new(message);
-        let reply = match self.check(envelope, &message).await {
+        let started = Instant::now();
+        let checked = self.check(envelope, &message).await;
+        self.metrics.checked_in(started.elapsed());
+        let reply = match checked {
             Ok(Checked::Deliver { sender, recipients }) => {
                 let reply = self.reinjector.send(&sender, &recipients, &message).await;
                 tracing::debug!(%reply, "reinjected");
+                self.metrics.count(reinjection_outcome(&reply));
                 return reply;
             }
             Ok(Checked::Discard) => {
                 tracing::info!("no recipient left; accepted and discarded");
+                self.metrics.count(Outcome::Discarded);
                 return Reply::new(250, "2.0.0", "OK");
             }
-            Err(refusal) => refusal,
+            Err((outcome, refusal)) => {
+                self.metrics.count(outcome);
+                refusal
+            }
         };
         if !reply.is_transient()
             && let Some(refused) = &self.refused
@@ -106,7 +138,11 @@ impl IncomingFilter {
         reply
     }
 
-    async fn check(&self, envelope: &Envelope, message: &Arc<Vec<u8>>) -> Result<Checked, Reply> {
+    async fn check(
+        &self,
+        envelope: &Envelope,
+        message: &Arc<Vec<u8>>,
+    ) -> Result<Checked, (Outcome, Reply)> {
         // Read before the message is examined, refused after its From is
         // (as ever): the policy needs the recipients.
         let recipients = self.active_recipients(&envelope.rcpt_to);
@@ -125,7 +161,7 @@ impl IncomingFilter {
             Ok(examined) => examined?,
             Err(error) => {
                 tracing::error!(%error, "the message check failed");
-                return Err(Reply::TEMPORARY_FAILURE);
+                return Err((Outcome::Error, Reply::TEMPORARY_FAILURE));
             }
         };
         // Forwarders legitimately send with another envelope sender; the
@@ -150,20 +186,20 @@ impl IncomingFilter {
 
     /// The recipients without the disabled ones. Each door accepts local
     /// accounts only; a recipient that is none refuses the message.
-    fn active_recipients(&self, rcpt_to: &[String]) -> Result<Vec<String>, Reply> {
+    fn active_recipients(&self, rcpt_to: &[String]) -> Result<Vec<String>, (Outcome, Reply)> {
         let mut recipients = Vec::with_capacity(rcpt_to.len());
         for rcpt in rcpt_to {
-            let account = self.local_recipient(rcpt)?;
+            let account = self.recipient_account(rcpt)?;
             let mailbox = self.mailboxes.mailbox(&account).map_err(|error| {
                 tracing::error!(%error, "a canonical account is no mailbox name");
-                Reply::TEMPORARY_FAILURE
+                (Outcome::Error, Reply::TEMPORARY_FAILURE)
             })?;
             match mailbox.is_disabled() {
                 Ok(true) => tracing::debug!(rcpt, "dropping disabled recipient"),
                 Ok(false) => recipients.push(account),
                 Err(error) => {
                     tracing::error!(%error, "cannot check whether a recipient is disabled");
-                    return Err(Reply::TEMPORARY_FAILURE);
+                    return Err((Outcome::Error, Reply::TEMPORARY_FAILURE));
                 }
             }
         }
@@ -172,20 +208,24 @@ impl IncomingFilter {
 
     /// Cleartext is delivered only when no recipient refuses it (older
     /// accounts were created without `enforceE2EEincoming`).
-    fn check_cleartext_allowed(&self, recipients: &[String], reason: &str) -> Result<(), Reply> {
+    fn check_cleartext_allowed(
+        &self,
+        recipients: &[String],
+        reason: &str,
+    ) -> Result<(), (Outcome, Reply)> {
         for rcpt in recipients {
             let Ok(mailbox) = self.mailboxes.mailbox(rcpt) else {
-                return Err(Reply::TEMPORARY_FAILURE);
+                return Err((Outcome::Error, Reply::TEMPORARY_FAILURE));
             };
             match mailbox.enforces_e2ee_incoming() {
                 Ok(false) => {}
                 Ok(true) => {
                     tracing::info!(reason, "refused unencrypted incoming mail");
-                    return Err(ENCRYPTION_NEEDED);
+                    return Err((Outcome::NotEncrypted, ENCRYPTION_NEEDED));
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot read a recipient's encryption setting");
-                    return Err(Reply::TEMPORARY_FAILURE);
+                    return Err((Outcome::Error, Reply::TEMPORARY_FAILURE));
                 }
             }
         }
@@ -198,7 +238,7 @@ impl IncomingFilter {
         &self,
         message: &Arc<Vec<u8>>,
         from: &EnvelopeAddress,
-    ) -> Result<(), Reply> {
+    ) -> Result<(), (Outcome, Reply)> {
         if from.has_address_literal() {
             return Ok(());
         }
@@ -215,7 +255,7 @@ impl IncomingFilter {
         };
         let verified = verified.map_err(|error| {
             tracing::error!(%error, "the DKIM check failed");
-            Reply::TEMPORARY_FAILURE
+            (Outcome::Error, Reply::TEMPORARY_FAILURE)
         })?;
         match verified {
             Ok(()) => Ok(()),
@@ -227,22 +267,28 @@ impl IncomingFilter {
                 } else {
                     format!("No DKIM signature found: {detail}")
                 };
-                Err(Reply::owned(554, "5.7.1", text))
+                Err((Outcome::DkimMissing, Reply::owned(554, "5.7.1", text)))
             }
             Err(DkimFailure::Invalid(reason)) => {
                 tracing::info!(%reason, "refused: DKIM check failed");
-                Err(Reply::owned(
-                    554,
-                    "5.7.1",
-                    format!("No valid DKIM signature found: {reason}"),
+                Err((
+                    Outcome::DkimInvalid,
+                    Reply::owned(
+                        554,
+                        "5.7.1",
+                        format!("No valid DKIM signature found: {reason}"),
+                    ),
                 ))
             }
             Err(DkimFailure::Temporary(reason)) => {
                 tracing::warn!(%reason, "DKIM key lookup failed temporarily");
-                Err(Reply::owned(
-                    451,
-                    "4.7.5",
-                    format!("DKIM key lookup failed, try again later: {reason}"),
+                Err((
+                    Outcome::DkimTempfail,
+                    Reply::owned(
+                        451,
+                        "4.7.5",
+                        format!("DKIM key lookup failed, try again later: {reason}"),
+                    ),
                 ))
             }
         }
@@ -255,14 +301,15 @@ fn examine(
     message: &[u8],
     mail_domain: &MailDomain,
     recipients: &[String],
-) -> Result<(EnvelopeAddress, Verdict), Reply> {
+) -> Result<(EnvelopeAddress, Verdict), (Outcome, Reply)> {
     let parsed = ParsedMessage::parse(message);
-    let from = checked_from(mail_domain, parsed.from_address())?;
+    let from = checked_from(mail_domain, parsed.from_address())
+        .map_err(|reply| (Outcome::FromMismatch, reply))?;
     let policy = chatmail_e2ee::Envelope {
         mail_from: from.as_str(),
         rcpt_to: recipients,
     };
-    let verdict = parsed.classify(&policy, Direction::Incoming);
+    let verdict = parsed.classify(&policy, chatmail_e2ee::Direction::Incoming);
     // The lines existing dashboards (mtail) count, once per message (the
     // sender's domain only: addresses go to debug level).
     match verdict {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatmail_daemon::{MessageBudget, Reservation};
+use chatmail_metrics::{GaugeHold, Outcome};
 use chatmail_smtp::{Envelope, Reply};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -52,6 +53,7 @@ pub async fn serve(
 ) {
     let max_connections = limits.max_connections;
     let limits = Arc::new(limits);
+    let connections_open = filter.metrics().connections_open("http");
     chatmail_daemon::serve_connections(
         listener,
         max_connections,
@@ -60,7 +62,9 @@ pub async fn serve(
         move |stream, stop| {
             let filter = Arc::clone(&filter);
             let limits = Arc::clone(&limits);
+            let open = GaugeHold::new(&connections_open);
             async move {
+                let _open = open;
                 let mut stream = TimeoutStream::new(stream);
                 stream.set_read_timeout(Some(IDLE_TIMEOUT));
                 stream.set_write_timeout(Some(IDLE_TIMEOUT));
@@ -124,7 +128,9 @@ async fn handle(
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let metrics = filter.metrics();
     if declared_length.is_some_and(|length| length > limits.max_message_size as u64) {
+        metrics.count(Outcome::TooLarge);
         return too_large();
     }
     // The bytes are reserved before they are buffered: a declared length
@@ -133,6 +139,7 @@ async fn handle(
     let mut reservation = limits.budget.reservation();
     let declared = declared_length.and_then(|length| usize::try_from(length).ok());
     if !reservation.cover(declared.unwrap_or(0)).await {
+        metrics.count(Outcome::Busy);
         return busy();
     }
     let body = tokio::time::timeout(
@@ -146,8 +153,14 @@ async fn handle(
     .await;
     let message = match body {
         Ok(Ok(message)) => message,
-        Ok(Err(BodyError::TooLarge)) => return too_large(),
-        Ok(Err(BodyError::NoMemory)) => return busy(),
+        Ok(Err(BodyError::TooLarge)) => {
+            metrics.count(Outcome::TooLarge);
+            return too_large();
+        }
+        Ok(Err(BodyError::NoMemory)) => {
+            metrics.count(Outcome::Busy);
+            return busy();
+        }
         Ok(Err(BodyError::Read(error))) => {
             tracing::debug!(%error, "reading an HTTP body failed");
             return text(StatusCode::BAD_REQUEST, "Bad Request");
@@ -221,20 +234,38 @@ pub fn append_crlf(message: &mut Vec<u8>, chunk: &[u8], previous: &mut u8) {
 /// The envelope from `X-Mail-From` (absent: the null sender) and one
 /// `X-Mail-To` per recipient, each an account of this relay.
 pub fn envelope(headers: &HeaderMap, filter: &IncomingFilter) -> Result<Envelope, Reply> {
+    envelope_fields(headers, filter).map_err(|(counted, reply)| {
+        if !counted {
+            filter.metrics().count(Outcome::BadAddress);
+        }
+        reply
+    })
+}
+
+/// As [`envelope`]; the flag tells whether the refusal was counted
+/// already (by the recipient check).
+fn envelope_fields(
+    headers: &HeaderMap,
+    filter: &IncomingFilter,
+) -> Result<Envelope, (bool, Reply)> {
+    let uncounted = |reply| (false, reply);
     let mail_from = match headers.get(HEADER_MAIL_FROM) {
         None => String::new(),
-        Some(value) => address(value, true).ok_or(Reply::BAD_SENDER)?,
+        Some(value) => address(value, true).ok_or(uncounted(Reply::BAD_SENDER))?,
     };
     let mut rcpt_to = Vec::new();
     for value in headers.get_all(HEADER_MAIL_TO) {
         if rcpt_to.len() == MAX_RECIPIENTS {
-            return Err(Reply::TOO_MANY_RECIPIENTS);
+            return Err(uncounted(Reply::TOO_MANY_RECIPIENTS));
         }
-        let recipient = address(value, false).ok_or(Reply::BAD_RECIPIENT)?;
-        rcpt_to.push(filter.local_recipient(&recipient)?);
+        let recipient = address(value, false).ok_or(uncounted(Reply::BAD_RECIPIENT))?;
+        let account = filter
+            .local_recipient(&recipient)
+            .map_err(|reply| (true, reply))?;
+        rcpt_to.push(account);
     }
     if rcpt_to.is_empty() {
-        return Err(Reply::NEED_RCPT);
+        return Err(uncounted(Reply::NEED_RCPT));
     }
     Ok(Envelope {
         mail_from: Some(mail_from),
@@ -321,7 +352,11 @@ mod tests {
             std::path::Path::new("chatmail.ini"),
         )
         .expect("valid test config");
-        IncomingFilter::new(&config, crate::filter::OriginCheck::Skip)
+        IncomingFilter::new(
+            &config,
+            crate::filter::OriginCheck::Skip,
+            chatmail_metrics::FilterMetrics::new(chatmail_metrics::Direction::Incoming),
+        )
     }
 
     #[test]

@@ -1,11 +1,15 @@
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chatmail_config::{Config, EnvelopeAddress, MailDomain, Mailbox, Mailboxes, canonical_address};
-use chatmail_e2ee::{Direction, ParsedMessage, Verdict};
+use chatmail_config::{
+    Config, EnvelopeAddress, MailDomain, Mailbox, Mailboxes, MetricsDaemon, canonical_address,
+};
+use chatmail_e2ee::{ParsedMessage, Verdict};
+use chatmail_metrics::{Direction, Endpoint, FilterMetrics, Outcome};
 use chatmail_smtp::{
-    AddressRole, DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig, SmtpHandler,
+    AddressRole, DataOutcome, Envelope, Protocol, Reinjector, Reply, SessionConfig,
+    SessionCounters, SmtpHandler, reinjection_outcome,
 };
 use tokio::net::TcpListener;
 
@@ -31,11 +35,12 @@ pub struct OutgoingFilter {
     mailboxes: Mailboxes,
     limiter: Option<SenderRateLimiter>,
     reinjector: Reinjector,
+    metrics: FilterMetrics,
 }
 
 impl OutgoingFilter {
     #[must_use]
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: FilterMetrics) -> Self {
         let reinject_addr = format!("{}:{}", config.postfix_host, config.postfix_reinject_port);
         Self {
             mail_domain: config.mail_domain.clone(),
@@ -49,6 +54,7 @@ impl OutgoingFilter {
                 config.mail_domain.hostname(),
                 MAX_IDLE_REINJECT_CONNECTIONS,
             ),
+            metrics,
         }
     }
 
@@ -67,10 +73,22 @@ impl OutgoingFilter {
     }
 
     async fn check_and_reinject(&self, envelope: Envelope, message: Vec<u8>) -> Reply {
+        self.metrics.received(message.len());
+        let (outcome, reply) = self.check_and_reinject_counted(envelope, message).await;
+        self.metrics.count(outcome);
+        reply
+    }
+
+    async fn check_and_reinject_counted(
+        &self,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> (Outcome, Reply) {
         // The session recorded the canonical account that MAIL named.
         let sender = envelope.sender();
         let rcpt_to = envelope.rcpt_to.as_slice();
         let message = Arc::new(message);
+        let started = Instant::now();
         let examined = {
             let (message, sender) = (Arc::clone(&message), sender.to_owned());
             let (rcpt_to, domain) = (rcpt_to.to_vec(), self.mail_domain.clone());
@@ -79,19 +97,20 @@ impl OutgoingFilter {
             })
             .await
         };
+        self.metrics.checked_in(started.elapsed());
         let verdict = match examined {
             Ok(Ok(verdict)) => verdict,
             Ok(Err(refusal)) => return refusal,
             Err(error) => {
                 tracing::error!(%error, "the message check failed");
-                return Reply::TEMPORARY_FAILURE;
+                return (Outcome::Error, Reply::TEMPORARY_FAILURE);
             }
         };
         let disabled_sender = match self.is_disabled(sender) {
             Ok(disabled) => disabled,
             Err(error) => {
                 tracing::error!(%error, "cannot check whether the sender is disabled");
-                return Reply::TEMPORARY_FAILURE;
+                return (Outcome::Error, Reply::TEMPORARY_FAILURE);
             }
         };
         let mut recipients = Vec::with_capacity(rcpt_to.len());
@@ -101,17 +120,17 @@ impl OutgoingFilter {
                 Ok(false) => recipients.push(rcpt.clone()),
                 Err(error) => {
                     tracing::error!(%error, "cannot check whether a recipient is disabled");
-                    return Reply::TEMPORARY_FAILURE;
+                    return (Outcome::Error, Reply::TEMPORARY_FAILURE);
                 }
             }
         }
         if disabled_sender || recipients.is_empty() {
             tracing::info!(disabled_sender, "accepted and discarded");
-            return Reply::new(250, "2.0.0", "OK");
+            return (Outcome::Discarded, Reply::new(250, "2.0.0", "OK"));
         }
         let reply = self.reinjector.send(sender, &recipients, &message).await;
         tracing::debug!(%reply, ?verdict, "reinjected");
-        reply
+        (reinjection_outcome(&reply), reply)
     }
 }
 
@@ -122,25 +141,27 @@ fn examine(
     sender: &str,
     rcpt_to: &[String],
     mail_domain: &MailDomain,
-) -> Result<Verdict, Reply> {
+) -> Result<Verdict, (Outcome, Reply)> {
     let parsed = ParsedMessage::parse(message);
     match parsed.from_address() {
         Some(from)
             if canonical_address(&from, mail_domain).is_ok_and(|from| from.as_str() == sender) => {}
         Some(from) => {
             tracing::info!("refused: From header does not match the envelope sender");
-            return Err(Reply::owned(
-                500,
-                "",
-                format!("Invalid FROM <{from}> for <{sender}>"),
+            return Err((
+                Outcome::FromMismatch,
+                Reply::owned(500, "", format!("Invalid FROM <{from}> for <{sender}>")),
             ));
         }
         None => {
             tracing::info!("refused: no usable From header");
-            return Err(Reply::new(
-                500,
-                "",
-                "Invalid FROM header: not exactly one From header with one address",
+            return Err((
+                Outcome::FromMismatch,
+                Reply::new(
+                    500,
+                    "",
+                    "Invalid FROM header: not exactly one From header with one address",
+                ),
             ));
         }
     }
@@ -148,7 +169,7 @@ fn examine(
         mail_from: sender,
         rcpt_to,
     };
-    let verdict = parsed.classify(&policy, Direction::Outgoing);
+    let verdict = parsed.classify(&policy, chatmail_e2ee::Direction::Outgoing);
     // The lines existing dashboards (mtail) count, once per message.
     if verdict == Verdict::Encrypted {
         tracing::info!("Outgoing: Filtering encrypted mail.");
@@ -157,7 +178,7 @@ fn examine(
     }
     if let Verdict::Cleartext(reason) = verdict {
         tracing::info!(reason, "refused unencrypted outgoing mail");
-        return Err(ENCRYPTION_NEEDED);
+        return Err((Outcome::NotEncrypted, ENCRYPTION_NEEDED));
     }
     Ok(verdict)
 }
@@ -169,13 +190,20 @@ impl SmtpHandler for OutgoingFilter {
     async fn mail_from(&self, sender: &str) -> Result<String, Reply> {
         let account = match canonical_address(sender, &self.mail_domain) {
             Ok(EnvelopeAddress::Local(account)) => account,
-            Ok(EnvelopeAddress::Remote(_)) => return Err(NOT_LOCAL_SENDER),
-            Err(refusal) => return Err(Reply::address_refused(AddressRole::Sender, refusal)),
+            Ok(EnvelopeAddress::Remote(_)) => {
+                self.metrics.count(Outcome::RelayDenied);
+                return Err(NOT_LOCAL_SENDER);
+            }
+            Err(refusal) => {
+                self.metrics.count(Outcome::BadAddress);
+                return Err(Reply::address_refused(AddressRole::Sender, refusal));
+            }
         };
         if let Some(limiter) = &self.limiter
             && let Err(wait) = limiter.check(&account)
         {
             tracing::info!("sender over its rate limit");
+            self.metrics.count(Outcome::RateLimited);
             let seconds = wait.as_secs().max(1);
             // The text of the program we replace (its enhanced code with
             // a colon), then when to try again.
@@ -191,7 +219,10 @@ impl SmtpHandler for OutgoingFilter {
     async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
         canonical_address(recipient, &self.mail_domain)
             .map(EnvelopeAddress::into_string)
-            .map_err(|refusal| Reply::address_refused(AddressRole::Recipient, refusal))
+            .map_err(|refusal| {
+                self.metrics.count(Outcome::BadAddress);
+                Reply::address_refused(AddressRole::Recipient, refusal)
+            })
     }
 
     async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
@@ -199,25 +230,44 @@ impl SmtpHandler for OutgoingFilter {
     }
 }
 
-/// Runs the daemon: binds filtermail_host:filtermail_smtp_port and serves
-/// until SIGTERM or SIGINT.
+/// Runs the daemon: binds its metrics address and
+/// filtermail_host:filtermail_smtp_port, then serves until SIGTERM or
+/// SIGINT.
 pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
     use anyhow::Context;
+    let endpoint = Endpoint::for_daemon(config, MetricsDaemon::FiltermailOutgoing)?;
+    let metrics = FilterMetrics::new(Direction::Outgoing);
+    let mut registry = chatmail_metrics::registry();
+    metrics.register(&mut registry);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        Endpoint::spawn_optional(endpoint, registry)?;
         let addr = format!("{}:{}", config.filtermail_host, config.filtermail_smtp_port);
         let listener = chatmail_daemon::bind_tcp(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, "filtermail-outgoing listening");
-        run(config, listener, chatmail_daemon::shutdown_signal()).await;
+        run(
+            config,
+            listener,
+            metrics,
+            chatmail_daemon::shutdown_signal(),
+        )
+        .await;
         Ok(())
     })
 }
 
-/// Serves the filter on `listener` until `shutdown`.
-pub async fn run(config: &Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let filter = Arc::new(OutgoingFilter::new(config));
+/// Serves the filter on `listener` until `shutdown`, counting into
+/// `metrics`.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    metrics: FilterMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let counters = SessionCounters::for_filter(&metrics);
+    let filter = Arc::new(OutgoingFilter::new(config, metrics));
     let sweeper = Arc::clone(&filter);
     let sweep = tokio::spawn(async move {
         let mut interval = tokio::time::interval(RATE_SWEEP_INTERVAL);
@@ -231,6 +281,7 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: impl Future<O
     let max_message_size = config.max_message_bytes();
     let session = SessionConfig {
         budget: chatmail_daemon::MessageBudget::new(config.message_memory_bytes()),
+        counters,
         ..SessionConfig::new(
             Protocol::Smtp,
             config.mail_domain.hostname(),

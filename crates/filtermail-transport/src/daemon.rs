@@ -2,12 +2,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chatmail_config::Config;
+use chatmail_config::{Config, MetricsDaemon};
+use chatmail_metrics::Endpoint;
 use chatmail_smtp::{Protocol, SessionConfig};
 use tokio::net::TcpListener;
 
 use crate::deliver::{Deliverer, Ports};
 use crate::handler::{Limits, Transport};
+use crate::metrics::TransportMetrics;
 use crate::tls::TlsConfigs;
 
 /// Postfix runs up to maxproc (1000) LMTP clients; a few more connections
@@ -17,9 +19,14 @@ const MAX_LMTP_CONNECTIONS: usize = 1100;
 /// Runs the daemon: binds the LMTP port, then serves until SIGTERM or
 /// SIGINT.
 pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
+    let endpoint = Endpoint::for_daemon(config, MetricsDaemon::FiltermailTransport)?;
+    let metrics = TransportMetrics::default();
+    let mut registry = chatmail_metrics::registry();
+    metrics.register(&mut registry);
     let runtime = chatmail_daemon::single_threaded_runtime()?;
     runtime.block_on(async {
-        let transport = transport(config)?;
+        Endpoint::spawn_optional(endpoint, registry)?;
+        let transport = transport(config, metrics)?;
         let addr = format!(
             "{}:{}",
             config.filtermail_host, config.filtermail_lmtp_port_transport
@@ -39,8 +46,9 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
     })
 }
 
-/// The transport for `config`; must be made inside a tokio runtime.
-pub fn transport(config: &Config) -> anyhow::Result<Transport> {
+/// The transport for `config`, counting into `metrics`; must be made
+/// inside a tokio runtime.
+pub fn transport(config: &Config, metrics: TransportMetrics) -> anyhow::Result<Transport> {
     let resolver = chatmail_dns::resolver(config).context("setting up DNS")?;
     let tls = TlsConfigs::new(config.filtermail_transport_ca_file.as_deref())?;
     let ports = Ports {
@@ -65,6 +73,7 @@ pub fn transport(config: &Config) -> anyhow::Result<Transport> {
         config.mail_domain.clone(),
         deliverer,
         limits,
+        metrics,
     ))
 }
 

@@ -16,6 +16,7 @@ use lru::LruCache;
 use crate::destination::Destination;
 use crate::https_out::{HttpsClient, HttpsOutcome, HttpsTarget};
 use crate::internal::is_internal;
+use crate::metrics::Protocol;
 use crate::mx::{self, Host};
 use crate::reply::sanitize;
 use crate::smtp_out::{ConnectionError, SmtpConnection, SmtpPool};
@@ -83,7 +84,8 @@ impl Deliverer {
         self.allow_private || !is_internal(ip)
     }
 
-    /// A reply per recipient of `rcpt_to`, all of `destination`.
+    /// A reply per recipient of `rcpt_to`, all of `destination`, and the
+    /// protocol that carried the answers.
     pub async fn deliver(
         &self,
         destination: &Destination,
@@ -91,10 +93,10 @@ impl Deliverer {
         mail_from: &str,
         rcpt_to: &[String],
         message: &Bytes,
-    ) -> Vec<Reply> {
+    ) -> (Protocol, Vec<Reply>) {
         let hosts = match mx::hosts(&self.resolver, destination).await {
             Ok(hosts) => hosts,
-            Err(reply) => return vec![reply; rcpt_to.len()],
+            Err(reply) => return (Protocol::None, vec![reply; rcpt_to.len()]),
         };
         let self_signed_ok = destination.accepts_self_signed();
         let mut failures = Vec::new();
@@ -129,9 +131,9 @@ impl Deliverer {
                 )
                 .await
             {
-                Ok(replies) => {
+                Ok((protocol, replies)) => {
                     state.reached();
-                    return replies.iter().map(sanitize).collect();
+                    return (protocol, replies.iter().map(sanitize).collect());
                 }
                 Err(failure) => {
                     tracing::info!(host = %host.name, %failure, "cannot deliver to this host");
@@ -141,7 +143,8 @@ impl Deliverer {
         }
         if failures.is_empty() && !internal.is_empty() {
             let listed: Vec<String> = internal.iter().map(ToString::to_string).collect();
-            return vec![internal_reply(destination, &listed.join(", ")); rcpt_to.len()];
+            let reply = internal_reply(destination, &listed.join(", "));
+            return (Protocol::None, vec![reply; rcpt_to.len()]);
         }
         state.connection_failed();
         let reason = sanitize(&Reply::owned(
@@ -149,7 +152,7 @@ impl Deliverer {
             "4.4.1",
             format!("Cannot reach {destination}: {}", failures.join("; ")),
         ));
-        vec![reason; rcpt_to.len()]
+        (Protocol::None, vec![reason; rcpt_to.len()])
     }
 
     async fn deliver_to_host(
@@ -160,7 +163,7 @@ impl Deliverer {
         mail_from: &str,
         rcpt_to: &[String],
         message: &Bytes,
-    ) -> Result<Vec<Reply>, String> {
+    ) -> Result<(Protocol, Vec<Reply>), String> {
         let https_key = format!("{}:{}", host.name, self.ports.https);
         let mut https_failed = None;
         if !self.skips_https(&https_key) {
@@ -176,7 +179,7 @@ impl Deliverer {
                 .deliver(&target, mail_from, rcpt_to, message)
                 .await
             {
-                HttpsOutcome::Answered(replies) => return Ok(replies),
+                HttpsOutcome::Answered(replies) => return Ok((Protocol::Https, replies)),
                 HttpsOutcome::Uncertain(why) => {
                     // Postfix retries later; by then this host is reached
                     // over SMTP, so a broken /mxdeliv delays mail but never
@@ -191,7 +194,7 @@ impl Deliverer {
                             host.name
                         ),
                     );
-                    return Ok(vec![reply; rcpt_to.len()]);
+                    return Ok((Protocol::Https, vec![reply; rcpt_to.len()]));
                 }
                 HttpsOutcome::NotOffered(why) | HttpsOutcome::Failed(why) => {
                     tracing::debug!(host = %host.name, %why, "no HTTPS delivery; trying SMTP");
@@ -209,7 +212,7 @@ impl Deliverer {
         if https_failed.is_some() {
             self.skip_https_for_a_while(https_key);
         }
-        Ok(replies)
+        Ok((Protocol::Smtp, replies))
     }
 
     fn skip_https_for_a_while(&self, key: String) {

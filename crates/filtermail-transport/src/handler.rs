@@ -11,16 +11,18 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatmail_config::{EnvelopeAddress, MailDomain, canonical_address};
+use chatmail_metrics::GaugeHold;
 use chatmail_smtp::{AddressRole, DataOutcome, Envelope, Reply, SmtpHandler};
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
 use crate::deliver::{Deliverer, internal_reply};
 use crate::destination::Destination;
+use crate::metrics::{FastTempfail, Protocol, TransportMetrics};
 use crate::state::{Busy, Destinations};
 
 /// Destinations tracked at once (idle ones are forgotten first).
@@ -57,6 +59,14 @@ pub struct Transport {
     destinations: Destinations,
     global: Arc<Semaphore>,
     limits: Limits,
+    metrics: TransportMetrics,
+}
+
+fn fast_tempfail_reason(busy: Busy) -> FastTempfail {
+    match busy {
+        Busy::Full => FastTempfail::DestinationFull,
+        Busy::Dead => FastTempfail::DestinationPaused,
+    }
 }
 
 fn busy_reply(destination: &Destination, busy: Busy) -> Reply {
@@ -76,13 +86,22 @@ fn busy_reply(destination: &Destination, busy: Busy) -> Reply {
 
 impl Transport {
     #[must_use]
-    pub fn new(mail_domain: MailDomain, deliverer: Deliverer, limits: Limits) -> Self {
+    pub fn new(
+        mail_domain: MailDomain,
+        deliverer: Deliverer,
+        limits: Limits,
+        metrics: TransportMetrics,
+    ) -> Self {
         Self {
             mail_domain,
             deliverer: Arc::new(deliverer),
-            destinations: Destinations::new(TRACKED_DESTINATIONS),
+            destinations: Destinations::new(
+                TRACKED_DESTINATIONS,
+                metrics.destinations_paused.clone(),
+            ),
             global: Arc::new(Semaphore::new(limits.max_deliveries.max(1))),
             limits,
+            metrics,
         }
     }
 
@@ -108,7 +127,11 @@ impl Transport {
         let state = self.destinations.get(destination);
         let slot = match state.enter(self.limits.per_destination) {
             Ok(slot) => slot,
-            Err(busy) => return vec![busy_reply(destination, busy); rcpt_to.len()],
+            Err(busy) => {
+                self.metrics
+                    .fast_tempfail(fast_tempfail_reason(busy), rcpt_to.len());
+                return vec![busy_reply(destination, busy); rcpt_to.len()];
+            }
         };
         let permit = tokio::time::timeout(
             self.limits.slot_wait,
@@ -116,6 +139,8 @@ impl Transport {
         )
         .await;
         let Ok(Ok(_permit)) = permit else {
+            self.metrics
+                .fast_tempfail(FastTempfail::NoSlot, rcpt_to.len());
             let reply = Reply::new(
                 451,
                 "4.3.2",
@@ -123,17 +148,22 @@ impl Transport {
             );
             return vec![reply; rcpt_to.len()];
         };
+        let _in_use = GaugeHold::new(&self.metrics.slots_in_use);
+        let started = Instant::now();
         let delivery =
             self.deliverer
                 .deliver(destination, slot.state(), mail_from, rcpt_to, message);
-        match tokio::time::timeout(self.limits.deadline, delivery).await {
-            Ok(replies) => replies,
+        let (protocol, replies) = match tokio::time::timeout(self.limits.deadline, delivery).await {
+            Ok(answered) => answered,
             Err(_) => {
                 tracing::warn!(%destination, "delivery took too long; Postfix will retry");
                 let reply = Reply::new(451, "4.4.7", "Delivery took too long; try again later");
-                vec![reply; rcpt_to.len()]
+                (Protocol::None, vec![reply; rcpt_to.len()])
             }
-        }
+        };
+        self.metrics
+            .delivered(protocol, &replies, started.elapsed());
+        replies
     }
 
     /// The canonical recipient and its destination, refused here already
@@ -165,6 +195,7 @@ impl SmtpHandler for Transport {
         {
             Some(busy) => {
                 tracing::debug!(%destination, ?busy, "fast tempfail");
+                self.metrics.fast_tempfail(fast_tempfail_reason(busy), 1);
                 Err(busy_reply(&destination, busy))
             }
             None => Ok(address),

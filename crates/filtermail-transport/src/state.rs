@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chatmail_metrics::prometheus_client::metrics::gauge::Gauge;
 use lru::LruCache;
 
 use crate::destination::Destination;
@@ -31,6 +32,8 @@ struct Breaker {
 pub struct DestinationState {
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
+    /// Counts the destinations whose breaker is open (a metric).
+    paused: Gauge,
 }
 
 /// Why a destination gets 4xx at once.
@@ -94,6 +97,9 @@ impl DestinationState {
     /// Connections to every host failed: pause the destination.
     pub fn connection_failed(&self) {
         let mut breaker = self.breaker();
+        if breaker.dead_until.is_none() {
+            self.paused.inc();
+        }
         breaker.failures = breaker.failures.saturating_add(1);
         let factor = 1u32 << breaker.failures.saturating_sub(1).min(10);
         let pause = FIRST_DEAD_FOR.saturating_mul(factor).min(MAX_DEAD_FOR);
@@ -104,12 +110,24 @@ impl DestinationState {
     /// A server answered: the destination is alive.
     pub fn reached(&self) {
         let mut breaker = self.breaker();
+        if breaker.dead_until.is_some() {
+            self.paused.dec();
+        }
         *breaker = Breaker::default();
     }
 
     /// Nothing in flight: forgetting it loses at most a pause.
     fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
+    }
+}
+
+impl Drop for DestinationState {
+    /// A paused destination forgotten is no longer counted.
+    fn drop(&mut self) {
+        if self.breaker().dead_until.is_some() {
+            self.paused.dec();
+        }
     }
 }
 
@@ -139,14 +157,17 @@ impl Drop for Slot {
 pub struct Destinations {
     table: Mutex<LruCache<Destination, Arc<DestinationState>>>,
     capacity: usize,
+    paused: Gauge,
 }
 
 impl Destinations {
     #[must_use]
-    pub fn new(capacity: NonZeroUsize) -> Self {
+    /// `paused` counts the destinations whose breaker is open.
+    pub fn new(capacity: NonZeroUsize, paused: Gauge) -> Self {
         Self {
             table: Mutex::new(LruCache::unbounded()),
             capacity: capacity.get(),
+            paused,
         }
     }
 
@@ -169,7 +190,11 @@ impl Destinations {
                 table.pop(&key);
             }
         }
-        let state = Arc::new(DestinationState::default());
+        let state = Arc::new(DestinationState {
+            in_flight: AtomicUsize::new(0),
+            breaker: Mutex::default(),
+            paused: self.paused.clone(),
+        });
         table.put(destination.clone(), Arc::clone(&state));
         state
     }
@@ -219,7 +244,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded_and_keeps_busy_entries() {
-        let table = Destinations::new(NonZeroUsize::new(2).unwrap());
+        let table = Destinations::new(NonZeroUsize::new(2).unwrap(), Gauge::default());
         let a = Destination::Domain("a.org".into());
         let busy = table.get(&a);
         let _slot = busy.enter(5).unwrap();
@@ -229,5 +254,27 @@ mod tests {
         }
         assert!(table.len() <= 3);
         assert_eq!(table.get(&a).check(1), Some(Busy::Full), "busy entry kept");
+    }
+
+    #[test]
+    fn paused_destinations_are_counted_until_reached_or_forgotten() {
+        let paused = Gauge::default();
+        let table = Destinations::new(NonZeroUsize::new(1).unwrap(), paused.clone());
+        let a = table.get(&Destination::Domain("a.org".into()));
+        a.connection_failed();
+        a.connection_failed();
+        assert_eq!(paused.get(), 1, "one destination, however many failures");
+        a.reached();
+        assert_eq!(paused.get(), 0);
+        a.connection_failed();
+        drop(a);
+        assert_eq!(paused.get(), 1);
+        // The table is full: the idle, paused entry makes room.
+        let _b = table.get(&Destination::Domain("b.org".into()));
+        assert_eq!(
+            paused.get(),
+            0,
+            "a forgotten destination is no longer counted"
+        );
     }
 }

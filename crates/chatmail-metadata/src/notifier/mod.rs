@@ -15,7 +15,7 @@ mod queue;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chatmail_config::Config;
 use futures_util::StreamExt as _;
@@ -25,6 +25,7 @@ use tokio_util::time::DelayQueue;
 pub use client::{Answer, PushClient};
 pub use queue::{Pending, QUEUE_DIR, Queue};
 
+use crate::metrics::{Dropped, MetadataMetrics};
 use crate::store::TokenStore;
 
 /// Notifications posted at once; more wait for a slot.
@@ -69,6 +70,7 @@ struct Job {
 pub struct Notifier {
     queue: Queue,
     new_jobs: mpsc::Sender<Job>,
+    metrics: MetadataMetrics,
 }
 
 /// Seconds since the epoch.
@@ -88,7 +90,11 @@ fn now_ms() -> i64 {
 impl Notifier {
     /// Opens the queue, replays what it holds and starts sending. Must
     /// be called within a tokio runtime.
-    pub fn start(config: &Config, store: Arc<TokenStore>) -> anyhow::Result<Self> {
+    pub fn start(
+        config: &Config,
+        store: Arc<TokenStore>,
+        metrics: MetadataMetrics,
+    ) -> anyhow::Result<Self> {
         let queue = Queue::open(&config.mailboxes_dir)?;
         let client = PushClient::new(
             &config.notification_url,
@@ -102,12 +108,16 @@ impl Notifier {
         if !recovered.is_empty() {
             tracing::info!(count = recovered.len(), "resending pending notifications");
         }
+        metrics
+            .queue_length
+            .inc_by(i64::try_from(recovered.len()).unwrap_or(i64::MAX));
         let (new_jobs, receiver) = mpsc::channel(NEW_BUFFER);
         let scheduler = Scheduler {
             queue: queue.clone(),
             client: Arc::new(client),
             store,
             retry,
+            metrics: metrics.clone(),
         };
         let running = tokio::spawn(scheduler.run(receiver, recovered));
         tokio::spawn(supervise(running, new_jobs.downgrade(), || {
@@ -116,7 +126,11 @@ impl Notifier {
             tracing::error!("the push notifier stopped unexpectedly; exiting to be restarted");
             std::process::exit(70);
         }));
-        Ok(Self { queue, new_jobs })
+        Ok(Self {
+            queue,
+            new_jobs,
+            metrics,
+        })
     }
 
     /// Queues one notification per token of `addr`: on disk when this
@@ -135,6 +149,11 @@ impl Notifier {
         let ids = tokio::task::spawn_blocking(move || queue.store_all(&pending))
             .await
             .map_err(io::Error::other)??;
+        let queued = u64::try_from(ids.len()).unwrap_or(u64::MAX);
+        self.metrics.notifications_queued.inc_by(queued);
+        self.metrics
+            .queue_length
+            .inc_by(i64::try_from(queued).unwrap_or(i64::MAX));
         for id in ids {
             let job = Job {
                 id,
@@ -192,6 +211,7 @@ struct Scheduler {
     client: Arc<PushClient>,
     store: Arc<TokenStore>,
     retry: RetryPolicy,
+    metrics: MetadataMetrics,
 }
 
 /// How one attempt ended.
@@ -237,14 +257,17 @@ impl Scheduler {
                         let _ = results.send((job, done));
                     });
                 }
-                Some((mut job, done)) = finished.recv() => {
-                    if let Done::Failed(reason) = done {
+                Some((mut job, done)) = finished.recv() => match done {
+                    Done::Failed(reason) => {
                         job.failures += 1;
                         let delay = this.retry.delay(job.failures);
                         tracing::debug!(%reason, failures = job.failures, "notification failed; will retry");
                         this.schedule(&mut waiting, job, delay);
                     }
-                }
+                    Done::Finished => {
+                        this.metrics.queue_length.dec();
+                    }
+                },
                 else => break,
             }
         }
@@ -262,10 +285,15 @@ impl Scheduler {
                 failures = job.failures,
                 "giving up a push notification: its retries ran past the deadline"
             );
+            self.metrics.dropped(Dropped::Deadline);
+            self.metrics.queue_length.dec();
             // Not awaited: the scheduler loop must not wait on the disk.
             let queue = self.queue.clone();
             tokio::task::spawn_blocking(move || remove_logged(&queue, &job.id));
             return;
+        }
+        if job.failures > 0 {
+            self.metrics.notifications_retried.inc();
         }
         waiting.insert(job, delay);
     }
@@ -285,14 +313,19 @@ impl Scheduler {
             Ok(Ok(None)) => return Done::Finished,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read a queue file; dropping it");
+                self.metrics.dropped(Dropped::Unreadable);
                 self.remove(&job.id).await;
                 return Done::Finished;
             }
             Err(error) => return Done::Failed(error.to_string()),
         };
-        match self.client.send(&pending.token).await {
+        let started = Instant::now();
+        let answer = self.client.send(&pending.token).await;
+        self.metrics.pushed_in(started.elapsed());
+        match answer {
             Answer::Delivered => {
                 tracing::debug!(token = %redact(&pending.token), "notification delivered");
+                self.metrics.notifications_sent.inc();
             }
             Answer::TokenGone => {
                 tracing::info!(token = %redact(&pending.token), "device token expired; removing it");
@@ -304,6 +337,7 @@ impl Scheduler {
                 if !matches!(removed, Ok(Ok(_))) {
                     return Done::Failed("cannot remove the expired token".into());
                 }
+                self.metrics.dead_tokens_removed.inc();
             }
             Answer::Refused(reason) => {
                 tracing::warn!(
@@ -311,6 +345,7 @@ impl Scheduler {
                     %reason,
                     "the push service refused a notification; dropping it"
                 );
+                self.metrics.dropped(Dropped::Refused);
             }
             Answer::Retry(reason) => return Done::Failed(reason),
         }
