@@ -64,6 +64,9 @@ max_user_send_per_minute = 100000000
 max_user_send_burst_size = 1000000
 dns_resolver = 127.0.0.1:$dns
 dns_dnssec_validation = no
+# Several filters of one kind run at once: a metrics port each.
+metrics_listen_filtermail_outgoing = 127.0.0.1:$((smtp + 5000))
+metrics_listen_filtermail_incoming = 127.0.0.1:$((smtp + 5000))
 INI
     env RUST_LOG=warn "$@" "$filter_bin/$program" "$work/$name/chatmail.ini" &
     sleep 0.5

@@ -37,6 +37,8 @@ max_smtp_connections = 2000
 dns_resolver = $dns
 # The bench zone is unsigned and has no signed parent.
 dns_dnssec_validation = no
+# Two filters run at once: a metrics port each.
+metrics_listen_filtermail_incoming = 127.0.0.1:$((smtp + 5000))
 INI
     env RUST_LOG=warn "$@" "$bin/filtermail-incoming" "$work/$name/chatmail.ini" &
 }
