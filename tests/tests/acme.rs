@@ -52,6 +52,23 @@ async fn https_get(port: u16, name: &str, roots: &[u8], path: &str) -> Result<St
     Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
+/// As [`https_get`], retried for a while: after `nginx -s reload`, old
+/// workers still take some new connections with the old certificate
+/// until they exit, so one success does not mean the next one too.
+async fn https_get_after_reload(port: u16, name: &str, roots: &[u8], path: &str) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match https_get(port, name, roots, path).await {
+            Ok(page) => return Ok(page),
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet: {error:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -177,19 +194,9 @@ async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
         .and_then(|start| root.get(start..))
         .context("pebble's root")?
         .to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let page = loop {
-        match https_get(https, DOMAIN, root_pem.as_bytes(), "/").await {
-            Ok(page) => break page,
-            Err(error) if std::time::Instant::now() < deadline => {
-                eprintln!("not yet: {error:#}");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(error) => return Err(error),
-        }
-    };
+    let page = https_get_after_reload(https, DOMAIN, root_pem.as_bytes(), "/").await?;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    let policy = https_get(
+    let policy = https_get_after_reload(
         https,
         "mta-sts.alpha.test",
         root_pem.as_bytes(),
