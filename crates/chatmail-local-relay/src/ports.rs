@@ -14,8 +14,10 @@ pub struct Ports {
     pub transport_lmtp: u16,
     pub reinject: u16,
     pub reinject_incoming: u16,
-    /// The metrics endpoints, in the order of [`MetricsDaemon::ALL`]
-    /// (`base + 9151` ...).
+    /// The metrics endpoints, in the order of [`MetricsDaemon::ALL`]:
+    /// `base + 1151` ..., which stays below Linux's ephemeral ports (32768
+    /// and up) for the usual bases: there an outgoing connection could
+    /// hold the port just when the daemon binds it.
     pub metrics: [u16; MetricsDaemon::ALL.len()],
 }
 
@@ -36,12 +38,12 @@ impl Ports {
             reinject: at(1025)?,
             reinject_incoming: at(1026)?,
             metrics: [
-                at(9151)?,
-                at(9152)?,
-                at(9153)?,
-                at(9154)?,
-                at(9155)?,
-                at(9156)?,
+                at(1151)?,
+                at(1152)?,
+                at(1153)?,
+                at(1154)?,
+                at(1155)?,
+                at(1156)?,
             ],
         })
     }

@@ -163,9 +163,13 @@ async fn handle(
         }
         Ok(Err(BodyError::Read(error))) => {
             tracing::debug!(%error, "reading an HTTP body failed");
+            metrics.count(Outcome::Malformed);
             return text(StatusCode::BAD_REQUEST, "Bad Request");
         }
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
+        Err(_) => {
+            metrics.count(Outcome::Timeout);
+            return text(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+        }
     };
     let reply = filter.deliver(&envelope, message).await;
     drop(reservation);
