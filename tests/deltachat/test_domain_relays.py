@@ -30,12 +30,13 @@ from test_relay import exchange, secure_join
 # Their own addresses, beside the IP-only relays of the other tests.
 DOMAINS = (("alpha.test", "127.0.0.3"), ("beta.test", "127.0.0.4"))
 PORT_BASE = 30000
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        return udp.getsockname()[1]
+# The DNS servers (UDP and TCP) and pebble on 127.0.0.1, at fixed ports
+# below Linux's ephemeral range (32768 and up) that no relay uses: a port
+# picked there as free may be an outgoing connection's by the time the
+# server binds it (it happened in CI).
+DNS_PORT_PEBBLE = PORT_BASE + 53
+DNS_PORT_RELAYS = PORT_BASE + 54
+PEBBLE_API, PEBBLE_MANAGEMENT, PEBBLE_TLS = PORT_BASE + 61, PORT_BASE + 62, PORT_BASE + 63
 
 
 def make_ca(directory: Path):
@@ -91,14 +92,14 @@ def certificates_from_pebble(directory: Path):
         zones[domain] = directory / f"{domain}.a.zone"
         zones[domain].write_text(
             f"{domain}. 60 IN A {address}\nmta-sts.{domain}. 60 IN A {address}\n")
-    dns_port, api, management = free_port(), free_port(), free_port()
+    dns_port, api, management = DNS_PORT_PEBBLE, PEBBLE_API, PEBBLE_MANAGEMENT
     dns = start_dns(dns_port, zones)
     config = directory / "pebble.json"
     config.write_text(json.dumps({"pebble": {
         "listenAddress": f"127.0.0.1:{api}",
         "managementListenAddress": f"127.0.0.1:{management}",
         "certificate": str(cert), "privateKey": str(key),
-        "httpPort": PORT_BASE + 80, "tlsPort": free_port(),
+        "httpPort": PORT_BASE + 80, "tlsPort": PEBBLE_TLS,
         "ocspResponderURL": "", "externalAccountBindingRequired": False,
     }}))
     environment = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
@@ -162,7 +163,7 @@ def domain_relays(notification_server):
     directory = Path(tempfile.mkdtemp(prefix="chatmail-e2e-domains-", dir="/var/tmp"))
     directory.chmod(0o755)
     root, certs = certificates_from_pebble(directory)
-    dns_port = free_port()
+    dns_port = DNS_PORT_RELAYS
     started, dns = [], None
     try:
         for domain, address in DOMAINS:
