@@ -244,21 +244,3 @@ impl FilterMetrics {
             .get_or_create_owned(&[("direction", self.direction.label()), ("door", door)])
     }
 }
-
-/// Adds one to a gauge for as long as it lives (a connection open, a
-/// slot taken).
-pub struct GaugeHold(Gauge);
-
-impl GaugeHold {
-    #[must_use]
-    pub fn new(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for GaugeHold {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}

@@ -4,10 +4,12 @@
 
 mod endpoint;
 mod filter;
+mod gauge_hold;
 mod process;
 
 pub use endpoint::Endpoint;
-pub use filter::{Direction, FilterMetrics, GaugeHold, Outcome};
+pub use filter::{Direction, FilterMetrics, Outcome};
+pub use gauge_hold::GaugeHold;
 pub use process::ProcessCollector;
 pub use prometheus_client;
 

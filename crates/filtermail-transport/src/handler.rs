@@ -111,12 +111,6 @@ impl Transport {
         self.destinations.len()
     }
 
-    /// Deliveries in flight now.
-    #[must_use]
-    pub fn in_flight(&self) -> usize {
-        self.limits.max_deliveries.max(1) - self.global.available_permits()
-    }
-
     async fn deliver_one(
         &self,
         destination: &Destination,
