@@ -72,25 +72,28 @@ INI
     sleep 0.5
 }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime of PID, in clock ticks.
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 clk=$(getconf CLK_TCK)
 
 # run LABEL PID PORT FILE SESSIONS: smtp-source through PORT; prints
 # msgs/s and the CPU per message of PID.
 run() {
     local label=$1 pid=$2 port=$3 file=$4 sessions=$5
-    local before after start end
-    before=$(ticks "$pid")
+    local start end user0 sys0 user1 sys1
+    read -r user0 sys0 < <(ticks "$pid")
     start=$(date +%s.%N)
     smtp-source -s "$sessions" -m "$messages" -d -F "$file" -f $sender -t $recipient \
         127.0.0.1:"$port"
     end=$(date +%s.%N)
-    after=$(ticks "$pid")
+    read -r user1 sys1 < <(ticks "$pid")
     awk -v label="$label" -v s="$sessions" -v n="$messages" -v t0="$start" -v t1="$end" \
-        -v c0="$before" -v c1="$after" -v clk="$clk" 'BEGIN {
+        -v u0="$user0" -v u1="$user1" -v k0="$sys0" -v k1="$sys1" -v clk="$clk" 'BEGIN {
         secs = t1 - t0
-        printf "%-34s sessions=%-4d msgs/s=%6.0f  cpu/msg=%4.0f us  ms/msg/session=%.3f\n",
-            label, s, n / secs, (c1 - c0) * 1e6 / clk / n, secs * 1000 * s / n
+        us = 1e6 / clk / n
+        printf "%-34s sessions=%-4d msgs/s=%6.0f  cpu/msg=%4.0f us (user %3.0f, sys %3.0f)  ms/msg/session=%.3f\n",
+            label, s, n / secs, (u1 - u0 + k1 - k0) * us, (u1 - u0) * us, (k1 - k0) * us,
+            secs * 1000 * s / n
     }'
 }
 

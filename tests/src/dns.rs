@@ -31,6 +31,8 @@ pub enum DnsMode {
 struct Zone {
     records: HashMap<(LowerName, RecordType), Vec<RData>>,
     mode: Option<DnsMode>,
+    /// Queries read so far, answered or not.
+    queries: usize,
     signed: Option<SignedZone>,
 }
 
@@ -134,6 +136,11 @@ impl DnsServer {
         self.addr
     }
 
+    /// Queries the server has read, answered or not.
+    pub fn queries(&self) -> usize {
+        self.zone().queries
+    }
+
     pub fn set_mode(&self, mode: DnsMode) {
         self.zone().mode = Some(mode);
     }
@@ -225,7 +232,8 @@ impl Drop for DnsServer {
 /// The answer to `query`, or `None` when the server is to stay silent.
 fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
-    let zone = zone.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut zone = zone.lock().unwrap_or_else(PoisonError::into_inner);
+    zone.queries += 1;
     let mode = zone.mode.unwrap_or(DnsMode::Answer);
     if mode == DnsMode::Silent {
         return None;

@@ -166,21 +166,28 @@ async fn unpublished_key_is_refused_and_not_remembered() {
 
 #[tokio::test]
 async fn unanswered_dns_is_a_temporary_failure() {
-    let key = DkimKey::rsa("example.org", "s1").unwrap();
-    let (dns, verifier) = setup(&key).await;
-    dns.set_mode(DnsMode::Silent);
-    let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
-    let result = verifier.verify(&signed, "example.org").await;
-    assert!(
-        matches!(result, Err(DkimFailure::Temporary(_))),
-        "got {result:?}"
-    );
-    dns.set_mode(DnsMode::ServFail);
-    let result = verifier.verify(&signed, "example.org").await;
-    assert!(
-        matches!(result, Err(DkimFailure::Temporary(_))),
-        "got {result:?}"
-    );
+    // Ed25519 keys are fetched by our own lookup first (see dkim_key.rs):
+    // a failure must read the same, and cost no second round of queries.
+    let mut queries = Vec::new();
+    for mode in [DnsMode::Silent, DnsMode::ServFail] {
+        for key in [
+            DkimKey::rsa("example.org", "s1").unwrap(),
+            DkimKey::ed25519("example.org", "s1").unwrap(),
+        ] {
+            let (dns, verifier) = setup(&key).await;
+            dns.set_mode(mode);
+            let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+            let result = verifier.verify(&signed, "example.org").await;
+            assert!(
+                matches!(result, Err(DkimFailure::Temporary(_))),
+                "{mode:?}: got {result:?}"
+            );
+            queries.push(dns.queries());
+        }
+    }
+    assert!(queries.iter().all(|&count| count > 0), "{queries:?}");
+    assert_eq!(queries[0], queries[1], "silent: RSA and Ed25519 queries");
+    assert_eq!(queries[2], queries[3], "SERVFAIL: RSA and Ed25519 queries");
 }
 
 #[tokio::test]
@@ -198,29 +205,56 @@ async fn cached_key_survives_a_dns_outage() {
 
 #[tokio::test]
 async fn key_records_in_unusual_forms_work() {
-    let key = DkimKey::rsa("example.org", "s1").unwrap();
-    let public_key = key.public_key();
-    let (first, second) = public_key.split_at(public_key.len() / 2);
-    let forms: Vec<Vec<String>> = vec![
-        // Split into several character strings, as long keys must be.
-        vec![format!("v=DKIM1; k=rsa; p={first}"), second.to_owned()],
-        // Stray whitespace and line breaks inside the key.
-        vec![format!("v=DKIM1;  k=rsa;\n\tp={first}\n {second} ")],
-        // No v= tag.
-        vec![format!("k=rsa; p={public_key}")],
-        // Only p=.
-        vec![format!("p={public_key}")],
-    ];
-    for form in forms {
+    // Ed25519 keys are read by our own code (for dalek), RSA by mail-auth.
+    for (key, k) in [
+        (DkimKey::rsa("example.org", "s1").unwrap(), "rsa"),
+        (DkimKey::ed25519("example.org", "s1").unwrap(), "ed25519"),
+    ] {
+        let public_key = key.public_key();
+        let (first, second) = public_key.split_at(public_key.len() / 2);
+        let upper = k.to_uppercase();
+        let mut forms: Vec<Vec<String>> = vec![
+            // Split into several character strings, as long keys must be.
+            vec![format!("v=DKIM1; k={k}; p={first}"), second.to_owned()],
+            // Stray whitespace and line breaks inside the key.
+            vec![format!("v=DKIM1;  k={k};\n\tp={first}\n {second} ")],
+            // No v= tag, the key type in capitals, tags in another order.
+            vec![format!("p={public_key} ; k = {upper}")],
+        ];
+        if k == "rsa" {
+            // Only p=: RSA is the default key type.
+            forms.push(vec![format!("p={public_key}")]);
+        }
+        for form in forms {
+            let dns = DnsServer::start(LOOPBACK).await.unwrap();
+            let strings: Vec<&str> = form.iter().map(String::as_str).collect();
+            dns.add_txt(&key.record_name(), &strings);
+            let verifier = verifier(&dns);
+            let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
+            verifier
+                .verify(&signed, "example.org")
+                .await
+                .unwrap_or_else(|error| panic!("record {form:?}: {error:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn ed25519_signature_needs_the_published_key() {
+    let signer = DkimKey::ed25519("example.org", "s1").unwrap();
+    let other = DkimKey::ed25519("example.org", "s1").unwrap();
+    let signed = signer.sign(&message("alice@example.org", "hi")).unwrap();
+    // Another Ed25519 key, an RSA key, and no key at all under the name.
+    let rsa = DkimKey::rsa("example.org", "s1").unwrap();
+    for (record, expected) in [
+        (other.record(), "does not verify"),
+        (format!("v=DKIM1; k=ed25519; p={}", rsa.public_key()), ""),
+        ("v=DKIM1; k=ed25519; p=".to_owned(), ""),
+    ] {
         let dns = DnsServer::start(LOOPBACK).await.unwrap();
-        let strings: Vec<&str> = form.iter().map(String::as_str).collect();
-        dns.add_txt(&key.record_name(), &strings);
+        dns.add_txt(&signer.record_name(), &[&record]);
         let verifier = verifier(&dns);
-        let signed = key.sign(&message("alice@example.org", "hi")).unwrap();
-        verifier
-            .verify(&signed, "example.org")
-            .await
-            .unwrap_or_else(|error| panic!("record {form:?}: {error:?}"));
+        assert_invalid(verifier.verify(&signed, "example.org").await, expected);
     }
 }
 

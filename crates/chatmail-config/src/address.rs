@@ -152,17 +152,25 @@ pub fn canonical_address(
     };
     check_local_part(local)?;
     let domain = Domain::parse(domain)?;
+    // Every address of every message passes here: the result is built in
+    // one allocation.
     if domain.is(mail_domain) {
-        let local = local.to_ascii_lowercase();
-        if !is_account_name(&local) {
+        let mut account = String::with_capacity(local.len() + 1 + domain.text.len());
+        account.extend(local.chars().map(|c| c.to_ascii_lowercase()));
+        if !is_account_name(&account) {
             return Err(AddressRefusal::NotAnAccountName);
         }
-        return Ok(EnvelopeAddress::Local(format!(
-            "{local}@{}",
-            mail_domain.address_domain()
-        )));
+        account.push('@');
+        // The canonical text of our own domain is its address domain.
+        account.push_str(&domain.text);
+        debug_assert_eq!(domain.text, mail_domain.address_domain());
+        return Ok(EnvelopeAddress::Local(account));
     }
-    Ok(EnvelopeAddress::Remote(format!("{local}@{}", domain.text)))
+    let mut remote = String::with_capacity(local.len() + 1 + domain.text.len());
+    remote.push_str(local);
+    remote.push('@');
+    remote.push_str(&domain.text);
+    Ok(EnvelopeAddress::Remote(remote))
 }
 
 /// Whether `local` (lower case) is a local part doveauth would create an

@@ -1,4 +1,6 @@
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use std::sync::LazyLock;
+
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::armor;
 
@@ -42,6 +44,17 @@ pub fn classify(raw: &[u8], envelope: &Envelope<'_>, direction: Direction) -> Ve
     ParsedMessage::parse(raw).classify(envelope, direction)
 }
 
+/// Parses only the headers the checks read (the MIME structure, From,
+/// Subject); the others are kept raw. Parsing every known header (To and
+/// Cc addresses, dates, message IDs) cost a tenth of the check and a
+/// dozen allocations per message for values nobody looked at.
+static POLICY_PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_address(HeaderName::From)
+        .header_text(HeaderName::Subject)
+});
+
 /// A message parsed once for every check a filter makes on it (the From
 /// address and the policy).
 pub struct ParsedMessage<'x> {
@@ -52,7 +65,7 @@ impl<'x> ParsedMessage<'x> {
     #[must_use]
     pub fn parse(raw: &'x [u8]) -> Self {
         Self {
-            message: MessageParser::default().parse(raw),
+            message: POLICY_PARSER.parse(raw),
         }
     }
 

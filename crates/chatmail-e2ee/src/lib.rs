@@ -5,6 +5,7 @@
 
 mod armor;
 mod classify;
+mod packets;
 mod sender;
 
 pub use classify::{Direction, Envelope, ParsedMessage, Verdict, classify};

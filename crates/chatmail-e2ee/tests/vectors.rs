@@ -658,3 +658,68 @@ fn thirty_mebibyte_message() {
         started.elapsed()
     );
 }
+
+// ---- against a full OpenPGP parser --------------------------------------
+
+/// The rule as sequoia's packet parser reads it (the implementation before
+/// the header walk): session-key packets, one SEIPD, nothing after, every
+/// packet's content parsed.
+fn sequoia_accepts(data: &[u8]) -> bool {
+    use sequoia_openpgp::packet::Packet;
+    use sequoia_openpgp::parse::{PacketParser, PacketParserResult, Parse};
+    let Ok(mut result) = PacketParser::from_bytes(data) else {
+        return false;
+    };
+    let mut seen_encrypted_data = false;
+    while let PacketParserResult::Some(parser) = result {
+        match &parser.packet {
+            Packet::PKESK(_) | Packet::SKESK(_) if !seen_encrypted_data => {}
+            Packet::SEIP(_) if !seen_encrypted_data => seen_encrypted_data = true,
+            _ => return false,
+        }
+        match parser.next() {
+            Ok((_, next)) => result = next,
+            Err(_) => return false,
+        }
+    }
+    seen_encrypted_data
+}
+
+/// Mutated real payloads: whatever a full parser accepts passes the
+/// header walk too. (The walk is laxer in one way only: it does not look
+/// inside session-key packets beyond their version, which are opaque to
+/// a relay and trivially forged well-formed anyway.)
+#[test]
+fn never_stricter_than_a_full_parser() {
+    use rand::{Rng, SeedableRng};
+    let seeds = [
+        dearmor(&testdata("encrypted.eml")),
+        dearmor(&testdata("asm.eml")),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let (mut accepted_by_sequoia, mut accepted_by_walk) = (0, 0);
+    for round in 0..3000 {
+        let mut data = seeds[round % seeds.len()].clone();
+        for _ in 0..rng.random_range(1..4) {
+            // Most mutations hit the headers at the front, where the
+            // framing is.
+            let front = data.len().min(40);
+            match rng.random_range(0..4) {
+                0 => data[rng.random_range(0..front)] = rng.random(),
+                1 => data[rng.random_range(0..front)] ^= 1 << rng.random_range(0..8),
+                2 => data.truncate(rng.random_range(1..=data.len())),
+                _ => data.insert(rng.random_range(0..=data.len()), rng.random()),
+            }
+        }
+        let by_walk =
+            verdict(&pgp_mime(&armor(&data, &[], true)), Direction::Outgoing) == Verdict::Encrypted;
+        if sequoia_accepts(&data) {
+            accepted_by_sequoia += 1;
+            assert!(by_walk, "refused what sequoia accepts: {data:02x?}");
+        }
+        accepted_by_walk += usize::from(by_walk);
+    }
+    // Both outcomes occur, so the comparison means something.
+    assert!(accepted_by_sequoia > 100, "{accepted_by_sequoia}");
+    assert!(accepted_by_walk < 3000, "{accepted_by_walk}");
+}

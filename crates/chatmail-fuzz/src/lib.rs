@@ -1,9 +1,9 @@
 //! Fuzzing of the parsers our daemons run on what peers send: SMTP and
 //! LMTP sessions (command lines, DATA framing), replies of remote SMTP
 //! servers, `/mxdeliv` request envelopes and bodies, Dovecot dict
-//! connections, the encryption policy on MIME and OpenPGP (so mail-parser
-//! and sequoia), DKIM input (mail-auth), chatmail.ini and envelope
-//! addresses.
+//! connections, the encryption policy on MIME and OpenPGP (mail-parser
+//! and our packet-header walk), DKIM input (mail-auth), chatmail.ini and
+//! envelope addresses.
 //!
 //! The toolchain is stable Rust, where cargo-fuzz (nightly) is not
 //! available: each target is a plain function over bytes, driven by a

@@ -3,6 +3,7 @@
 //! Postfix's own answer is returned exactly; our failures become 4xx so
 //! that nothing is lost.
 
+use std::borrow::Cow;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -87,25 +88,13 @@ impl Connection {
         message: &[u8],
     ) -> Result<(Reply, bool), Failure> {
         let before = Failure::BeforeCommit;
-        let mut mail = format!("MAIL FROM:<{mail_from}> BODY=8BITMIME");
-        if !mail_from.is_ascii() || rcpt_to.iter().any(|rcpt| !rcpt.is_ascii()) {
-            mail.push_str(" SMTPUTF8");
-        }
-        mail.push_str("\r\n");
-        let rcpts: Vec<String> = rcpt_to
-            .iter()
-            .map(|rcpt| format!("RCPT TO:<{rcpt}>\r\n"))
-            .collect();
-
+        let commands = Envelope::new(mail_from, rcpt_to);
         let mut refusal = None;
         if self.pipelining {
-            let mut batch = mail.into_bytes();
-            for rcpt in &rcpts {
-                batch.extend_from_slice(rcpt.as_bytes());
-            }
+            let mut batch = commands.bytes;
             batch.extend_from_slice(b"DATA\r\n");
             self.write(&batch).await.map_err(before)?;
-            for _ in 0..=rcpts.len() {
+            for _ in 0..commands.ends.len() {
                 let (reply, _) = self.read_reply().await.map_err(before)?;
                 if !reply.is_positive() && refusal.is_none() {
                     refusal = Some(reply);
@@ -126,8 +115,8 @@ impl Connection {
                 return Ok((data, true));
             }
         } else {
-            for command in std::iter::once(&mail).chain(&rcpts) {
-                self.write(command.as_bytes()).await.map_err(before)?;
+            for command in commands.each() {
+                self.write(command).await.map_err(before)?;
                 let (reply, _) = self.read_reply().await.map_err(before)?;
                 if !reply.is_positive() {
                     self.reset().await.map_err(before)?;
@@ -156,13 +145,52 @@ impl Connection {
     }
 }
 
+/// MAIL and RCPT commands of one transaction, written into one buffer
+/// (sent whole when pipelining, command by command otherwise).
+struct Envelope {
+    bytes: Vec<u8>,
+    /// Where each command ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Envelope {
+    fn new(mail_from: &str, rcpt_to: &[String]) -> Self {
+        let length = rcpt_to.iter().map(|rcpt| rcpt.len() + 14).sum::<usize>();
+        let mut bytes = Vec::with_capacity(mail_from.len() + 48 + length + 6);
+        let mut ends = Vec::with_capacity(rcpt_to.len() + 1);
+        bytes.extend_from_slice(b"MAIL FROM:<");
+        bytes.extend_from_slice(mail_from.as_bytes());
+        bytes.extend_from_slice(b"> BODY=8BITMIME");
+        if !mail_from.is_ascii() || rcpt_to.iter().any(|rcpt| !rcpt.is_ascii()) {
+            bytes.extend_from_slice(b" SMTPUTF8");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        ends.push(bytes.len());
+        for rcpt in rcpt_to {
+            bytes.extend_from_slice(b"RCPT TO:<");
+            bytes.extend_from_slice(rcpt.as_bytes());
+            bytes.extend_from_slice(b">\r\n");
+            ends.push(bytes.len());
+        }
+        Self { bytes, ends }
+    }
+
+    fn each(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| self.bytes.get(start..end).unwrap_or_default())
+    }
+}
+
 /// Reads one possibly multi-line SMTP reply, returning it and its raw
 /// bytes; each line must come within the step timeout, the whole reply
 /// within [`MAX_REPLY_BYTES`].
 pub async fn read_reply<R: AsyncBufRead + Unpin>(
     stream: &mut R,
 ) -> Result<(Reply, Vec<u8>), ClientError> {
-    let mut raw = Vec::new();
+    // Room for a usual one-line reply.
+    let mut raw = Vec::with_capacity(64);
     loop {
         let before = raw.len();
         // One byte more than allowed tells an overrun from a reply that
@@ -183,13 +211,24 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(
     let response = ResponseReceiver::default()
         .parse(&mut raw.iter())
         .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&raw).into_owned()))?;
-    let [a, b, c] = response.esc;
-    let enhanced = if a == 0 {
-        String::new()
-    } else {
-        format!("{a}.{b}.{c}")
+    let reply = Reply {
+        code: response.code,
+        enhanced: enhanced_code(response.esc),
+        text: response.message.into(),
     };
-    Ok((Reply::owned(response.code, enhanced, response.message), raw))
+    Ok((reply, raw))
+}
+
+/// RFC 3463 `class.subject.detail`; the codes of a usual transaction
+/// need no allocation.
+fn enhanced_code(code: [u8; 3]) -> Cow<'static, str> {
+    match code {
+        [0, _, _] => Cow::Borrowed(""),
+        [2, 0, 0] => Cow::Borrowed("2.0.0"),
+        [2, 1, 0] => Cow::Borrowed("2.1.0"),
+        [2, 1, 5] => Cow::Borrowed("2.1.5"),
+        [class, subject, detail] => Cow::Owned(format!("{class}.{subject}.{detail}")),
+    }
 }
 
 async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientError> {
@@ -332,7 +371,35 @@ impl Reinjector {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClientError, MAX_REPLY_BYTES, dot_stuff, read_reply};
+    use super::{ClientError, Envelope, MAX_REPLY_BYTES, dot_stuff, enhanced_code, read_reply};
+
+    #[test]
+    fn envelope_commands_whole_and_one_by_one() {
+        let rcpts = ["a@example.org".to_owned(), "b@example.org".to_owned()];
+        let commands = Envelope::new("s@example.org", &rcpts);
+        let expected = [
+            "MAIL FROM:<s@example.org> BODY=8BITMIME\r\n",
+            "RCPT TO:<a@example.org>\r\n",
+            "RCPT TO:<b@example.org>\r\n",
+        ];
+        assert_eq!(commands.bytes, expected.concat().as_bytes());
+        let each: Vec<&[u8]> = commands.each().collect();
+        let expected: Vec<&[u8]> = expected.iter().map(|command| command.as_bytes()).collect();
+        assert_eq!(each, expected);
+        let utf8 = Envelope::new("", &["ü@example.org".to_owned()]);
+        assert!(
+            utf8.bytes
+                .starts_with(b"MAIL FROM:<> BODY=8BITMIME SMTPUTF8\r\n")
+        );
+    }
+
+    #[test]
+    fn enhanced_codes_are_spelled_out() {
+        assert_eq!(enhanced_code([0, 0, 0]), "");
+        assert_eq!(enhanced_code([2, 1, 5]), "2.1.5");
+        assert_eq!(enhanced_code([5, 7, 1]), "5.7.1");
+        assert_eq!(enhanced_code([4, 4, 21]), "4.4.21");
+    }
 
     async fn read(bytes: &[u8]) -> Result<(u16, String), ClientError> {
         let mut reader = tokio::io::BufReader::new(bytes);

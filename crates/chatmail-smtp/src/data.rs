@@ -70,6 +70,11 @@ impl DataReader {
         input: &mut std::slice::Iter<'_, u8>,
     ) -> Option<Result<Vec<u8>, DataError>> {
         let before = input.as_slice();
+        if self.error.is_none() {
+            // The receiver appends byte by byte: room for the whole read
+            // at once saves a reallocation at every doubling.
+            self.message.reserve(before.len());
+        }
         let done = self.receiver.ingest(input, &mut self.message);
         let consumed = before
             .get(..before.len() - input.as_slice().len())

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 
 use chatmail_config::AddressRefusal;
 
@@ -46,19 +47,21 @@ impl Reply {
 
     /// Appends the reply in wire form; text lines become continuation lines.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        // Formatted straight into `out`: a reply is written for every
+        // command, and an intermediate string per line showed in profiles.
+        // (Writing into a Vec cannot fail.)
         let mut lines = self.text.lines().peekable();
         if lines.peek().is_none() {
-            out.extend_from_slice(format!("{} {}\r\n", self.code, self.enhanced).as_bytes());
+            let _ = write!(out, "{} {}\r\n", self.code, self.enhanced);
             return;
         }
         while let Some(line) = lines.next() {
             let separator = if lines.peek().is_some() { '-' } else { ' ' };
-            let line = if self.enhanced.is_empty() {
-                format!("{}{separator}{line}\r\n", self.code)
+            let _ = if self.enhanced.is_empty() {
+                write!(out, "{}{separator}{line}\r\n", self.code)
             } else {
-                format!("{}{separator}{} {line}\r\n", self.code, self.enhanced)
+                write!(out, "{}{separator}{} {line}\r\n", self.code, self.enhanced)
             };
-            out.extend_from_slice(line.as_bytes());
         }
     }
 

@@ -5,8 +5,12 @@
 use std::num::NonZeroUsize;
 
 use chatmail_dns::TokioResolver;
+use mail_auth::common::crypto::Algorithm;
+use mail_auth::common::resolver::ToFqdn as _;
+use mail_auth::common::verify::VerifySignature as _;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters};
 
+use crate::dkim_key::MessageKeys;
 use crate::key_cache::KeyCache;
 
 /// Aligned signatures checked per message; each may cost a DNS lookup.
@@ -32,6 +36,7 @@ pub enum DkimFailure {
 
 pub struct DkimVerifier {
     authenticator: MessageAuthenticator,
+    resolver: TokioResolver,
     keys: KeyCache,
 }
 
@@ -39,7 +44,8 @@ impl DkimVerifier {
     #[must_use]
     pub fn new(resolver: TokioResolver) -> Self {
         Self {
-            authenticator: MessageAuthenticator(resolver),
+            authenticator: MessageAuthenticator(resolver.clone()),
+            resolver,
             keys: KeyCache::new(KEY_CACHE_ENTRIES),
         }
     }
@@ -70,9 +76,17 @@ impl DkimVerifier {
                 format!("signatures by other domains than {from_domain} only")
             }));
         }
+        let mut keys = MessageKeys::new(&self.keys);
+        for header in &parsed.dkim_headers {
+            let signature = &header.header;
+            if signature.a == Algorithm::Ed25519Sha256 {
+                let name = signature.domain_key();
+                keys.prefetch(&self.resolver, &name.to_fqdn()).await;
+            }
+        }
         let results = self
             .authenticator
-            .verify_dkim(Parameters::new(&parsed).with_txt_cache(&self.keys))
+            .verify_dkim(Parameters::new(&parsed).with_txt_cache(&keys))
             .await;
         let mut temporary = None;
         let mut invalid = None;

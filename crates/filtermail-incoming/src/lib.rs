@@ -7,6 +7,7 @@
 
 mod daemon;
 mod dkim;
+mod dkim_key;
 mod filter;
 pub mod http;
 mod key_cache;
