@@ -6,6 +6,7 @@
 //! refused rather than interpreted, and so are forms that no account can
 //! have: what passes here is what Postfix and Dovecot deliver to.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::domain::MailDomain;
@@ -216,9 +217,10 @@ fn is_dot_atom(text: &str) -> bool {
     !text.is_empty() && text.split('.').all(|atom| !atom.is_empty())
 }
 
-/// A checked domain part, with its canonical text.
-struct Domain {
-    text: String,
+/// A checked domain part, with its canonical text (the address's own
+/// text when that is canonical already, as it mostly is).
+struct Domain<'a> {
+    text: Cow<'a, str>,
     kind: DomainKind,
 }
 
@@ -228,8 +230,8 @@ enum DomainKind {
     Ipv6,
 }
 
-impl Domain {
-    fn parse(domain: &str) -> Result<Self, AddressRefusal> {
+impl<'a> Domain<'a> {
+    fn parse(domain: &'a str) -> Result<Self, AddressRefusal> {
         if domain.is_empty() {
             return Err(AddressRefusal::NoDomain);
         }
@@ -239,7 +241,11 @@ impl Domain {
         if domain.len() > 1 && domain.ends_with('.') {
             return Err(AddressRefusal::TrailingDot);
         }
-        let text = domain.to_ascii_lowercase();
+        let text = if domain.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            Cow::Owned(domain.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(domain)
+        };
         let label_ok = |label: &str| {
             !label.is_empty()
                 && label.len() <= MAX_LABEL
@@ -275,7 +281,7 @@ impl Domain {
                 .and_then(|ip| ip.parse().ok())
                 .ok_or(AddressRefusal::BadAddressLiteral)?;
             return Ok(Self {
-                text: format!("[IPv6:{ip}]"),
+                text: Cow::Owned(format!("[IPv6:{ip}]")),
                 kind: DomainKind::Ipv6,
             });
         }
@@ -283,14 +289,14 @@ impl Domain {
             .parse()
             .map_err(|_| AddressRefusal::BadAddressLiteral)?;
         Ok(Self {
-            text: format!("[{ip}]"),
+            text: Cow::Owned(format!("[{ip}]")),
             kind: DomainKind::Ipv4(ip),
         })
     }
 
     fn is(&self, mail_domain: &MailDomain) -> bool {
         match (mail_domain, &self.kind) {
-            (MailDomain::Name(name), DomainKind::Name) => *name == self.text,
+            (MailDomain::Name(name), DomainKind::Name) => *name == *self.text,
             (MailDomain::Ipv4(ours), DomainKind::Ipv4(ip)) => ours == ip,
             _ => false,
         }
