@@ -18,36 +18,25 @@ const SKESK: u8 = 3;
 /// Symmetrically Encrypted and Integrity Protected Data.
 const SEIPD: u8 = 18;
 
-/// One packet as the check sees it: its tag, the first octet of its body
-/// (the version, in each packet the policy allows) and the data after it.
-struct Packet<'a> {
-    tag: u8,
-    first_body_octet: Option<u8>,
-    rest: &'a [u8],
-}
-
 /// Checks that `data` is session-key packets followed by exactly one
 /// SEIPD packet and nothing after it.
 pub fn check_encrypted_message(mut data: &[u8]) -> Result<(), Refusal> {
-    if data.is_empty() {
-        return Err("no encrypted data packet");
-    }
     let mut seen_encrypted_data = false;
     while !data.is_empty() {
         if seen_encrypted_data {
             return Err("packet after the encrypted data");
         }
-        let packet = next_packet(data)?;
-        match packet.tag {
-            PKESK => check_version(packet.first_body_octet, &[3, 6])?,
-            SKESK => check_version(packet.first_body_octet, &[4, 6])?,
+        let (tag, body) = next_packet(data)?;
+        match tag {
+            PKESK => check_version(body.first, &[3, 6])?,
+            SKESK => check_version(body.first, &[4, 6])?,
             SEIPD => {
-                check_version(packet.first_body_octet, &[1, 2])?;
+                check_version(body.first, &[1, 2])?;
                 seen_encrypted_data = true;
             }
             _ => return Err("OpenPGP packet that is not encryption"),
         }
-        data = packet.rest;
+        data = body.rest;
     }
     if seen_encrypted_data {
         Ok(())
@@ -65,8 +54,9 @@ fn check_version(version: Option<u8>, known: &[u8]) -> Result<(), Refusal> {
     }
 }
 
-/// Reads one packet's header and skips its body.
-fn next_packet(data: &[u8]) -> Result<Packet<'_>, Refusal> {
+/// Reads one packet's header and skips its body: the packet's tag and
+/// its [`Body`].
+fn next_packet(data: &[u8]) -> Result<(u8, Body<'_>), Refusal> {
     const MALFORMED: Refusal = "malformed OpenPGP data";
     let (&ctb, after_ctb) = data.split_first().ok_or(MALFORMED)?;
     if ctb & 0x80 == 0 {
@@ -82,14 +72,11 @@ fn next_packet(data: &[u8]) -> Result<Packet<'_>, Refusal> {
     if tag == 0 {
         return Err(MALFORMED);
     }
-    Ok(Packet {
-        tag,
-        first_body_octet: body.first,
-        rest: body.rest,
-    })
+    Ok((tag, body))
 }
 
-/// Where a body starts (its first octet) and what follows it.
+/// What the check needs of a packet body: its first octet (the version,
+/// in each packet the policy allows) and the data after the body.
 struct Body<'a> {
     first: Option<u8>,
     rest: &'a [u8],

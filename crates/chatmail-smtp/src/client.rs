@@ -88,7 +88,7 @@ impl Connection {
         message: &[u8],
     ) -> Result<(Reply, bool), Failure> {
         let before = Failure::BeforeCommit;
-        let commands = Envelope::new(mail_from, rcpt_to);
+        let commands = EnvelopeCommands::new(mail_from, rcpt_to);
         let mut refusal = None;
         if self.pipelining {
             let mut batch = commands.bytes;
@@ -147,16 +147,18 @@ impl Connection {
 
 /// MAIL and RCPT commands of one transaction, written into one buffer
 /// (sent whole when pipelining, command by command otherwise).
-struct Envelope {
+struct EnvelopeCommands {
     bytes: Vec<u8>,
     /// Where each command ends in `bytes`.
     ends: Vec<usize>,
 }
 
-impl Envelope {
+impl EnvelopeCommands {
     fn new(mail_from: &str, rcpt_to: &[String]) -> Self {
-        let length = rcpt_to.iter().map(|rcpt| rcpt.len() + 14).sum::<usize>();
-        let mut bytes = Vec::with_capacity(mail_from.len() + 48 + length + 6);
+        // Room for the commands' fixed text too, and the DATA a
+        // pipelining client appends.
+        let addresses = mail_from.len() + rcpt_to.iter().map(String::len).sum::<usize>();
+        let mut bytes = Vec::with_capacity(addresses + 48 + 16 * rcpt_to.len());
         let mut ends = Vec::with_capacity(rcpt_to.len() + 1);
         bytes.extend_from_slice(b"MAIL FROM:<");
         bytes.extend_from_slice(mail_from.as_bytes());
@@ -371,12 +373,14 @@ impl Reinjector {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClientError, Envelope, MAX_REPLY_BYTES, dot_stuff, enhanced_code, read_reply};
+    use super::{
+        ClientError, EnvelopeCommands, MAX_REPLY_BYTES, dot_stuff, enhanced_code, read_reply,
+    };
 
     #[test]
     fn envelope_commands_whole_and_one_by_one() {
         let rcpts = ["a@example.org".to_owned(), "b@example.org".to_owned()];
-        let commands = Envelope::new("s@example.org", &rcpts);
+        let commands = EnvelopeCommands::new("s@example.org", &rcpts);
         let expected = [
             "MAIL FROM:<s@example.org> BODY=8BITMIME\r\n",
             "RCPT TO:<a@example.org>\r\n",
@@ -386,7 +390,7 @@ mod tests {
         let each: Vec<&[u8]> = commands.each().collect();
         let expected: Vec<&[u8]> = expected.iter().map(|command| command.as_bytes()).collect();
         assert_eq!(each, expected);
-        let utf8 = Envelope::new("", &["ü@example.org".to_owned()]);
+        let utf8 = EnvelopeCommands::new("", &["ü@example.org".to_owned()]);
         assert!(
             utf8.bytes
                 .starts_with(b"MAIL FROM:<> BODY=8BITMIME SMTPUTF8\r\n")
