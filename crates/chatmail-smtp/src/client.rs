@@ -4,12 +4,12 @@
 //! that nothing is lost.
 
 use std::borrow::Cow;
-use std::io;
+use std::io::{self, Write as _};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
-use smtp_proto::{EXT_PIPELINING, EhloResponse};
+use smtp_proto::{EXT_CHUNKING, EXT_PIPELINING, EhloResponse};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
@@ -37,6 +37,8 @@ pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 struct Connection {
     stream: BufReader<TcpStream>,
     pipelining: bool,
+    /// RFC 3030 BDAT, which Postfix's smtpd offers by default.
+    chunking: bool,
 }
 
 /// Where the failure happened: before the message was committed (safe to
@@ -53,6 +55,7 @@ impl Connection {
         let mut connection = Self {
             stream: BufReader::new(stream),
             pipelining: false,
+            chunking: false,
         };
         let (greeting, _) = connection.read_reply().await?;
         if greeting.code != 220 {
@@ -65,8 +68,10 @@ impl Connection {
         if ehlo.code != 250 {
             return Err(ClientError::Unexpected(ehlo.to_string()));
         }
-        connection.pipelining = EhloResponse::parse(&mut raw.iter())
-            .is_ok_and(|response| response.capabilities & EXT_PIPELINING != 0);
+        let capabilities =
+            EhloResponse::parse(&mut raw.iter()).map_or(0, |response| response.capabilities);
+        connection.pipelining = capabilities & EXT_PIPELINING != 0;
+        connection.chunking = capabilities & EXT_CHUNKING != 0;
         Ok(connection)
     }
 
@@ -89,6 +94,14 @@ impl Connection {
     ) -> Result<(Reply, bool), Failure> {
         let before = Failure::BeforeCommit;
         let commands = EnvelopeCommands::new(mail_from, rcpt_to);
+        // With one recipient the whole transaction goes out in one write
+        // and its answers come back in one read: a refused MAIL or RCPT
+        // leaves no valid recipient, so the server refuses the BDAT too and
+        // nothing is delivered. With more, a refused RCPT next to accepted
+        // ones would deliver to those before we could stop it.
+        if self.pipelining && self.chunking && rcpt_to.len() == 1 {
+            return self.chunked_transaction(commands, message).await;
+        }
         let mut refusal = None;
         if self.pipelining {
             let mut batch = commands.bytes;
@@ -137,6 +150,64 @@ impl Connection {
             .map_err(after)?;
         let (reply, _) = self.read_reply().await.map_err(after)?;
         Ok((reply, true))
+    }
+
+    /// MAIL, RCPT and `BDAT n LAST` with the message, pipelined. The
+    /// message goes as it is (BDAT needs no dot-stuffing), ending in CRLF
+    /// as in DATA form.
+    async fn chunked_transaction(
+        &mut self,
+        commands: EnvelopeCommands,
+        message: &[u8],
+    ) -> Result<(Reply, bool), Failure> {
+        let line_end: &[u8] = if message.ends_with(b"\r\n") || message.is_empty() {
+            b""
+        } else {
+            b"\r\n"
+        };
+        let size = message.len() + line_end.len();
+        let in_one_write = message.len() <= STUFF_IN_ONE_WRITE;
+        let mut batch = commands.bytes;
+        batch.reserve(32 + if in_one_write { size } else { 0 });
+        // Writing into a Vec cannot fail.
+        let _ = write!(batch, "BDAT {size} LAST\r\n");
+        let written = if in_one_write {
+            batch.extend_from_slice(message);
+            batch.extend_from_slice(line_end);
+            self.write(&batch).await
+        } else {
+            self.write_all_of(&[&batch, message, line_end]).await
+        };
+        // Until the server has answered anything, a failure is most
+        // likely a pooled connection it closed while idle, so a fresh
+        // connection may send the message again (at worst twice, as when
+        // a final reply is lost, never not at all). Once it has answered,
+        // the message may be queued whatever follows.
+        written.map_err(Failure::BeforeCommit)?;
+        let mut refusal = None;
+        for answered in 0..commands.ends.len() {
+            let (reply, _) = self.read_reply().await.map_err(|error| {
+                if answered == 0 {
+                    Failure::BeforeCommit(error)
+                } else {
+                    Failure::AfterCommit(error)
+                }
+            })?;
+            if !reply.is_positive() && refusal.is_none() {
+                refusal = Some(reply);
+            }
+        }
+        let (chunk, _) = self.read_reply().await.map_err(Failure::AfterCommit)?;
+        // The first refusal says why; the BDAT's answer to a transaction
+        // left without recipients would only repeat it vaguely.
+        Ok((refusal.unwrap_or(chunk), true))
+    }
+
+    async fn write_all_of(&mut self, pieces: &[&[u8]]) -> Result<(), ClientError> {
+        for piece in pieces {
+            self.write(piece).await?;
+        }
+        Ok(())
     }
 
     async fn reset(&mut self) -> Result<(), ClientError> {
