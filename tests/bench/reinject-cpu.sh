@@ -73,6 +73,8 @@ postlog    unix-dgram n - n - 1 postlogd
 CF
 postfix -c "$work/postfix" start 2>/dev/null
 trap 'postfix -c "$work/postfix" stop 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+# A signal ends the script through its EXIT trap, Postfix included.
+trap 'exit 1' INT TERM
 
 sender=sender@example.org
 recipient=user@relay.test

@@ -3,7 +3,8 @@
 # the filters' (filter-cpu.sh): Postfix's smtp-source sends MESSAGES copies
 # of a 2.3 KB PGP/MIME message over LMTP (-d: many messages per session),
 # and the transport delivers each over HTTPS /mxdeliv into a local HTTPS
-# sink, or over SMTP with STARTTLS into a local sink. Needs root (the
+# sink, or over SMTP with STARTTLS into a local sink offering CHUNKING
+# (BDAT) or not (DATA). Needs root (the
 # daemon runs as vmail, smtp-sink as postfix). Run from the repository root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

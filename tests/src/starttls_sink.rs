@@ -1,13 +1,16 @@
 //! A fast SMTP sink with STARTTLS: the remote relay for benchmarks of
 //! filtermail-transport, which insists on STARTTLS (Postfix's smtp-sink
 //! does not offer it). Accepts every message and counts it; replies to a
-//! pipelined batch go out in one write.
+//! pipelined batch go out in one write. It may offer CHUNKING (BDAT), as
+//! Postfix does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -21,8 +24,9 @@ pub struct StarttlsSink {
 }
 
 impl StarttlsSink {
-    /// Listens on 127.0.0.1 with the certificate `ca` issued.
-    pub async fn start(ca: &TestCa) -> Result<Self> {
+    /// Listens on 127.0.0.1 with the certificate `ca` issued; offers
+    /// CHUNKING if `chunking`.
+    pub async fn start(ca: &TestCa, chunking: bool) -> Result<Self> {
         let acceptor = TlsAcceptor::from(Arc::new(ca.server_config()?));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -34,7 +38,7 @@ impl StarttlsSink {
                 let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
                     // A client that goes away mid-session is no concern here.
-                    let _ = session(tcp, acceptor, &counted).await;
+                    let _ = session(tcp, acceptor, &counted, chunking).await;
                 });
             }
         });
@@ -61,7 +65,12 @@ impl Drop for StarttlsSink {
     }
 }
 
-async fn session(mut tcp: TcpStream, acceptor: TlsAcceptor, messages: &AtomicU64) -> Result<()> {
+async fn session(
+    mut tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    messages: &AtomicU64,
+    chunking: bool,
+) -> Result<()> {
     tcp.write_all(b"220 sink ESMTP\r\n").await?;
     let mut plain = BufReader::new(tcp);
     let mut line = Vec::new();
@@ -92,13 +101,22 @@ async fn session(mut tcp: TcpStream, acceptor: TlsAcceptor, messages: &AtomicU64
         }
     }
     let tls = acceptor.accept(plain.into_inner()).await?;
-    commands(BufReader::new(tls), messages).await
+    commands(BufReader::new(tls), messages, chunking).await
 }
+
+/// The largest BDAT chunk the sink reads.
+const MAX_CHUNK: usize = 64 << 20;
 
 async fn commands<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: BufReader<S>,
     messages: &AtomicU64,
+    chunking: bool,
 ) -> Result<()> {
+    let ehlo: &[u8] = if chunking {
+        b"250-sink\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+    } else {
+        b"250-sink\r\n250 PIPELINING\r\n"
+    };
     let mut line = Vec::new();
     let mut replies = Vec::new();
     let mut in_data = false;
@@ -116,7 +134,24 @@ async fn commands<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
             match verb.as_slice() {
-                b"EHLO" => replies.extend_from_slice(b"250-sink\r\n250 PIPELINING\r\n"),
+                b"EHLO" => replies.extend_from_slice(ehlo),
+                b"BDAT" if chunking => {
+                    let text = String::from_utf8_lossy(&line);
+                    let mut words = text.split_whitespace().skip(1);
+                    let size: usize = words.next().and_then(|size| size.parse().ok()).unwrap_or(0);
+                    anyhow::ensure!(size <= MAX_CHUNK, "chunk too large");
+                    let mut chunk = vec![0; size];
+                    stream.read_exact(&mut chunk).await?;
+                    if words
+                        .next()
+                        .is_some_and(|last| last.eq_ignore_ascii_case("LAST"))
+                    {
+                        messages.fetch_add(1, Ordering::Relaxed);
+                        replies.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
+                    } else {
+                        replies.extend_from_slice(b"250 2.0.0 Ok: chunk received\r\n");
+                    }
+                }
                 b"DATA" => {
                     in_data = true;
                     replies.extend_from_slice(b"354 End data with <CR><LF>.<CR><LF>\r\n");

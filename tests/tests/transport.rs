@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use relay_tests::{
-    DnsMode, DnsServer, PushServer, Scrape, SmtpClient, TestCa, black_hole, free_port,
+    DnsMode, DnsServer, Postfix, PushServer, Scrape, SmtpClient, TestCa, TransportDaemon,
+    black_hole, free_port,
 };
 use transport_support::*;
 
@@ -55,14 +56,38 @@ async fn https_delivery_carries_the_envelope_and_message() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_mxdeliv_smtp_with_starttls_is_used_with_per_recipient_replies() -> Result<()> {
+/// `remote.test` reachable by SMTP only: a real Postfix, and an /mxdeliv
+/// that answers 404.
+struct SmtpOnly {
+    _world: World,
+    https: PushServer,
+    postfix: Postfix,
+    transport: TransportDaemon,
+}
+
+async fn smtp_only() -> Result<SmtpOnly> {
     let world = world(&["mx.remote.test"]).await?;
     let https = PushServer::start(&world.ca).await?;
     https.set_default_status(404);
     let postfix = remote_postfix(&world, true)?;
     mx(&world, "remote.test", &[(10, "mx.remote.test", LOOPBACK)]);
     let transport = start_transport(&world, postfix.smtp_port(), https.port(), "")?;
+    Ok(SmtpOnly {
+        _world: world,
+        https,
+        postfix,
+        transport,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_mxdeliv_smtp_with_starttls_is_used_with_per_recipient_replies() -> Result<()> {
+    let SmtpOnly {
+        https,
+        postfix,
+        transport,
+        _world,
+    } = smtp_only().await?;
     let replies = lmtp(&transport, &["good@remote.test", "bad@remote.test"]).await?;
     assert_eq!(codes(&replies), [250, 554], "{replies:?}");
     wait_until("delivery to good@", || {
@@ -87,6 +112,64 @@ async fn without_mxdeliv_smtp_with_starttls_is_used_with_per_recipient_replies()
     assert_eq!(scrape.value(&deliveries("smtp", "bounced"))?, 1.0);
     assert_eq!(scrape.sum("filtermail_transport_deliveries_total"), 3.0);
     drop(transport);
+    Ok(())
+}
+
+/// Towards a Postfix, which offers CHUNKING, a small message goes with its
+/// envelope as one BDAT chunk, a large one by DATA after the envelope's
+/// answers. A chunk for no accepted recipient is refused and the
+/// connection carries the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sends_small_messages_as_one_chunk_and_large_ones_by_data() -> Result<()> {
+    // Every part lives to the end of the test (`..` would drop the rest).
+    let SmtpOnly {
+        _world,
+        https: _https,
+        postfix,
+        transport,
+    } = smtp_only().await?;
+    let replies = lmtp(&transport, &["bad@remote.test"]).await?;
+    assert_eq!(codes(&replies), [554], "{replies:?}");
+    let replies = lmtp(&transport, &["good@remote.test", "bad@remote.test"]).await?;
+    assert_eq!(codes(&replies), [250, 554], "{replies:?}");
+    let large = format!(
+        "{MESSAGE}{}",
+        "wcBMA padding of a large message\r\n".repeat(4_000)
+    );
+    let mut client = SmtpClient::connect(transport.lmtp_port).await?;
+    client.lhlo().await?;
+    let replies = client
+        .send_lmtp(SENDER, &["large@remote.test"], &large)
+        .await?;
+    client.quit().await;
+    assert_eq!(codes(&replies), [250], "{replies:?}");
+    wait_until("delivery of the large message", || {
+        postfix_delivered(&postfix, "large@remote.test")
+    })
+    .await?;
+    assert!(postfix_delivered(&postfix, "good@remote.test"));
+    drop(transport);
+
+    // Postfix counts a session's commands when it ends: all three
+    // messages on one connection, two as BDAT (the one for nobody
+    // refused), the large one by DATA.
+    let mut session = None;
+    wait_until("the session's end in Postfix's log", || {
+        session = fs::read_to_string(postfix.log_path()).ok().and_then(|log| {
+            log.lines()
+                .find(|line| line.contains("disconnect from") && line.contains(" mail="))
+                .map(str::to_owned)
+        });
+        session.is_some()
+    })
+    .await?;
+    let session = session.unwrap_or_default();
+    assert!(
+        session.contains(" mail=3 ")
+            && session.contains(" bdat=1/2 ")
+            && session.contains(" data=1 "),
+        "{session}"
+    );
     Ok(())
 }
 

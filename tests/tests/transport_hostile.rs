@@ -13,8 +13,8 @@ use anyhow::Result;
 use relay_tests::{
     Postfix, PostfixOptions, PushServer, TestCa, free_port, proc_status_kib, raise_fd_limit,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use transport_support::*;
 
@@ -32,6 +32,30 @@ where
         }
     });
     Ok(())
+}
+
+/// A scripted server's plain-text start as `name`: greeting, EHLO
+/// offering STARTTLS, and the TLS handshake; `None` if the client went
+/// away.
+async fn starttls(
+    mut tcp: TcpStream,
+    acceptor: &TlsAcceptor,
+    name: &str,
+) -> Option<BufReader<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let _ = tcp.write_all(format!("220 {name}\r\n").as_bytes()).await;
+    let mut plain = BufReader::new(tcp);
+    let mut line = String::new();
+    while plain.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+        if line.starts_with("STARTTLS") {
+            plain.get_mut().write_all(b"220 go\r\n").await.ok()?;
+            let tls = acceptor.accept(plain.into_inner()).await.ok()?;
+            return Some(BufReader::new(tls));
+        }
+        let offer = format!("250-{name}\r\n250 STARTTLS\r\n");
+        plain.get_mut().write_all(offer.as_bytes()).await.ok()?;
+        line.clear();
+    }
+    None
 }
 
 /// Writes `chunk` until the peer goes away.
@@ -272,37 +296,20 @@ async fn relaxed_connections_never_serve_peers_that_need_verification() -> Resul
 /// transport answers the server's refusal and drops that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_opened_for_no_recipient_gets_no_message() -> Result<()> {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let world = world(&["mx.nobody.test"]).await?;
     let (smtp_port, https_port) = (free_port()?, free_port()?);
     let acceptor = TlsAcceptor::from(Arc::new(world.ca.server_config()?));
     // Every line the server read after its 354, across all sessions.
     let after_354 = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = Arc::clone(&after_354);
-    serve_each(Ipv4Addr::LOCALHOST, smtp_port, move |mut tcp| {
+    serve_each(Ipv4Addr::LOCALHOST, smtp_port, move |tcp| {
         let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
         async move {
-            let mut line = String::new();
-            let _ = tcp.write_all(b"220 nobody.test\r\n").await;
-            let mut plain = BufReader::new(tcp);
-            while plain.read_line(&mut line).await.is_ok_and(|read| read > 0) {
-                let reply: &[u8] = if line.starts_with("STARTTLS") {
-                    b"220 go\r\n"
-                } else {
-                    b"250-nobody.test\r\n250 STARTTLS\r\n"
-                };
-                let _ = plain.get_mut().write_all(reply).await;
-                if line.starts_with("STARTTLS") {
-                    break;
-                }
-                line.clear();
-            }
-            let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
+            let Some(mut tls) = starttls(tcp, &acceptor, "nobody.test").await else {
                 return;
             };
-            let mut tls = BufReader::new(tls);
+            let mut line = String::new();
             let mut opened = false;
-            line.clear();
             while tls.read_line(&mut line).await.is_ok_and(|read| read > 0) {
                 if opened {
                     seen.lock().unwrap().push(line.clone());
@@ -332,5 +339,76 @@ async fn data_opened_for_no_recipient_gets_no_message() -> Result<()> {
     }
     let after_354 = after_354.lock().unwrap().clone();
     assert!(after_354.is_empty(), "the server got {after_354:?}");
+    Ok(())
+}
+
+/// A server offering CHUNKING that answers MAIL and RCPT of a pipelined
+/// chunk and then hangs up may have taken the message: the recipient gets
+/// a 4xx (Postfix keeps the message), and the next MX host gets nothing,
+/// which could deliver it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_answered_halfway_is_not_sent_to_the_next_host() -> Result<()> {
+    let world = world(&["mx1.halfway.test", "mx2.halfway.test"]).await?;
+    let (smtp_port, https_port) = (free_port()?, free_port()?);
+    let acceptor = TlsAcceptor::from(Arc::new(world.ca.server_config()?));
+    let chunks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&chunks);
+    serve_each(Ipv4Addr::LOCALHOST, smtp_port, move |tcp| {
+        let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
+        async move {
+            let Some(mut tls) = starttls(tcp, &acceptor, "mx1.halfway.test").await else {
+                return;
+            };
+            let mut line = String::new();
+            while tls.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+                let reply: &[u8] = match line.get(..4).unwrap_or_default() {
+                    "EHLO" => b"250-mx1.halfway.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+                    "BDAT" => {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // The whole chunk is read, so that hanging up
+                        // closes cleanly instead of resetting.
+                        let size = line.split(' ').nth(1).and_then(|size| size.parse().ok());
+                        let mut chunk = vec![0; size.unwrap_or(0)];
+                        let _ = tls.read_exact(&mut chunk).await;
+                        // MAIL's and RCPT's answers, then nothing.
+                        let _ = tls
+                            .get_mut()
+                            .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")
+                            .await;
+                        return;
+                    }
+                    // MAIL and RCPT: answered with the chunk's.
+                    "MAIL" | "RCPT" => b"",
+                    _ => b"250 2.0.0 Ok\r\n",
+                };
+                let _ = tls.get_mut().write_all(reply).await;
+                line.clear();
+            }
+        }
+    })
+    .await?;
+    // The second host would take anything.
+    let second = Ipv4Addr::new(127, 0, 0, 2);
+    let postfix_like = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reached = Arc::clone(&postfix_like);
+    serve_each(second, smtp_port, move |_tcp| {
+        reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {}
+    })
+    .await?;
+    mx(
+        &world,
+        "halfway.test",
+        &[
+            (10, "mx1.halfway.test", LOOPBACK),
+            (20, "mx2.halfway.test", IpAddr::V4(second)),
+        ],
+    );
+    let transport = start_transport(&world, smtp_port, https_port, "")?;
+    let replies = lmtp(&transport, &["a@halfway.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(replies[0].text.contains("Connection lost"), "{replies:?}");
+    assert_eq!(chunks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(postfix_like.load(std::sync::atomic::Ordering::SeqCst), 0);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! SMTP to another relay's port 25: STARTTLS is mandatory (a server
 //! without it gets nothing), the certificate is verified, the envelope is
-//! pipelined when offered, and every recipient gets the server's own
+//! pipelined when offered (with a small message as one BDAT chunk when
+//! CHUNKING is offered too), and every recipient gets the server's own
 //! answer. Connections are kept for reuse.
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chatmail_smtp::{ClientError, Reply, read_reply, write_data};
 use rustls::ClientConfig;
-use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, EhloResponse};
+use smtp_proto::{EXT_CHUNKING, EXT_PIPELINING, EXT_START_TLS, EhloResponse};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -22,6 +23,11 @@ const IDLE_FOR: Duration = Duration::from_secs(60);
 /// The whole message must be taken within this (Postfix allows 180 s
 /// without progress, smtp_data_xfer_timeout).
 const DATA_TIMEOUT: Duration = Duration::from_secs(180);
+/// Messages up to this size go in the same write as their envelope, as
+/// one BDAT chunk (RFC 3030), saving the round trip of waiting for 354.
+/// A larger one waits for the envelope's answers (by DATA), so that a
+/// refused recipient does not cost its whole transfer.
+const PIPELINED_CHUNK_MAX: usize = 64 * 1024;
 
 /// Why a host could not take the message at all: the caller may try the
 /// next host. A server's reply is never one of these.
@@ -45,6 +51,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct SmtpConnection {
     stream: BufReader<TlsStream<TcpStream>>,
     pipelining: bool,
+    chunking: bool,
     idle_since: Instant,
 }
 
@@ -90,6 +97,7 @@ impl SmtpConnection {
         Ok(Self {
             stream,
             pipelining: capabilities & EXT_PIPELINING != 0,
+            chunking: capabilities & EXT_CHUNKING != 0,
             idle_since: Instant::now(),
         })
     }
@@ -108,6 +116,9 @@ impl SmtpConnection {
             .iter()
             .map(|rcpt| format!("RCPT TO:<{rcpt}>\r\n"))
             .collect();
+        if self.pipelining && self.chunking && message.len() <= PIPELINED_CHUNK_MAX {
+            return self.send_chunk(mail, &rcpts, message).await;
+        }
         let (mail_reply, rcpt_replies, data) = if self.pipelining {
             // MAIL, RCPT and DATA in one write (RFC 2920: DATA may end a
             // pipelined group); the server refuses DATA itself when no
@@ -188,14 +199,7 @@ impl SmtpConnection {
         };
         let (final_reply, reusable) = match sent.await {
             Ok(reply) => (reply, true),
-            Err(error) => (
-                Reply::owned(
-                    451,
-                    "4.4.2",
-                    format!("Connection lost after the message: {error}"),
-                ),
-                false,
-            ),
+            Err(error) => (lost(&error), false),
         };
         self.idle_since = Instant::now();
         Ok(Delivered {
@@ -204,10 +208,83 @@ impl SmtpConnection {
         })
     }
 
+    /// MAIL, RCPT and `BDAT n LAST` with the message, in one write. The
+    /// server answers BDAT too when it accepted no recipient (RFC 3030
+    /// has it read the chunk and refuse), so the connection stays in step
+    /// whatever the answers.
+    async fn send_chunk(
+        &mut self,
+        mail: String,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> Result<Delivered, ConnectionError> {
+        let line_end: &[u8] = if message.ends_with(b"\r\n") || message.is_empty() {
+            b""
+        } else {
+            b"\r\n"
+        };
+        let size = message.len() + line_end.len();
+        let mut batch = mail.into_bytes();
+        for rcpt in rcpts {
+            batch.extend_from_slice(rcpt.as_bytes());
+        }
+        batch.extend_from_slice(format!("BDAT {size} LAST\r\n").as_bytes());
+        batch.extend_from_slice(message);
+        batch.extend_from_slice(line_end);
+        write(&mut self.stream, &batch).await?;
+        // No answer at all: the server read nothing of this (a pooled
+        // connection it had closed), so the caller may try again.
+        let (mail_reply, _) = read_reply(&mut self.stream).await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+        let mut outcome = None;
+        for _ in rcpts {
+            match read_reply(&mut self.stream).await {
+                Ok((reply, _)) => rcpt_replies.push(reply),
+                Err(error) => {
+                    outcome = Some(lost(&error));
+                    break;
+                }
+            }
+        }
+        let outcome = match outcome {
+            Some(lost) => Err(lost),
+            None => read_reply(&mut self.stream)
+                .await
+                .map(|(reply, _)| reply)
+                .map_err(|error| lost(&error)),
+        };
+        self.idle_since = Instant::now();
+        // 421: the server is closing the connection.
+        let closing = std::iter::once(&mail_reply)
+            .chain(&rcpt_replies)
+            .chain(outcome.as_ref().ok())
+            .any(|reply| reply.code == 421);
+        let reusable = outcome.is_ok() && !closing;
+        let replies = if !mail_reply.is_positive() {
+            vec![mail_reply; rcpts.len()]
+        } else {
+            // Recipients without an answer yet get the connection's loss.
+            let chunk = outcome.unwrap_or_else(|lost| lost);
+            rcpt_replies.resize(rcpts.len(), chunk.clone());
+            merge(&rcpt_replies, &chunk)
+        };
+        Ok(Delivered { replies, reusable })
+    }
+
     async fn reset(&mut self) -> Result<(), ClientError> {
         write(&mut self.stream, b"RSET\r\n").await?;
         read_reply(&mut self.stream).await.map(drop)
     }
+}
+
+/// The answer for recipients whose message may or may not have been
+/// taken: Postfix keeps it and tries again.
+fn lost(error: &ClientError) -> Reply {
+    Reply::owned(
+        451,
+        "4.4.2",
+        format!("Connection lost after the message: {error}"),
+    )
 }
 
 /// Each accepted recipient gets `outcome`; refused ones keep their reply.

@@ -14,8 +14,10 @@
 //!     from /proc) with Postfix's smtp-source as the LMTP client (-d, many
 //!     messages per session), delivering over HTTPS /mxdeliv into a local
 //!     HTTPS sink, or over SMTP with STARTTLS into a local sink (smtp-sink
-//!     offers no STARTTLS, which the transport requires). The baseline in
-//!     the same run is smtp-source straight into smtp-sink over LMTP.
+//!     offers no STARTTLS, which the transport requires), once without
+//!     CHUNKING (DATA) and once with it (BDAT, as towards Postfix). The
+//!     baseline in the same run is smtp-source straight into smtp-sink
+//!     over LMTP.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
@@ -320,7 +322,10 @@ fn smtp_source(
 
 async fn cpu(message: std::path::PathBuf, messages: usize, sessions: Vec<usize>) -> Result<()> {
     let (dir, ca, https) = healthy_relay().await?;
-    let smtp = StarttlsSink::start(&ca).await?;
+    let smtp = StarttlsSink::start(&ca, false).await?;
+    // A second sink offers CHUNKING, as Postfix does: the transport then
+    // sends each message with its envelope as one BDAT chunk.
+    let chunking = StarttlsSink::start(&ca, true).await?;
     let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
     dns.add_mx("healthy.test.", 10, "mx.healthy.test.");
     dns.add_ip("mx.healthy.test.", IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -344,6 +349,16 @@ async fn cpu(message: std::path::PathBuf, messages: usize, sessions: Vec<usize>)
         dns: dns.addr(),
         ca_file: &ca.ca_path,
         smtp_port: smtp.port(),
+        https_port: free_port()?,
+        allow_private: true,
+        extra_ini,
+        env: &env,
+    })?;
+    let over_bdat = TransportDaemon::start(&TransportSetup {
+        dir: dir.path(),
+        dns: dns.addr(),
+        ca_file: &ca.ca_path,
+        smtp_port: chunking.port(),
         https_port: free_port()?,
         allow_private: true,
         extra_ini,
@@ -387,13 +402,27 @@ async fn cpu(message: std::path::PathBuf, messages: usize, sessions: Vec<usize>)
                 sessions,
                 Some(over_smtp.daemon.pid()),
             )?;
+            let chunked_before = chunking.messages();
+            smtp_source(
+                "filtermail-transport, SMTP BDAT",
+                over_bdat.lmtp_port,
+                &message,
+                messages,
+                sessions,
+                Some(over_bdat.daemon.pid()),
+            )?;
             println!(
-                "  delivered: HTTPS {} SMTP {}",
+                "  delivered: HTTPS {} SMTP {} SMTP BDAT {}",
                 https.count() - https_before,
                 smtp.messages() - smtp_before,
+                chunking.messages() - chunked_before,
             );
         }
-        for (name, daemon) in [("HTTPS", &over_https), ("SMTP", &over_smtp)] {
+        for (name, daemon) in [
+            ("HTTPS", &over_https),
+            ("SMTP", &over_smtp),
+            ("SMTP BDAT", &over_bdat),
+        ] {
             println!(
                 "filtermail-transport ({name}) peak RSS: {} KiB",
                 proc_status_kib(daemon.daemon.pid(), "VmHWM")
