@@ -1,7 +1,8 @@
 //! filtermail-transport against remote hosts that misbehave on purpose:
 //! endless replies and headers, web servers that are no relay, gateways
-//! that may have taken the message, and a host reachable under two
-//! certificate policies.
+//! and SMTP servers that may have taken the message (hanging up halfway
+//! through the answers), servers that close with 421, and a host
+//! reachable under two certificate policies.
 
 mod transport_support;
 
@@ -410,5 +411,60 @@ async fn a_chunk_answered_halfway_is_not_sent_to_the_next_host() -> Result<()> {
     assert!(replies[0].text.contains("Connection lost"), "{replies:?}");
     assert_eq!(chunks.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(postfix_like.load(std::sync::atomic::Ordering::SeqCst), 0);
+    Ok(())
+}
+
+/// A server that answers a message with 421 is closing: its connection is
+/// not kept for the next message, even if it stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_answered_421_is_not_reused() -> Result<()> {
+    let world = world(&["mx.closing.test"]).await?;
+    let (smtp_port, https_port) = (free_port()?, free_port()?);
+    let acceptor = TlsAcceptor::from(Arc::new(world.ca.server_config()?));
+    let transactions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&transactions);
+    serve_each(Ipv4Addr::LOCALHOST, smtp_port, move |tcp| {
+        let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
+        async move {
+            let Some(mut tls) = starttls(tcp, &acceptor, "mx.closing.test").await else {
+                return;
+            };
+            let mut line = String::new();
+            let mut in_data = false;
+            while tls.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+                let reply: &[u8] = if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        b"421 4.3.0 Shutting down\r\n"
+                    } else {
+                        b""
+                    }
+                } else {
+                    match line.get(..4).unwrap_or_default() {
+                        "EHLO" => b"250-mx.closing.test\r\n250 PIPELINING\r\n",
+                        "DATA" => {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        _ => b"250 2.0.0 Ok\r\n",
+                    }
+                };
+                let _ = tls.get_mut().write_all(reply).await;
+                line.clear();
+            }
+        }
+    })
+    .await?;
+    world.dns.add_mx("closing.test.", 10, "mx.closing.test.");
+    world.dns.add_ip("mx.closing.test.", LOOPBACK);
+    let transport = start_transport(&world, smtp_port, https_port, "")?;
+    for _ in 0..2 {
+        let replies = lmtp(&transport, &["a@closing.test"]).await?;
+        assert_eq!(codes(&replies), [421], "{replies:?}");
+    }
+    // One transaction per message: none went to the closing connection
+    // first.
+    assert_eq!(transactions.load(std::sync::atomic::Ordering::SeqCst), 2);
     Ok(())
 }

@@ -198,7 +198,11 @@ impl SmtpConnection {
             read_reply(&mut self.stream).await.map(|(reply, _)| reply)
         };
         let (final_reply, reusable) = match sent.await {
-            Ok(reply) => (reply, true),
+            // 421: the server is closing the connection.
+            Ok(reply) => {
+                let reusable = reply.code != 421;
+                (reply, reusable)
+            }
             Err(error) => (lost(&error), false),
         };
         self.idle_since = Instant::now();
