@@ -1,5 +1,7 @@
 //! Reinjection into Postfix: a small SMTP client with a pool of reusable
-//! connections that pipelines the envelope when the server offers it.
+//! connections that pipelines the envelope when the server offers it, and
+//! sends a one-recipient message with it as one BDAT chunk when CHUNKING
+//! is offered too.
 //! Postfix's own answer is returned exactly; our failures become 4xx so
 //! that nothing is lost.
 

@@ -236,8 +236,9 @@ impl SmtpConnection {
         batch.extend_from_slice(message);
         batch.extend_from_slice(line_end);
         write(&mut self.stream, &batch).await?;
-        // No answer at all: the server read nothing of this (a pooled
-        // connection it had closed), so the caller may try again.
+        // No answer at all is most likely a pooled connection the server
+        // had closed: the caller may try again (at worst the message
+        // arrives twice, as when a final reply is lost; never not at all).
         let (mail_reply, _) = read_reply(&mut self.stream).await?;
         let mut rcpt_replies = Vec::with_capacity(rcpts.len());
         let mut outcome = None;
