@@ -312,6 +312,26 @@ append_dot_mydomain = no
     pub fn log_path(&self) -> PathBuf {
         self.work.path().join("postfix.log")
     }
+
+    /// The counters smtpd logs when a client session with a transaction
+    /// ends (`... mail=2 rcpt=2 bdat=1 data=1 ...`), from the first such
+    /// session; waits up to 10 s for it.
+    pub async fn first_session_counters(&self) -> Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+            let ended = log
+                .lines()
+                .find(|line| line.contains("disconnect from") && line.contains(" mail="));
+            if let Some(line) = ended {
+                return Ok(line.to_owned());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("no session with a transaction ended:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Postfix {

@@ -2,7 +2,6 @@
 //! offers CHUNKING: one-recipient messages go as one pipelined BDAT, the
 //! others by DATA, and a refusal delivers nothing either way.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -119,18 +118,7 @@ async fn real_postfix_takes_chunks_and_refuses_without_delivering() -> Result<()
     // Postfix counts each command kind of a session when it ends: the
     // one-recipient messages went as BDAT, the others as DATA, all on
     // one connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let session = loop {
-        let log = fs::read_to_string(postfix.log_path())?;
-        if let Some(line) = log
-            .lines()
-            .find(|line| line.contains("disconnect from") && line.contains(" mail="))
-        {
-            break line.to_owned();
-        }
-        ensure!(Instant::now() < deadline, "no disconnect logged:\n{log}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let session = postfix.first_session_counters().await?;
     ensure!(
         session.contains(" mail=5 ")
             && session.contains(" bdat=2/3 ")

@@ -153,17 +153,7 @@ async fn smtp_sends_small_messages_as_one_chunk_and_large_ones_by_data() -> Resu
     // Postfix counts a session's commands when it ends: all three
     // messages on one connection, two as BDAT (the one for nobody
     // refused), the large one by DATA.
-    let mut session = None;
-    wait_until("the session's end in Postfix's log", || {
-        session = fs::read_to_string(postfix.log_path()).ok().and_then(|log| {
-            log.lines()
-                .find(|line| line.contains("disconnect from") && line.contains(" mail="))
-                .map(str::to_owned)
-        });
-        session.is_some()
-    })
-    .await?;
-    let session = session.unwrap_or_default();
+    let session = postfix.first_session_counters().await?;
     assert!(
         session.contains(" mail=3 ")
             && session.contains(" bdat=1/2 ")

@@ -337,8 +337,9 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Messages up to this size are stuffed into one buffer and sent in one
-/// write; larger ones are written piece by piece, never copied whole.
+/// Messages up to this size are copied into one buffer (dot-stuffed for
+/// DATA, behind the commands for BDAT) and sent in one write; larger ones
+/// are written piece by piece, never copied whole.
 const STUFF_IN_ONE_WRITE: usize = 64 * 1024;
 
 /// Writes `message` in DATA form (see [`dot_stuff`]).
