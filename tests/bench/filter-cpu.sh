@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 messages=${MESSAGES:-20000}
+# Message size in bytes; SIZE=20000000 MESSAGES=20 SESSIONS=1 shows what
+# large attachments cost.
+size=${SIZE:-2300}
 sessions_list=${SESSIONS:-"100 1"}
 
 if [ -z "${FILTER_BIN:-}" ]; then
@@ -35,12 +38,12 @@ sink_pid=$!
 
 sender=sender@example.org
 recipient=user@relay.test
-"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient \
+"$bin/smtp-load" unused --size "$size" --from $sender --to $recipient \
     --write-message "$work/plain.eml" >/dev/null
 # Signed copies; each generator keeps serving its key until killed.
-"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient --dkim-key ed25519 \
+"$bin/smtp-load" unused --size "$size" --from $sender --to $recipient --dkim-key ed25519 \
     --dkim-dns 127.0.0.1:20053 --seconds 100000 --write-message "$work/ed25519.eml" >/dev/null &
-"$bin/smtp-load" unused --size 2300 --from $sender --to $recipient --dkim-key rsa \
+"$bin/smtp-load" unused --size "$size" --from $sender --to $recipient --dkim-key rsa \
     --dkim-dns 127.0.0.1:20054 --seconds 100000 --write-message "$work/rsa.eml" >/dev/null &
 sleep 2
 # smtp-source ends each line of the file with CRLF itself.

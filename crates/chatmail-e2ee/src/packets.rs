@@ -18,25 +18,55 @@ const SKESK: u8 = 3;
 /// Symmetrically Encrypted and Integrity Protected Data.
 const SEIPD: u8 = 18;
 
+/// The octets of the binary message, read once from the front.
+pub trait Octets {
+    /// The next octet; `None` at the end of the data.
+    fn next_octet(&mut self) -> Result<Option<u8>, Refusal>;
+    /// Skips up to `count` octets; returns how many there were.
+    fn skip(&mut self, count: usize) -> Result<usize, Refusal>;
+}
+
+impl Octets for &[u8] {
+    fn next_octet(&mut self) -> Result<Option<u8>, Refusal> {
+        Ok(self.split_first().map(|(&octet, rest)| {
+            *self = rest;
+            octet
+        }))
+    }
+
+    fn skip(&mut self, count: usize) -> Result<usize, Refusal> {
+        let skipped = count.min(self.len());
+        *self = self.get(skipped..).unwrap_or_default();
+        Ok(skipped)
+    }
+}
+
+const TRUNCATED: Refusal = "truncated OpenPGP packet";
+
 /// Checks that `data` is session-key packets followed by exactly one
 /// SEIPD packet and nothing after it.
+#[cfg(test)]
 pub fn check_encrypted_message(mut data: &[u8]) -> Result<(), Refusal> {
+    check_packets(&mut data)
+}
+
+/// As [`check_encrypted_message`], reading the data as it comes.
+pub fn check_packets(data: &mut impl Octets) -> Result<(), Refusal> {
     let mut seen_encrypted_data = false;
-    while !data.is_empty() {
+    while let Some(ctb) = data.next_octet()? {
         if seen_encrypted_data {
             return Err("packet after the encrypted data");
         }
-        let (tag, body) = next_packet(data)?;
+        let (tag, first) = skip_packet(ctb, data)?;
         match tag {
-            PKESK => check_version(body.first, &[3, 6])?,
-            SKESK => check_version(body.first, &[4, 6])?,
+            PKESK => check_version(first, &[3, 6])?,
+            SKESK => check_version(first, &[4, 6])?,
             SEIPD => {
-                check_version(body.first, &[1, 2])?;
+                check_version(first, &[1, 2])?;
                 seen_encrypted_data = true;
             }
             _ => return Err("OpenPGP packet that is not encryption"),
         }
-        data = body.rest;
     }
     if seen_encrypted_data {
         Ok(())
@@ -54,101 +84,92 @@ fn check_version(version: Option<u8>, known: &[u8]) -> Result<(), Refusal> {
     }
 }
 
-/// Reads one packet's header and skips its body: the packet's tag and
-/// its [`Body`].
-fn next_packet(data: &[u8]) -> Result<(u8, Body<'_>), Refusal> {
+/// Reads the rest of a packet's header after its first octet `ctb` and
+/// skips its body: the packet's tag and the body's first octet (the
+/// version, in each packet the policy allows).
+fn skip_packet(ctb: u8, data: &mut impl Octets) -> Result<(u8, Option<u8>), Refusal> {
     const MALFORMED: Refusal = "malformed OpenPGP data";
-    let (&ctb, after_ctb) = data.split_first().ok_or(MALFORMED)?;
     if ctb & 0x80 == 0 {
         return Err(MALFORMED);
     }
-    let (tag, body) = if ctb & 0x40 == 0 {
+    let (tag, first) = if ctb & 0x40 == 0 {
         let tag = (ctb >> 2) & 0x0f;
-        (tag, legacy_body(ctb & 0x03, after_ctb)?)
+        (tag, skip_legacy_body(ctb & 0x03, data)?)
     } else {
         let tag = ctb & 0x3f;
-        (tag, new_format_body(tag, after_ctb)?)
+        (tag, skip_new_format_body(tag, data)?)
     };
     if tag == 0 {
         return Err(MALFORMED);
     }
-    Ok((tag, body))
+    Ok((tag, first))
 }
 
-/// What the check needs of a packet body: its first octet (the version,
-/// in each packet the policy allows) and the data after the body.
-struct Body<'a> {
-    first: Option<u8>,
-    rest: &'a [u8],
-}
-
-/// Splits a body of `len` octets off `data`; a truncated body is refused.
-fn take(data: &[u8], len: usize) -> Result<Body<'_>, Refusal> {
-    if len > data.len() {
-        return Err("truncated OpenPGP packet");
+/// Skips a body of `len` octets, returning its first; a truncated body
+/// is refused.
+fn skip_body(data: &mut impl Octets, len: usize) -> Result<Option<u8>, Refusal> {
+    if len == 0 {
+        return Ok(None);
     }
-    let (body, rest) = data.split_at(len);
-    Ok(Body {
-        first: body.first().copied(),
-        rest,
-    })
+    let first = data.next_octet()?.ok_or(TRUNCATED)?;
+    if data.skip(len - 1)? < len - 1 {
+        return Err(TRUNCATED);
+    }
+    Ok(Some(first))
 }
 
 /// Legacy headers: the length type is the CTB's low two bits; type 3
 /// means the body runs to the end of the data.
-fn legacy_body(length_type: u8, data: &[u8]) -> Result<Body<'_>, Refusal> {
+fn skip_legacy_body(length_type: u8, data: &mut impl Octets) -> Result<Option<u8>, Refusal> {
     let octets = match length_type {
         0 => 1,
         1 => 2,
         2 => 4,
-        _ => return take(data, data.len()),
+        _ => {
+            let first = data.next_octet()?;
+            data.skip(usize::MAX)?;
+            return Ok(first);
+        }
     };
-    let (length, body) = split_length(data, octets)?;
-    take(body, length)
+    let length = read_length(data, octets)?;
+    skip_body(data, length)
 }
 
 /// New-format lengths: one, two or five octets, or a run of partial body
 /// lengths (data packets only) ending in a regular length.
-fn new_format_body(tag: u8, mut data: &[u8]) -> Result<Body<'_>, Refusal> {
+fn skip_new_format_body(tag: u8, data: &mut impl Octets) -> Result<Option<u8>, Refusal> {
     let mut first = None;
     loop {
-        let (&octet, after) = data.split_first().ok_or("truncated OpenPGP packet")?;
-        let (length, body) = match octet {
-            0..=191 => (usize::from(octet), after),
+        let octet = data.next_octet()?.ok_or(TRUNCATED)?;
+        let length = match octet {
+            0..=191 => usize::from(octet),
             192..=223 => {
-                let (&second, body) = after.split_first().ok_or("truncated OpenPGP packet")?;
-                let length = (usize::from(octet - 192) << 8) + usize::from(second) + 192;
-                (length, body)
+                let second = data.next_octet()?.ok_or(TRUNCATED)?;
+                (usize::from(octet - 192) << 8) + usize::from(second) + 192
             }
-            255 => split_length(after, 4)?,
+            255 => read_length(data, 4)?,
             224..=254 => {
                 if tag != SEIPD {
                     return Err("malformed OpenPGP packet");
                 }
-                let chunk = take(after, 1 << (octet & 0x1f))?;
-                first = first.or(chunk.first);
-                data = chunk.rest;
+                let chunk_first = skip_body(data, 1 << (octet & 0x1f))?;
+                first = first.or(chunk_first);
                 continue;
             }
         };
-        let last = take(body, length)?;
-        return Ok(Body {
-            first: first.or(last.first),
-            rest: last.rest,
-        });
+        let last_first = skip_body(data, length)?;
+        return Ok(first.or(last_first));
     }
 }
 
-/// A big-endian length of `octets` octets, and the data after it.
-fn split_length(data: &[u8], octets: usize) -> Result<(usize, &[u8]), Refusal> {
-    if data.len() < octets {
-        return Err("truncated OpenPGP packet");
+/// A big-endian length of `octets` octets.
+fn read_length(data: &mut impl Octets, octets: usize) -> Result<usize, Refusal> {
+    let mut length = 0usize;
+    for _ in 0..octets {
+        let octet = data.next_octet()?.ok_or(TRUNCATED)?;
+        length = (length << 8) | usize::from(octet);
     }
-    let (length, rest) = data.split_at(octets);
-    let length = length
-        .iter()
-        .fold(0usize, |length, &octet| (length << 8) | usize::from(octet));
-    Ok((length, rest))
+    Ok(length)
 }
 
 #[cfg(test)]
