@@ -131,49 +131,61 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Base64Octets<'a, I> {
             if self.finished {
                 return Ok(false);
             }
-            let mut filled = 0;
-            while filled < BATCH && self.more_input() {
-                let room = self.batch.get_mut(filled..).unwrap_or_default();
-                // Lines are whole base64 as a rule; spaces inside are the
-                // rare case.
-                let copied = if is_clean(self.line) {
-                    let taken = room.len().min(self.line.len());
-                    let (from, rest) = self.line.split_at(taken);
-                    room.get_mut(..taken)
-                        .unwrap_or_default()
-                        .copy_from_slice(from);
-                    self.line = rest;
-                    taken
-                } else {
-                    let mut copied = 0;
-                    while copied < room.len()
-                        && let Some((&byte, rest)) = self.line.split_first()
-                    {
-                        self.line = rest;
-                        if !byte.is_ascii_whitespace()
-                            && let Some(slot) = room.get_mut(copied)
-                        {
-                            *slot = byte;
-                            copied += 1;
-                        }
-                    }
-                    copied
-                };
-                filled += copied;
-            }
-            self.finished = !self.more_input();
-            let batch = self.batch.get(..filled).unwrap_or_default();
-            // Padding ends the base64; in a batch with more after it, it
-            // is malformed, as it would be in the whole.
-            if !self.finished && batch.contains(&b'=') {
-                return Err("malformed armor");
-            }
-            self.available = ARMOR_BASE64
-                .decode_slice(batch, &mut self.decoded)
-                .map_err(|_| "malformed armor")?;
-            self.position = 0;
+            let filled = self.fill();
+            self.decode(filled)?;
         }
         Ok(true)
+    }
+
+    /// Reads up to a batch of base64 characters into `batch`; how many.
+    fn fill(&mut self) -> usize {
+        let mut filled = 0;
+        while filled < BATCH && self.more_input() {
+            let room = self.batch.get_mut(filled..).unwrap_or_default();
+            // Lines are whole base64 as a rule; spaces inside are the
+            // rare case.
+            let copied = if is_clean(self.line) {
+                let taken = room.len().min(self.line.len());
+                let (from, rest) = self.line.split_at(taken);
+                room.get_mut(..taken)
+                    .unwrap_or_default()
+                    .copy_from_slice(from);
+                self.line = rest;
+                taken
+            } else {
+                let mut copied = 0;
+                while copied < room.len()
+                    && let Some((&byte, rest)) = self.line.split_first()
+                {
+                    self.line = rest;
+                    if !byte.is_ascii_whitespace()
+                        && let Some(slot) = room.get_mut(copied)
+                    {
+                        *slot = byte;
+                        copied += 1;
+                    }
+                }
+                copied
+            };
+            filled += copied;
+        }
+        self.finished = !self.more_input();
+        filled
+    }
+
+    /// Decodes the `filled` characters of `batch`.
+    fn decode(&mut self, filled: usize) -> Result<(), Refusal> {
+        let batch = self.batch.get(..filled).unwrap_or_default();
+        // Padding ends the base64; in a batch with more after it, it is
+        // malformed, as it would be in the whole.
+        if !self.finished && batch.contains(&b'=') {
+            return Err("malformed armor");
+        }
+        self.available = ARMOR_BASE64
+            .decode_slice(batch, &mut self.decoded)
+            .map_err(|_| "malformed armor")?;
+        self.position = 0;
+        Ok(())
     }
 
     /// Whether base64 characters are left, moving to the next line that
@@ -207,13 +219,45 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Octets for Base64Octets<'a, I> {
 
     fn skip(&mut self, count: usize) -> Result<usize, Refusal> {
         let mut skipped = 0;
-        while skipped < count && self.refill()? {
+        while skipped < count {
+            if self.position == self.available {
+                if self.finished {
+                    break;
+                }
+                let filled = self.fill();
+                // A whole batch within what is skipped (the bulk of a
+                // large message) only has to be base64: a full batch
+                // with more after it decodes exactly when every
+                // character is in the alphabet.
+                if filled == BATCH && !self.finished && count - skipped >= BATCH / 4 * 3 {
+                    if !is_base64(&self.batch) {
+                        return Err("malformed armor");
+                    }
+                    skipped += BATCH / 4 * 3;
+                    continue;
+                }
+                self.decode(filled)?;
+                continue;
+            }
             let step = (count - skipped).min(self.available - self.position);
             self.position += step;
             skipped += step;
         }
         Ok(skipped)
     }
+}
+
+/// Whether every character is of the base64 alphabet (no padding),
+/// checked without an early exit so that the compiler checks many at once.
+fn is_base64(characters: &[u8]) -> bool {
+    characters.iter().fold(true, |valid, &c| {
+        valid
+            & ((c.wrapping_sub(b'A') < 26)
+                | (c.wrapping_sub(b'a') < 26)
+                | (c.wrapping_sub(b'0') < 10)
+                | (c == b'+')
+                | (c == b'/'))
+    })
 }
 
 #[cfg(test)]
@@ -224,7 +268,7 @@ mod tests {
     use base64::Engine as _;
     use rand::{Rng, SeedableRng};
 
-    use super::{ARMOR_BASE64, BATCH, BEGIN, END, check_payload, trim};
+    use super::{ARMOR_BASE64, BATCH, BEGIN, END, check_payload, is_base64, trim};
     use crate::packets::check_encrypted_message;
 
     /// The check as it was before decoding in batches: the whole base64
@@ -302,6 +346,15 @@ mod tests {
         assert!(check_payload(&armored(padded_inside.as_bytes()), false).is_err());
     }
 
+    #[test]
+    fn the_alphabet_check_knows_every_octet() {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for octet in 0..=u8::MAX {
+            assert_eq!(is_base64(&[octet]), alphabet.contains(&octet), "{octet}");
+            assert!(!is_base64(&[b'A', octet, b'/']) || alphabet.contains(&octet));
+        }
+    }
+
     /// Payloads around and across batch boundaries, well and badly
     /// formed, in both checks: the same verdict every time.
     #[test]
@@ -328,11 +381,17 @@ mod tests {
             let mut base64 = base64::engine::general_purpose::STANDARD
                 .encode(&binary)
                 .into_bytes();
+            let stray = b"=!-"[rng.random_range(0..3)];
             match rng.random_range(0..10) {
                 0 => {
-                    // Padding or a stray character anywhere.
+                    // Padding or a stray character anywhere, in addition
+                    // or instead of one.
                     let at = rng.random_range(0..=base64.len());
-                    base64.insert(at, if rng.random() { b'=' } else { b'!' });
+                    if rng.random() || at == base64.len() {
+                        base64.insert(at, stray);
+                    } else {
+                        base64[at] = stray;
+                    }
                 }
                 1 => {
                     while base64.last() == Some(&b'=') {

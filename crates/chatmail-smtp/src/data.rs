@@ -100,14 +100,23 @@ impl DataReader {
     }
 
     fn scan(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            let bare_cr = self.previous == b'\r' && byte != b'\n';
-            let bare_lf = byte == b'\n' && self.previous != b'\r';
-            if bare_cr || bare_lf {
-                self.error.get_or_insert(DataError::BareNewline);
-            }
-            self.previous = byte;
+        let Some(&last) = bytes.last() else {
+            return;
+        };
+        // A CR must be followed by LF and an LF preceded by CR: in every
+        // pair of neighbours, "is CR" and "is LF next" agree. Folded
+        // without an early exit, the compiler checks many pairs at once.
+        let first_pair = (self.previous == b'\r') != (bytes.first() == Some(&b'\n'));
+        let bare = bytes
+            .iter()
+            .zip(bytes.iter().skip(1))
+            .fold(first_pair, |bare, (&byte, &next)| {
+                bare | ((byte == b'\r') != (next == b'\n'))
+            });
+        if bare {
+            self.error.get_or_insert(DataError::BareNewline);
         }
+        self.previous = last;
     }
 }
 
@@ -165,6 +174,39 @@ mod tests {
         assert_eq!(result, Some(Err(DataError::BareNewline)));
         let (result, _) = read(1000, &[b"a\nb\r\n.\r\n"]);
         assert_eq!(result, Some(Err(DataError::BareNewline)));
+    }
+
+    /// Every string of up to seven CR, LF and other octets, read in one
+    /// piece and split in two at every point: flagged exactly when a CR
+    /// or LF stands without its partner, as a byte-by-byte reading sees it.
+    #[test]
+    fn bare_newlines_are_found_however_the_reads_fall() {
+        fn bare_one_by_one(text: &[u8]) -> bool {
+            // DATA's own line ended in CRLF.
+            let mut previous = b'\n';
+            let mut bare = false;
+            for &byte in text {
+                bare |= previous == b'\r' && byte != b'\n';
+                bare |= byte == b'\n' && previous != b'\r';
+                previous = byte;
+            }
+            bare
+        }
+        for len in 0..=7u32 {
+            for code in 0..3usize.pow(len) {
+                let text: Vec<u8> = (0..len)
+                    .map(|digit| b"\r\nx"[code / 3usize.pow(digit) % 3])
+                    .collect();
+                for split in 0..=text.len() {
+                    let (head, tail) = text.split_at(split);
+                    let mut reader = DataReader::new(1000);
+                    reader.scan(head);
+                    reader.scan(tail);
+                    let flagged = reader.error == Some(DataError::BareNewline);
+                    assert_eq!(flagged, bare_one_by_one(&text), "{text:?} split at {split}");
+                }
+            }
+        }
     }
 
     #[test]
