@@ -28,8 +28,25 @@ fn trim(bytes: &[u8]) -> &[u8] {
     bytes.get(start..end).unwrap_or_default()
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    memchr::memmem::find_iter(haystack, needle).count()
+/// How many `-----BEGIN PGP` and how many `-----END PGP` markers
+/// `armored` holds. They are found by their dashes, which base64 never
+/// has: a substring search for the whole marker found its candidates by
+/// letters that base64 has everywhere.
+fn count_markers(armored: &[u8]) -> (usize, usize) {
+    let (mut begins, mut ends) = (0, 0);
+    let mut rest = armored;
+    while let Some(start) = memchr::memchr(b'-', rest) {
+        let dashes = rest.get(start..).unwrap_or_default();
+        let run = dashes.iter().take_while(|&&byte| byte == b'-').count();
+        let after = dashes.get(run..).unwrap_or_default();
+        // A marker's five dashes end a run of dashes.
+        if run >= 5 {
+            begins += usize::from(after.starts_with(b"BEGIN PGP"));
+            ends += usize::from(after.starts_with(b"END PGP"));
+        }
+        rest = after;
+    }
+    (begins, ends)
 }
 
 /// Base64 as armor writers produce it: padding optional, as RFC 9580's
@@ -54,7 +71,7 @@ pub fn check_payload(body: &[u8], allow_armor_headers: bool) -> Result<(), Refus
         .strip_prefix(BEGIN)
         .and_then(|rest| rest.strip_suffix(END))
         .ok_or("payload is not one armored PGP MESSAGE")?;
-    if count(armored, b"-----BEGIN PGP") != 1 || count(armored, b"-----END PGP") != 1 {
+    if count_markers(armored) != (1, 1) {
         return Err("payload holds more than one armored block");
     }
     let mut line_start = 0;
@@ -268,7 +285,7 @@ mod tests {
     use base64::Engine as _;
     use rand::{Rng, SeedableRng};
 
-    use super::{ARMOR_BASE64, BATCH, BEGIN, END, check_payload, is_base64, trim};
+    use super::{ARMOR_BASE64, BATCH, BEGIN, END, check_payload, count_markers, is_base64, trim};
     use crate::packets::check_encrypted_message;
 
     /// The check as it was before decoding in batches: the whole base64
@@ -344,6 +361,26 @@ mod tests {
         let padded_inside = [first, engine.encode(second)].concat();
         assert!(!whole_decode_check(&armored(padded_inside.as_bytes())));
         assert!(check_payload(&armored(padded_inside.as_bytes()), false).is_err());
+    }
+
+    /// Strings of dashes, marker letters and others: the markers counted
+    /// by their dashes as a substring search counts them.
+    #[test]
+    fn markers_are_counted_as_a_substring_search_would() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4880);
+        let pieces: [&[u8]; 6] = [b"-", b"-----", b"BEGIN PGP", b"END PGP", b"x", b"\n"];
+        for _ in 0..20_000 {
+            let text: Vec<u8> = (0..rng.random_range(0..12))
+                .flat_map(|_| pieces[rng.random_range(0..pieces.len())].iter().copied())
+                .collect();
+            let search = |needle: &[u8]| memchr::memmem::find_iter(&text, needle).count();
+            assert_eq!(
+                count_markers(&text),
+                (search(b"-----BEGIN PGP"), search(b"-----END PGP")),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+        }
     }
 
     #[test]
