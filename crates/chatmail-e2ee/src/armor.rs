@@ -74,68 +74,99 @@ pub fn check_payload(body: &[u8], allow_armor_headers: bool) -> Result<(), Refus
     if count_markers(armored) != (1, 1) {
         return Err("payload holds more than one armored block");
     }
-    let mut line_start = 0;
-    let mut lines = memchr::memchr_iter(b'\n', inside)
-        .chain(std::iter::once(inside.len()))
-        .map(|line_end| {
-            let line = inside.get(line_start..line_end).unwrap_or_default();
-            line_start = line_end + 1;
-            trim(line)
-        });
-    // The rest of the BEGIN line.
-    if !lines.next().unwrap_or_default().is_empty() {
+    let (begin_line_rest, mut rest) = split_line(inside);
+    if !trim(begin_line_rest).is_empty() {
         return Err("malformed armor");
     }
     let mut has_headers = false;
-    let mut first_data_line = None;
-    for line in lines.by_ref() {
+    loop {
+        let (line, after) = split_line(rest);
+        let line = trim(line);
         // Base64 has no colon: a line with one is a header.
         if line.contains(&b':') {
             has_headers = true;
+            rest = after;
             continue;
         }
-        if !line.is_empty() {
-            first_data_line = Some(line);
+        // A blank line ends the headers; any other line is base64.
+        if line.is_empty() {
+            rest = after;
         }
         break;
     }
     if !allow_armor_headers && has_headers {
         return Err("armor headers are not allowed in outgoing mail");
     }
-    let data_lines = first_data_line
-        .into_iter()
-        .chain(lines)
-        .take_while(|line| line.first() != Some(&b'='));
-    check_packets(&mut Base64Octets::new(data_lines))
+    let base64 = rest.get(..checksum_line_start(rest)).unwrap_or_default();
+    check_packets(&mut Base64Octets::new(base64))
+}
+
+/// The line at the start of `text`, without its LF, and what follows.
+fn split_line(text: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b'\n', text) {
+        Some(end) => (
+            text.get(..end).unwrap_or_default(),
+            text.get(end + 1..).unwrap_or_default(),
+        ),
+        None => (text, &[]),
+    }
+}
+
+/// Where the first line starting with `=` (the checksum) starts, or the
+/// end of `text`. In one pass, whatever the number of `=`.
+fn checksum_line_start(text: &[u8]) -> usize {
+    let mut line_start = 0;
+    let mut searched = 0;
+    let mut line_seen = None;
+    for equals in memchr::memchr_iter(b'=', text) {
+        let since = text.get(searched..equals).unwrap_or_default();
+        if let Some(lf) = memchr::memrchr(b'\n', since) {
+            line_start = searched + lf + 1;
+        }
+        searched = equals;
+        // Only a line's first `=` can start it.
+        if line_seen == Some(line_start) {
+            continue;
+        }
+        line_seen = Some(line_start);
+        let before = text.get(line_start..equals).unwrap_or_default();
+        if before.iter().all(u8::is_ascii_whitespace) {
+            return line_start;
+        }
+    }
+    text.len()
 }
 
 /// Base64 characters decoded at a time: a multiple of four, so every
 /// batch but the last is whole base64 quanta.
 const BATCH: usize = 4096;
+const BATCH_OCTETS: usize = BATCH / 4 * 3;
 
-/// The binary data of the base64 lines, decoded a batch at a time as the
+/// The binary data of base64 text, decoded a batch at a time as the
 /// packet walk reads it: memory stays the same for any size of message,
 /// and a payload refused early is not decoded further. Accepting takes
 /// reading to the end, so exactly the payloads whose whole base64 decodes
 /// and frames right are accepted.
-struct Base64Octets<'a, I> {
-    lines: I,
-    /// What is left of the line being read.
-    line: &'a [u8],
+struct Base64Octets<'a> {
+    /// What is not read yet.
+    text: &'a [u8],
+    /// Whether whitespace other than line ends was met inside a line:
+    /// then each character is looked at, else only line ends are.
+    spaced: bool,
     batch: [u8; BATCH],
-    decoded: [u8; BATCH / 4 * 3],
+    decoded: [u8; BATCH_OCTETS],
     position: usize,
     available: usize,
     finished: bool,
 }
 
-impl<'a, I: Iterator<Item = &'a [u8]>> Base64Octets<'a, I> {
-    fn new(lines: I) -> Self {
+impl<'a> Base64Octets<'a> {
+    fn new(text: &'a [u8]) -> Self {
         Self {
-            lines,
-            line: &[],
+            text,
+            spaced: false,
             batch: [0; BATCH],
-            decoded: [0; BATCH / 4 * 3],
+            decoded: [0; BATCH_OCTETS],
             position: 0,
             available: 0,
             finished: false,
@@ -148,51 +179,77 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Base64Octets<'a, I> {
             if self.finished {
                 return Ok(false);
             }
-            let filled = self.fill();
-            self.decode(filled)?;
+            self.next_batch(0)?;
         }
         Ok(true)
     }
 
-    /// Reads up to a batch of base64 characters into `batch`; how many.
+    /// Reads the next batch and decodes it, or, when `skipping` octets
+    /// cover the whole of it, only checks it; returns the octets skipped
+    /// that way.
+    fn next_batch(&mut self, skipping: usize) -> Result<usize, Refusal> {
+        let unread = self.text;
+        let filled = self.fill();
+        match self.take_batch(filled, skipping) {
+            // Spaces inside a line (the rare case) are in the batch, where
+            // they are no base64: the batch is read again without them.
+            Err(_) if !self.spaced => {
+                self.spaced = true;
+                self.text = unread;
+                let filled = self.fill();
+                self.take_batch(filled, skipping)
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Reads up to a batch of base64 characters into `batch`, leaving out
+    /// line ends (all whitespace once `spaced`); how many.
     fn fill(&mut self) -> usize {
         let mut filled = 0;
-        while filled < BATCH && self.more_input() {
-            let room = self.batch.get_mut(filled..).unwrap_or_default();
-            // Lines are whole base64 as a rule; spaces inside are the
-            // rare case.
-            let copied = if is_clean(self.line) {
-                let taken = room.len().min(self.line.len());
-                let (from, rest) = self.line.split_at(taken);
-                room.get_mut(..taken)
-                    .unwrap_or_default()
-                    .copy_from_slice(from);
-                self.line = rest;
-                taken
-            } else {
-                let mut copied = 0;
-                while copied < room.len()
-                    && let Some((&byte, rest)) = self.line.split_first()
-                {
-                    self.line = rest;
-                    if !byte.is_ascii_whitespace()
-                        && let Some(slot) = room.get_mut(copied)
-                    {
-                        *slot = byte;
-                        copied += 1;
-                    }
-                }
-                copied
+        while filled < BATCH {
+            let Some(start) = self
+                .text
+                .iter()
+                .position(|byte| !byte.is_ascii_whitespace())
+            else {
+                self.text = &[];
+                break;
             };
-            filled += copied;
+            let text = self.text.get(start..).unwrap_or_default();
+            let run = if self.spaced {
+                text.iter().position(u8::is_ascii_whitespace)
+            } else {
+                memchr::memchr2(b'\n', b'\r', text)
+            }
+            .unwrap_or(text.len());
+            let taken = run.min(BATCH - filled);
+            let (from, after) = text.split_at(taken);
+            self.batch
+                .get_mut(filled..filled + taken)
+                .unwrap_or_default()
+                .copy_from_slice(from);
+            filled += taken;
+            self.text = after;
         }
-        self.finished = !self.more_input();
+        self.finished = self.text.iter().all(u8::is_ascii_whitespace);
         filled
     }
 
-    /// Decodes the `filled` characters of `batch`.
-    fn decode(&mut self, filled: usize) -> Result<(), Refusal> {
+    /// Decodes the `filled` characters of `batch`, or checks them when
+    /// `skipping` covers them all; returns the octets skipped.
+    fn take_batch(&mut self, filled: usize, skipping: usize) -> Result<usize, Refusal> {
         let batch = self.batch.get(..filled).unwrap_or_default();
+        // A full batch with more after it decodes exactly when every
+        // character is of the alphabet: the bulk of a large message, the
+        // encrypted content, is only checked.
+        if filled == BATCH && !self.finished && skipping >= BATCH_OCTETS {
+            return if is_base64(batch) {
+                Ok(BATCH_OCTETS)
+            } else {
+                Err("malformed armor")
+            };
+        }
         // Padding ends the base64; in a batch with more after it, it is
         // malformed, as it would be in the whole.
         if !self.finished && batch.contains(&b'=') {
@@ -202,29 +259,24 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Base64Octets<'a, I> {
             .decode_slice(batch, &mut self.decoded)
             .map_err(|_| "malformed armor")?;
         self.position = 0;
-        Ok(())
-    }
-
-    /// Whether base64 characters are left, moving to the next line that
-    /// has any.
-    fn more_input(&mut self) -> bool {
-        loop {
-            if self.line.iter().any(|byte| !byte.is_ascii_whitespace()) {
-                return true;
-            }
-            match self.lines.next() {
-                Some(line) => self.line = line,
-                None => return false,
-            }
-        }
+        Ok(0)
     }
 }
 
-fn is_clean(line: &[u8]) -> bool {
-    memchr::memchr3(b' ', b'\t', b'\r', line).is_none() && !line.contains(&b'\x0c')
+/// Whether every character is of the base64 alphabet (no padding),
+/// checked without an early exit so that the compiler checks many at once.
+fn is_base64(characters: &[u8]) -> bool {
+    characters.iter().fold(true, |valid, &c| {
+        valid
+            & ((c.wrapping_sub(b'A') < 26)
+                | (c.wrapping_sub(b'a') < 26)
+                | (c.wrapping_sub(b'0') < 10)
+                | (c == b'+')
+                | (c == b'/'))
+    })
 }
 
-impl<'a, I: Iterator<Item = &'a [u8]>> Octets for Base64Octets<'a, I> {
+impl Octets for Base64Octets<'_> {
     fn next_octet(&mut self) -> Result<Option<u8>, Refusal> {
         if !self.refill()? {
             return Ok(None);
@@ -241,19 +293,7 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Octets for Base64Octets<'a, I> {
                 if self.finished {
                     break;
                 }
-                let filled = self.fill();
-                // A whole batch within what is skipped (the bulk of a
-                // large message) only has to be base64: a full batch
-                // with more after it decodes exactly when every
-                // character is in the alphabet.
-                if filled == BATCH && !self.finished && count - skipped >= BATCH / 4 * 3 {
-                    if !is_base64(&self.batch) {
-                        return Err("malformed armor");
-                    }
-                    skipped += BATCH / 4 * 3;
-                    continue;
-                }
-                self.decode(filled)?;
+                skipped += self.next_batch(count - skipped)?;
                 continue;
             }
             let step = (count - skipped).min(self.available - self.position);
@@ -262,19 +302,6 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Octets for Base64Octets<'a, I> {
         }
         Ok(skipped)
     }
-}
-
-/// Whether every character is of the base64 alphabet (no padding),
-/// checked without an early exit so that the compiler checks many at once.
-fn is_base64(characters: &[u8]) -> bool {
-    characters.iter().fold(true, |valid, &c| {
-        valid
-            & ((c.wrapping_sub(b'A') < 26)
-                | (c.wrapping_sub(b'a') < 26)
-                | (c.wrapping_sub(b'0') < 10)
-                | (c == b'+')
-                | (c == b'/'))
-    })
 }
 
 #[cfg(test)]
@@ -439,6 +466,7 @@ mod tests {
                 _ => {}
             }
             let width = rng.random_range(1..=100);
+            let line_end: &[u8] = if rng.random() { b"\n" } else { b"\r\n" };
             let mut armored = BEGIN.to_vec();
             armored.extend_from_slice(b"\n");
             if rng.random_range(0..4) == 0 {
@@ -451,10 +479,12 @@ mod tests {
                     line.insert(at, b" \t\r"[rng.random_range(0..3)]);
                 }
                 armored.extend_from_slice(&line);
-                armored.extend_from_slice(b"\n");
+                armored.extend_from_slice(line_end);
             }
-            if rng.random() {
-                armored.extend_from_slice(b"=AbCd\n");
+            match rng.random_range(0..3) {
+                0 => armored.extend_from_slice(b"=AbCd\n"),
+                1 => armored.extend_from_slice(b" \t=AbCd\r\nQUJD\n"),
+                _ => {}
             }
             armored.extend_from_slice(END);
             let whole = whole_decode_check(&armored);
