@@ -312,22 +312,25 @@ async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientErr
         .map_err(|_| ClientError::Timeout)
 }
 
+/// Where the lines that start with a dot start. Searched as LF and dot
+/// together, which are rare together, not line by line.
+fn dot_line_starts(message: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let first = (message.first() == Some(&b'.')).then_some(0);
+    let others = memchr::memmem::find_iter(message, b"\n.").map(|line_end| line_end + 1);
+    first.into_iter().chain(others)
+}
+
 /// The message in DATA form: leading dots doubled, ending in CRLF, then
 /// the terminating dot line.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    // Copies runs of lines whole; only a line starting with a dot (found
-    // through the line ends before it) gets its extra dot.
+    // Runs of lines are copied whole; only a line starting with a dot
+    // gets its extra dot.
     let mut copied = 0;
-    if message.first() == Some(&b'.') {
+    for start in dot_line_starts(message) {
+        out.extend_from_slice(message.get(copied..start).unwrap_or_default());
         out.push(b'.');
-    }
-    for line_end in memchr::memchr_iter(b'\n', message) {
-        if message.get(line_end + 1) == Some(&b'.') {
-            out.extend_from_slice(message.get(copied..=line_end).unwrap_or_default());
-            out.push(b'.');
-            copied = line_end + 1;
-        }
+        copied = start;
     }
     out.extend_from_slice(message.get(copied..).unwrap_or_default());
     if !out.ends_with(b"\r\n") {
@@ -347,19 +350,17 @@ pub async fn write_data<W: AsyncWrite + Unpin>(writer: &mut W, message: &[u8]) -
     if message.len() <= STUFF_IN_ONE_WRITE {
         return writer.write_all(&dot_stuff(message)).await;
     }
-    let mut unwritten = message;
-    let mut offset = 0;
-    for line in message.split_inclusive(|&byte| byte == b'\n') {
-        if line.first() == Some(&b'.') {
-            let (before, rest) = unwritten.split_at(offset);
-            writer.write_all(before).await?;
-            writer.write_all(b".").await?;
-            unwritten = rest;
-            offset = 0;
-        }
-        offset += line.len();
+    let mut written = 0;
+    for start in dot_line_starts(message) {
+        writer
+            .write_all(message.get(written..start).unwrap_or_default())
+            .await?;
+        writer.write_all(b".").await?;
+        written = start;
     }
-    writer.write_all(unwritten).await?;
+    writer
+        .write_all(message.get(written..).unwrap_or_default())
+        .await?;
     let end: &[u8] = if message.ends_with(b"\r\n") {
         b".\r\n"
     } else {
@@ -525,6 +526,14 @@ mod tests {
                 .await
                 .expect("write");
             assert_eq!(written, dot_stuff(&message));
+            // A server reading the DATA form gets the message back.
+            let mut reader = crate::data::DataReader::new(written.len());
+            let read = reader.ingest(&mut written.iter());
+            let mut expected = message.clone();
+            if !expected.ends_with(b"\r\n") {
+                expected.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(read, Some(Ok(expected)));
         }
     }
 
