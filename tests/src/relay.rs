@@ -390,6 +390,12 @@ impl Relay {
         self.incoming_filter.as_ref().map(Daemon::pid)
     }
 
+    /// The outgoing filter's process id.
+    #[must_use]
+    pub fn outgoing_filter_pid(&self) -> Option<u32> {
+        self.outgoing_filter.as_ref().map(Daemon::pid)
+    }
+
     /// The outgoing filter's log so far.
     #[must_use]
     pub fn outgoing_filter_log(&self) -> String {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use chatmail_config::MetricsDaemon;
 use relay_tests::{
-    Relay, RelayOptions, SmtpClient, SmtpReply, free_port, repo_root, wait_for_files,
+    Relay, RelayOptions, SmtpClient, SmtpReply, free_port, proc_status_kib, repo_root,
+    wait_for_files,
 };
 
 const SENDER: &str = "sender123@[127.0.0.1]";
@@ -302,6 +303,39 @@ async fn bare_lf_smuggling_is_refused_without_a_second_message() -> Result<()> {
     assert_eq!(
         delivered, 0,
         "neither the message nor a smuggled one arrived"
+    );
+    Ok(())
+}
+
+/// A large encrypted message is checked without copies of its payload:
+/// the filter's memory grows by about the message it must hold, not by
+/// the decoded armor on top (it grew by 2.75 times the message while the
+/// check decoded the whole armor into memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_encrypted_message_costs_the_filter_about_its_size() -> Result<()> {
+    let relay = relay(&[])?;
+    create_accounts(&relay).await?;
+    let pid = relay.outgoing_filter_pid().expect("the filter runs");
+    let port: u16 = relay
+        .ini_value("filtermail_smtp_port")
+        .and_then(|port| port.parse().ok())
+        .expect("the filter's port");
+    let message = relay_tests::encrypted_message(SENDER, RECIPIENT, 24 << 20)?;
+    let message = String::from_utf8(message)?;
+    let idle_kib = proc_status_kib(pid, "VmRSS");
+    // Straight to the filter, as Postfix's submission service passes it.
+    let mut client = SmtpClient::connect(port).await?;
+    client.ehlo().await?;
+    let reply = client.send(SENDER, &[RECIPIENT], &message).await?;
+    client.quit().await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    wait_for_files(&inbox(&relay, RECIPIENT), 1, Duration::from_secs(60))?;
+    let grown_kib = proc_status_kib(pid, "VmHWM").saturating_sub(idle_kib);
+    let message_kib = (message.len() / 1024) as u64;
+    println!("message {message_kib} KiB, the filter grew by {grown_kib} KiB");
+    assert!(
+        grown_kib < message_kib * 3 / 2,
+        "the filter grew by {grown_kib} KiB for a message of {message_kib} KiB"
     );
     Ok(())
 }
