@@ -38,7 +38,8 @@ pub use maildir::{is_gzip, read_message};
 pub use metrics::{Scrape, metrics_ini_values};
 pub use postfix::{Postfix, PostfixOptions};
 pub use process::{
-    free_port, proc_status_kib, raise_fd_limit, wait_for_files, wait_for_path, wait_for_port,
+    assert_held_one_copy, free_port, proc_status_kib, raise_fd_limit, wait_for_files,
+    wait_for_path, wait_for_port,
 };
 pub use push::{PushServer, Recorded};
 pub use recorder::Recorder;

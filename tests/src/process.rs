@@ -141,6 +141,19 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Asserts that process `pid`, resident at `idle_kib` before, has grown
+/// at its peak by less than one and a half times `message_len` bytes:
+/// it held the message, and no whole copy of it besides.
+pub fn assert_held_one_copy(pid: u32, idle_kib: u64, message_len: usize) {
+    let grown_kib = proc_status_kib(pid, "VmHWM").saturating_sub(idle_kib);
+    let message_kib = (message_len / 1024) as u64;
+    println!("message {message_kib} KiB, the process grew by {grown_kib} KiB");
+    assert!(
+        grown_kib < message_kib * 3 / 2,
+        "the process grew by {grown_kib} KiB for a message of {message_kib} KiB"
+    );
+}
+
 /// Raises this process's open-file limit to its hard limit, for tests
 /// with a thousand connections at once (daemons started afterwards
 /// inherit it, as systemd's LimitNOFILE gives them theirs).

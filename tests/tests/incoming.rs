@@ -14,7 +14,7 @@ use chatmail_config::MetricsDaemon;
 use http_body_util::Full;
 use relay_tests::{
     DkimKey, DnsMode, DnsServer, HttpVersion, ImapClient, Relay, RelayOptions, SmtpReply,
-    VmailUser, http_request, post_mxdeliv, test_mail, wait_for_files,
+    VmailUser, http_request, post_mxdeliv, proc_status_kib, test_mail, wait_for_files,
 };
 
 const NEW_USER: &str = "newuser12@[127.0.0.1]";
@@ -354,6 +354,25 @@ async fn large_messages_get_the_same_checks() -> Result<()> {
         assert_code(&outcome, 554, door);
         deliver_ok(relay, door, REMOTE, &[NEW_USER], &signed, (NEW_USER, n + 1)).await?;
     }
+    Ok(())
+}
+
+/// A large signed and encrypted message is checked (DKIM and the
+/// encryption policy) without copies of its payload, through either
+/// door: the filter's memory grows by about the message it must hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_costs_the_filter_about_its_size() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    let pid = relay.incoming_filter_pid().expect("the filter runs");
+    let message = key.sign(&relay_tests::encrypted_message(REMOTE, NEW_USER, 24 << 20)?)?;
+    let idle_kib = proc_status_kib(pid, "VmRSS");
+    let doors = [Door::Smtp, Door::Http(HttpVersion::Http1)];
+    for (n, door) in doors.into_iter().enumerate() {
+        let files = (NEW_USER, n + 1);
+        deliver_ok(relay, door, REMOTE, &[NEW_USER], &message, files).await?;
+    }
+    relay_tests::assert_held_one_copy(pid, idle_kib, message.len());
     Ok(())
 }
 
