@@ -2,8 +2,8 @@
 //! `PGP MESSAGE` whose packets are zero or more session-key packets
 //! (PKESK, SKESK) and then exactly one SEIPD packet, nothing else.
 //! The packet headers are walked (see [`crate::packets`]) as the armor is
-//! decoded, a batch at a time; the encrypted content itself is decoded
-//! only to check it is base64 and skipped.
+//! decoded, a batch at a time; of the encrypted content, the batches
+//! wholly inside it are only checked to be base64 and skipped.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
