@@ -330,8 +330,7 @@ async fn data_opened_for_no_recipient_gets_no_message() -> Result<()> {
         }
     })
     .await?;
-    world.dns.add_mx("nobody.test.", 10, "mx.nobody.test.");
-    world.dns.add_ip("mx.nobody.test.", LOOPBACK);
+    mx(&world, "nobody.test", &[(10, "mx.nobody.test", LOOPBACK)]);
     let transport = start_transport(&world, smtp_port, https_port, "")?;
     for _ in 0..2 {
         let replies = lmtp(&transport, &["a@nobody.test"]).await?;
@@ -456,8 +455,7 @@ async fn a_connection_answered_421_is_not_reused() -> Result<()> {
         }
     })
     .await?;
-    world.dns.add_mx("closing.test.", 10, "mx.closing.test.");
-    world.dns.add_ip("mx.closing.test.", LOOPBACK);
+    mx(&world, "closing.test", &[(10, "mx.closing.test", LOOPBACK)]);
     let transport = start_transport(&world, smtp_port, https_port, "")?;
     for _ in 0..2 {
         let replies = lmtp(&transport, &["a@closing.test"]).await?;
