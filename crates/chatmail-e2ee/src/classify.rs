@@ -1,8 +1,10 @@
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::armor;
+use crate::elide::Elided;
 
 /// Which filter asks: rules differ slightly between mail our users send
 /// and mail arriving for them.
@@ -55,18 +57,49 @@ static POLICY_PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
         .header_text(HeaderName::Subject)
 });
 
+/// Messages whose payload has at least this many octets of whole base64
+/// lines are parsed without them (see [`crate::elide`]): below it, the
+/// copy of the rest would cost about what mail-parser's scan saves.
+const MIN_ELIDED_LEN: usize = 64 * 1024;
+
 /// A message parsed once for every check a filter makes on it (the From
 /// address and the policy).
 pub struct ParsedMessage<'x> {
     message: Option<Message<'x>>,
+    /// The PGP/MIME payload's contents, when the message was parsed with
+    /// the middle of the payload cut out.
+    elided_payload: Option<&'x [u8]>,
 }
 
 impl<'x> ParsedMessage<'x> {
     #[must_use]
     pub fn parse(raw: &'x [u8]) -> Self {
-        Self {
+        Self::parse_eliding(raw, MIN_ELIDED_LEN)
+    }
+
+    fn parse_eliding(raw: &'x [u8], min_elided_len: usize) -> Self {
+        Self::parse_elided(raw, min_elided_len).unwrap_or_else(|| Self {
             message: POLICY_PARSER.parse(raw),
-        }
+            elided_payload: None,
+        })
+    }
+
+    /// The parse of `raw` without a long run of whole lines, if that run
+    /// lies inside the PGP/MIME payload and so cannot change the parse.
+    fn parse_elided(raw: &'x [u8], min_elided_len: usize) -> Option<Self> {
+        let elided = Elided::new(raw, min_elided_len)?;
+        let message = POLICY_PARSER.parse(&elided.text)?;
+        let payload = pgp_mime_payload(&message)?;
+        let (PartType::Binary(Cow::Borrowed(contents))
+        | PartType::InlineBinary(Cow::Borrowed(contents))) = &payload.body
+        else {
+            return None;
+        };
+        let whole_contents = elided.restore(raw, contents)?;
+        Some(Self {
+            message: Some(message.into_owned()),
+            elided_payload: Some(whole_contents),
+        })
     }
 
     /// As [`crate::from_header_address`].
@@ -79,18 +112,33 @@ impl<'x> ParsedMessage<'x> {
     #[must_use]
     pub fn classify(&self, envelope: &Envelope<'_>, direction: Direction) -> Verdict {
         match &self.message {
-            Some(message) => classify_parsed(message, envelope, direction),
+            Some(message) => classify_parsed(message, self.elided_payload, envelope, direction),
             None => Verdict::Cleartext("not a parseable message"),
         }
     }
 }
 
+/// The second of exactly two parts of a `multipart/encrypted` root whose
+/// boundary holds no line end (which [`crate::elide`] relies on).
+fn pgp_mime_payload<'m, 'x>(message: &'m Message<'x>) -> Option<&'m MessagePart<'x>> {
+    let root = message.part(0)?;
+    let boundary = root.content_type()?.attribute("boundary")?;
+    if !has_type(root, "multipart", "encrypted") || boundary.contains(['\r', '\n']) {
+        return None;
+    }
+    match root_children(message)?.as_slice() {
+        [_, payload] => Some(payload),
+        _ => None,
+    }
+}
+
 fn classify_parsed(
     message: &Message<'_>,
+    elided_payload: Option<&[u8]>,
     envelope: &Envelope<'_>,
     direction: Direction,
 ) -> Verdict {
-    let encrypted = match check_pgp_mime(message, direction) {
+    let encrypted = match check_pgp_mime(message, elided_payload, direction) {
         Ok(()) => return Verdict::Encrypted,
         Err(reason) => reason,
     };
@@ -134,8 +182,13 @@ fn root_children<'m, 'x>(message: &'m Message<'x>) -> Option<Vec<&'m MessagePart
 }
 
 /// PGP/MIME (RFC 3156): `multipart/encrypted` with exactly two leaves, the
-/// version part and the armored payload.
-fn check_pgp_mime(message: &Message<'_>, direction: Direction) -> Result<(), &'static str> {
+/// version part and the armored payload (whose contents are
+/// `elided_payload` when the parse left their middle out).
+fn check_pgp_mime(
+    message: &Message<'_>,
+    elided_payload: Option<&[u8]>,
+    direction: Direction,
+) -> Result<(), &'static str> {
     if !root_has_type(message, "multipart", "encrypted") {
         return Err("not multipart/encrypted");
     }
@@ -155,7 +208,8 @@ fn check_pgp_mime(message: &Message<'_>, direction: Direction) -> Result<(), &'s
     if !has_type(payload, "application", "octet-stream") {
         return Err("second part is not application/octet-stream");
     }
-    armor::check_payload(payload.contents(), direction == Direction::Incoming)
+    let contents = elided_payload.unwrap_or_else(|| payload.contents());
+    armor::check_payload(contents, direction == Direction::Incoming)
 }
 
 const SECUREJOIN_STEPS: [&str; 2] = ["vc-request", "vg-request"];
@@ -214,4 +268,234 @@ fn is_mailer_daemon_report(message: &Message<'_>) -> bool {
         .and_then(|addr| addr.split('@').next())
         .is_some_and(|local| local.eq_ignore_ascii_case("mailer-daemon"));
     auto_submitted && from_mailer_daemon && root_has_type(message, "multipart", "report")
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    const BOUNDARY: &str = "YFrteb74qSXmggbOxZL9dRnhymywAi";
+
+    /// A PGP/MIME message whose payload is one SEIPD packet of
+    /// `seipd_len` octets, armored in lines of `width` characters.
+    fn pgp_mime(seipd_len: usize, width: usize, rng: &mut StdRng) -> Vec<u8> {
+        let mut seipd = vec![1u8];
+        seipd.extend((1..seipd_len).map(|_| rng.random::<u8>()));
+        let len = u32::try_from(seipd.len()).expect("test size");
+        let mut binary = vec![0xc0 | 18, 255];
+        binary.extend_from_slice(&len.to_be_bytes());
+        binary.extend_from_slice(&seipd);
+        let base64 = base64::engine::general_purpose::STANDARD.encode(binary);
+        let mut message = format!(
+            "From: one@example.org\nTo: two@example.org\nSubject: ...\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\n\
+             \tboundary=\"{BOUNDARY}\"\n\n\n--{BOUNDARY}\n\
+             Content-Type: application/pgp-encrypted\n\nVersion: 1\n\n--{BOUNDARY}\n\
+             Content-Type: application/octet-stream; name=\"encrypted.asc\"\n\n\
+             -----BEGIN PGP MESSAGE-----\n\n"
+        )
+        .into_bytes();
+        for line in base64.as_bytes().chunks(width) {
+            message.extend_from_slice(line);
+            message.push(b'\n');
+        }
+        message
+            .extend_from_slice(format!("-----END PGP MESSAGE-----\n\n--{BOUNDARY}--\n").as_bytes());
+        message
+    }
+
+    fn envelope(rcpt: &[String]) -> Envelope<'_> {
+        Envelope {
+            mail_from: "one@example.org",
+            rcpt_to: rcpt,
+        }
+    }
+
+    /// Where a line starts, at random.
+    fn line_start(message: &[u8], rng: &mut StdRng) -> usize {
+        let at = rng.random_range(0..=message.len());
+        message
+            .get(..at)
+            .and_then(|before| memchr::memrchr(b'\n', before))
+            .map_or(0, |line_end| line_end + 1)
+    }
+
+    /// Changes of the kinds that move part ends or make the payload's
+    /// dashless run end somewhere else: dashes, boundaries at line starts
+    /// and inside lines, line ends, encodings, long runs outside the
+    /// payload, lost or changed boundaries.
+    fn mutate(message: &mut Vec<u8>, rng: &mut StdRng) {
+        let at = rng.random_range(0..=message.len());
+        let line = line_start(message, rng);
+        let insert = |message: &mut Vec<u8>, at: usize, text: &[u8]| {
+            message.splice(at..at, text.iter().copied());
+        };
+        match rng.random_range(0..11) {
+            0 => insert(message, at, b"-"),
+            1 => insert(message, at, format!("--{BOUNDARY}").as_bytes()),
+            2 => insert(message, line, format!("--{BOUNDARY}\n").as_bytes()),
+            3 => insert(message, line, format!("--{BOUNDARY}--\n").as_bytes()),
+            4 => {
+                let encoding = ["base64", "quoted-printable", "7bit"][rng.random_range(0..3)];
+                let header = format!("Content-Transfer-Encoding: {encoding}\n");
+                let payload_headers =
+                    memchr::memmem::rfind(message, b"Content-Type: application/octet")
+                        .unwrap_or(line);
+                insert(message, payload_headers, header.as_bytes());
+            }
+            5 => {
+                let run =
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n".repeat(rng.random_range(1..300));
+                insert(message, line, run.as_bytes());
+            }
+            6 => {
+                let end = rng.random_range(at..=message.len().min(at + 40));
+                message.drain(at..end);
+            }
+            7 => {
+                let byte = [b'\n', b'\r', b'-', b' ', b'A', b'=', b'"'][rng.random_range(0..7)];
+                if let Some(octet) = message.get_mut(at) {
+                    *octet = byte;
+                }
+            }
+            8 => {
+                let end = message
+                    .get(line..)
+                    .and_then(|rest| memchr::memchr(b'\n', rest))
+                    .map_or(message.len(), |end| line + end + 1);
+                let copy = message.get(line..end).unwrap_or_default().to_vec();
+                insert(message, line, &copy);
+            }
+            9 => {
+                if let Some(closing) =
+                    memchr::memmem::rfind(message, format!("--{BOUNDARY}--").as_bytes())
+                {
+                    message.drain(closing..);
+                }
+            }
+            _ => {
+                let crlf = message.iter().flat_map(|&byte| {
+                    if byte == b'\n' {
+                        vec![b'\r', b'\n']
+                    } else {
+                        vec![byte]
+                    }
+                });
+                *message = crlf.collect();
+            }
+        }
+    }
+
+    /// Parsing with the payload's middle cut out decides every message as
+    /// the parse of the whole does, and reads the same payload.
+    #[test]
+    fn elided_parses_decide_as_whole_ones() {
+        let mut rng = StdRng::seed_from_u64(3156);
+        let rcpt = ["two@example.org".to_owned()];
+        let envelope = envelope(&rcpt);
+        let (mut elided_passed, mut elided_refused) = (0, 0);
+        for round in 0..4000 {
+            let width = [64, 76, 1, 7][rng.random_range(0..4)];
+            let mut message = pgp_mime(rng.random_range(1..2000), width, &mut rng);
+            for _ in 0..rng.random_range(0..4) {
+                mutate(&mut message, &mut rng);
+            }
+            let whole = ParsedMessage {
+                message: POLICY_PARSER.parse(&message),
+                elided_payload: None,
+            };
+            let elided = ParsedMessage::parse_eliding(&message, 1);
+            let shown = || String::from_utf8_lossy(&message).into_owned();
+            if let Some(payload) = elided.elided_payload {
+                let whole_payload = whole.message.as_ref().and_then(pgp_mime_payload);
+                assert_eq!(
+                    whole_payload.map(MessagePart::contents),
+                    Some(payload),
+                    "round {round}: {}",
+                    shown()
+                );
+            }
+            for direction in [Direction::Incoming, Direction::Outgoing] {
+                let verdict = elided.classify(&envelope, direction);
+                assert_eq!(
+                    verdict,
+                    whole.classify(&envelope, direction),
+                    "round {round}: {}",
+                    shown()
+                );
+                if elided.elided_payload.is_some() && direction == Direction::Incoming {
+                    if verdict == Verdict::Encrypted {
+                        elided_passed += 1;
+                    } else {
+                        elided_refused += 1;
+                    }
+                }
+            }
+            assert_eq!(elided.from_address(), whole.from_address());
+        }
+        // Both ways through the elided parse are taken often.
+        assert!(elided_passed > 500, "{elided_passed}");
+        assert!(elided_refused > 200, "{elided_refused}");
+    }
+
+    /// An RFC 2231 boundary may hold a line end; a match of it could then
+    /// span the cut, so such a message is parsed whole.
+    #[test]
+    fn boundaries_with_line_ends_are_parsed_whole() {
+        let lines = "QAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n".repeat(10);
+        let raw = format!(
+            "From: one@example.org\nContent-Type: multipart/encrypted;\n \
+             boundary*=utf-8''b%0AQQQ%0AQ\n\n--b\nQQQ\nQ\n\
+             Content-Type: application/pgp-encrypted\n\nVersion: 1\n--b\nQQQ\nQ\n\
+             Content-Type: application/octet-stream\n\n-----BEGIN PGP MESSAGE-----\n\n\
+             AAAA\n--b\nQQQ\n{lines}-----END PGP MESSAGE-----\n--b\nQQQ\nQ--\n"
+        );
+        let parsed = ParsedMessage::parse_eliding(raw.as_bytes(), 1);
+        assert_eq!(parsed.elided_payload, None);
+        // Whole, the payload ends at the boundary inside it, before the
+        // cut, which the parse without the cut would not see.
+        let rcpt = ["two@example.org".to_owned()];
+        let envelope = envelope(&rcpt);
+        assert_eq!(
+            parsed.classify(&envelope, Direction::Incoming),
+            Verdict::Cleartext("payload is not one armored PGP MESSAGE")
+        );
+    }
+
+    #[test]
+    fn large_payloads_are_checked_without_their_middle() {
+        let mut rng = StdRng::seed_from_u64(9580);
+        let message = pgp_mime(200_000, 76, &mut rng);
+        let parsed = ParsedMessage::parse(&message);
+        assert!(parsed.elided_payload.is_some());
+        let rcpt = ["two@example.org".to_owned()];
+        let envelope = envelope(&rcpt);
+        assert_eq!(
+            parsed.classify(&envelope, Direction::Outgoing),
+            Verdict::Encrypted
+        );
+        // A small message is parsed whole.
+        let small = pgp_mime(2000, 76, &mut rng);
+        assert!(ParsedMessage::parse(&small).elided_payload.is_none());
+        // Changed large ones are decided as their whole parse decides.
+        for round in 0..40 {
+            let mut changed = message.clone();
+            mutate(&mut changed, &mut rng);
+            let whole = ParsedMessage {
+                message: POLICY_PARSER.parse(&changed),
+                elided_payload: None,
+            };
+            for direction in [Direction::Incoming, Direction::Outgoing] {
+                assert_eq!(
+                    classify(&changed, &envelope, direction),
+                    whole.classify(&envelope, direction),
+                    "round {round}"
+                );
+            }
+        }
+    }
 }

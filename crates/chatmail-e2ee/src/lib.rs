@@ -5,6 +5,7 @@
 
 mod armor;
 mod classify;
+mod elide;
 mod packets;
 mod sender;
 
