@@ -14,6 +14,12 @@
 
 use std::ops::Range;
 
+/// The most of a message that is copied to be parsed without the cut. A
+/// PGP/MIME message around its payload is headers and a version part, a
+/// few KB; a message built to have a short run and much else would
+/// otherwise cost a second copy of itself, outside the message budget.
+const MAX_REST_LEN: usize = 256 * 1024;
+
 /// A message with a run of whole lines cut out.
 pub struct Elided {
     /// The message without the run.
@@ -31,7 +37,7 @@ impl Elided {
             return None;
         }
         let cut = longest_dashless_lines(raw)?;
-        if cut.len() < min_len.max(1) {
+        if cut.len() < min_len.max(1) || raw.len() - cut.len() > MAX_REST_LEN {
             return None;
         }
         let mut text = Vec::with_capacity(raw.len() - cut.len());
@@ -116,6 +122,15 @@ mod tests {
         assert!(Elided::new(raw, 14).is_none());
         assert!(Elided::new(b"no\nline\nends-", 1).is_none());
         assert!(Elided::new(b"", 1).is_none());
+    }
+
+    #[test]
+    fn a_long_rest_is_not_copied() {
+        let run = "AAAA\n".repeat(1000);
+        let within = format!("-\n{run}{}", "-\n".repeat(MAX_REST_LEN / 2 - 10));
+        assert!(Elided::new(within.as_bytes(), 1).is_some());
+        let beyond = format!("-\n{run}{}", "-\n".repeat(MAX_REST_LEN / 2 + 10));
+        assert!(Elided::new(beyond.as_bytes(), 1).is_none());
     }
 
     #[test]
