@@ -46,6 +46,15 @@ pub fn classify(raw: &[u8], envelope: &Envelope<'_>, direction: Direction) -> Ve
     ParsedMessage::parse(raw).classify(envelope, direction)
 }
 
+/// As [`classify`], always parsing the whole message: the reference the
+/// usual parse (which may leave a long payload's middle out, see
+/// [`crate::elide`]) is held to.
+#[cfg(feature = "reference-parse")]
+#[must_use]
+pub fn classify_whole(raw: &[u8], envelope: &Envelope<'_>, direction: Direction) -> Verdict {
+    ParsedMessage::parse_whole(raw).classify(envelope, direction)
+}
+
 /// Parses only the headers the checks read (the MIME structure, From,
 /// Subject); the others are kept raw. Parsing every known header (To and
 /// Cc addresses, dates, message IDs) cost a tenth of the check and a
@@ -80,10 +89,14 @@ impl<'x> ParsedMessage<'x> {
     }
 
     fn parse_eliding(raw: &'x [u8], min_elided_len: usize) -> Self {
-        Self::parse_elided(raw, min_elided_len).unwrap_or_else(|| Self {
+        Self::parse_elided(raw, min_elided_len).unwrap_or_else(|| Self::parse_whole(raw))
+    }
+
+    fn parse_whole(raw: &'x [u8]) -> Self {
+        Self {
             message: POLICY_PARSER.parse(raw),
             elided_payload: None,
-        })
+        }
     }
 
     /// The parse of `raw` without a long run of whole lines, if that run
@@ -406,10 +419,7 @@ mod tests {
             for _ in 0..rng.random_range(0..4) {
                 mutate(&mut message, &mut rng);
             }
-            let whole = ParsedMessage {
-                message: POLICY_PARSER.parse(&message),
-                elided_payload: None,
-            };
+            let whole = ParsedMessage::parse_whole(&message);
             let elided = ParsedMessage::parse_eliding(&message, 1);
             let shown = || String::from_utf8_lossy(&message).into_owned();
             if let Some(payload) = elided.elided_payload {
@@ -487,10 +497,7 @@ mod tests {
         for round in 0..40 {
             let mut changed = message.clone();
             mutate(&mut changed, &mut rng);
-            let whole = ParsedMessage {
-                message: POLICY_PARSER.parse(&changed),
-                elided_payload: None,
-            };
+            let whole = ParsedMessage::parse_whole(&changed);
             for direction in [Direction::Incoming, Direction::Outgoing] {
                 assert_eq!(
                     classify(&changed, &envelope, direction),

@@ -9,5 +9,7 @@ mod elide;
 mod packets;
 mod sender;
 
+#[cfg(feature = "reference-parse")]
+pub use classify::classify_whole;
 pub use classify::{Direction, Envelope, ParsedMessage, Verdict, classify};
 pub use sender::from_header_address;

@@ -41,6 +41,11 @@ pub const TARGETS: &[Target] = &[
         run: e2ee_policy,
     },
     Target {
+        name: "e2ee_elision",
+        seeds: large_mail_seeds,
+        run: e2ee_elision,
+    },
+    Target {
         name: "dkim_input",
         seeds: mail_seeds,
         run: dkim_input,
@@ -112,6 +117,40 @@ fn mail_seeds() -> Vec<Vec<u8>> {
             .to_vec(),
     );
     seeds
+}
+
+/// PGP/MIME messages with payloads long enough for the policy to parse
+/// them without their middle: one well formed, one whose base64 lines
+/// were repeated.
+fn large_mail_seeds() -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let boundary = "YFrteb74qSXmggbOxZL9dRnhymywAi";
+    let mut seipd = vec![0xc0 | 18, 255, 0, 0, 0x20, 0, 1];
+    seipd.extend((1..0x2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let base64 = base64::engine::general_purpose::STANDARD.encode(seipd);
+    let lines: Vec<&str> = base64
+        .as_bytes()
+        .chunks(76)
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .collect();
+    let message = |payload: &str| {
+        format!(
+            "From: one@example.org\r\nTo: two@example.org\r\nSubject: ...\r\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\
+             \tboundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n\
+             Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--{boundary}\r\n\
+             Content-Type: application/octet-stream\r\n\r\n\
+             -----BEGIN PGP MESSAGE-----\r\n\r\n{payload}-----END PGP MESSAGE-----\r\n\
+             \r\n--{boundary}--\r\n"
+        )
+        .into_bytes()
+    };
+    let well_formed: String = lines.iter().map(|line| format!("{line}\r\n")).collect();
+    let repeated: String = lines
+        .iter()
+        .map(|line| format!("{line}\r\n{line}\r\n"))
+        .collect();
+    vec![message(&well_formed), message(&repeated)]
 }
 
 fn smtp_seeds() -> Vec<Vec<u8>> {
@@ -302,8 +341,8 @@ fn dict_session(input: &[u8]) {
     });
 }
 
-/// The encryption policy and the From header, both directions.
-fn e2ee_policy(input: &[u8]) {
+/// Calls `check` for mail in both directions, with one envelope.
+fn both_directions(mut check: impl FnMut(&chatmail_e2ee::Envelope<'_>, chatmail_e2ee::Direction)) {
     let rcpt_to = vec!["two@example.org".to_owned()];
     let envelope = chatmail_e2ee::Envelope {
         mail_from: "one@example.org",
@@ -313,9 +352,28 @@ fn e2ee_policy(input: &[u8]) {
         chatmail_e2ee::Direction::Incoming,
         chatmail_e2ee::Direction::Outgoing,
     ] {
-        let _ = chatmail_e2ee::classify(input, &envelope, direction);
+        check(&envelope, direction);
     }
+}
+
+/// The encryption policy and the From header, both directions.
+fn e2ee_policy(input: &[u8]) {
+    both_directions(|envelope, direction| {
+        let _ = chatmail_e2ee::classify(input, envelope, direction);
+    });
     let _ = chatmail_e2ee::from_header_address(input);
+}
+
+/// The policy's parse of a long payload without its middle decides as
+/// the parse of the whole message does.
+fn e2ee_elision(input: &[u8]) {
+    both_directions(|envelope, direction| {
+        assert_eq!(
+            chatmail_e2ee::classify(input, envelope, direction),
+            chatmail_e2ee::classify_whole(input, envelope, direction),
+            "the parse without the payload's middle decided otherwise"
+        );
+    });
 }
 
 /// What DKIM verification parses before it asks DNS anything.
@@ -409,5 +467,23 @@ fn envelope_address(input: &[u8]) {
             let again = canonical_address(address.as_str(), &domain);
             assert_eq!(again.as_ref(), Ok(&address), "canonical is stable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The elision target starts from a message the policy carries.
+    #[test]
+    fn the_large_seed_is_encrypted() {
+        let seeds = large_mail_seeds();
+        let mut verdicts = Vec::new();
+        both_directions(|envelope, direction| {
+            for seed in &seeds {
+                verdicts.push(chatmail_e2ee::classify(seed, envelope, direction).is_allowed());
+            }
+        });
+        assert_eq!(verdicts, [true, false, true, false]);
     }
 }
