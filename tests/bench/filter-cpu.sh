@@ -7,8 +7,11 @@
 # smtp-source straight into smtp-sink (its msgs/s, and smtp-sink's own CPU
 # per message). filtermail-incoming runs without DKIM, and with DKIM
 # verification of an Ed25519 and of an RSA-2048 signature (key cached
-# after the first message, served by a DNS server on loopback). Needs
-# root (smtp-sink drops to the postfix user). Run from the repository root.
+# after the first message, served by a DNS server on loopback). With one
+# session, filtermail-incoming is also measured through its HTTP door:
+# curl POSTs the same messages (with CRLF line ends, as filtermail-
+# transport sends them) to /mxdeliv over one keep-alive connection. Needs root (smtp-sink drops
+# to the postfix user) and curl. Run from the repository root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 messages=${MESSAGES:-20000}
@@ -48,6 +51,9 @@ recipient=user@relay.test
 sleep 2
 # smtp-source ends each line of the file with CRLF itself.
 sed -i 's/\r$//' "$work"/*.eml
+# Over HTTP the message goes as a relay's filtermail-transport sends it,
+# with the CRLF line ends it came with.
+for name in plain ed25519; do sed 's/$/\r/' "$work/$name.eml" > "$work/$name-crlf.eml"; done
 
 start_filter() { # program name domain smtp_port http_port dns_port [env...]
     local program=$1 name=$2 domain=$3 smtp=$4 http=$5 dns=$6
@@ -82,6 +88,19 @@ INI
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 clk=$(getconf CLK_TCK)
 
+# report LABEL SESSIONS START END USER0 SYS0 USER1 SYS1: msgs/s and CPU
+# per message from the times and the filter's ticks before and after.
+report() {
+    awk -v label="$1" -v s="$2" -v n="$messages" -v t0="$3" -v t1="$4" \
+        -v u0="$5" -v k0="$6" -v u1="$7" -v k1="$8" -v clk="$clk" 'BEGIN {
+        secs = t1 - t0
+        us = 1e6 / clk / n
+        printf "%-34s sessions=%-4d msgs/s=%6.0f  cpu/msg=%4.0f us (user %3.0f, sys %3.0f)  ms/msg/session=%.3f\n",
+            label, s, n / secs, (u1 - u0 + k1 - k0) * us, (u1 - u0) * us, (k1 - k0) * us,
+            secs * 1000 * s / n
+    }'
+}
+
 # run LABEL PID PORT FILE SESSIONS: smtp-source through PORT; prints
 # msgs/s and the CPU per message of PID.
 run() {
@@ -93,14 +112,27 @@ run() {
         127.0.0.1:"$port"
     end=$(date +%s.%N)
     read -r user1 sys1 < <(ticks "$pid")
-    awk -v label="$label" -v s="$sessions" -v n="$messages" -v t0="$start" -v t1="$end" \
-        -v u0="$user0" -v u1="$user1" -v k0="$sys0" -v k1="$sys1" -v clk="$clk" 'BEGIN {
-        secs = t1 - t0
-        us = 1e6 / clk / n
-        printf "%-34s sessions=%-4d msgs/s=%6.0f  cpu/msg=%4.0f us (user %3.0f, sys %3.0f)  ms/msg/session=%.3f\n",
-            label, s, n / secs, (u1 - u0 + k1 - k0) * us, (u1 - u0) * us, (k1 - k0) * us,
-            secs * 1000 * s / n
-    }'
+    report "$label" "$sessions" "$start" "$end" "$user0" "$sys0" "$user1" "$sys1"
+}
+
+# run_http LABEL PID PORT FILE: MESSAGES POSTs of FILE to /mxdeliv on
+# PORT, one after another on one connection; prints msgs/s and the CPU
+# per message of PID, and stops if any is not answered 200.
+run_http() {
+    local label=$1 pid=$2 port=$3 file=$4
+    local start end user0 sys0 user1 sys1 codes
+    read -r user0 sys0 < <(ticks "$pid")
+    start=$(date +%s.%N)
+    codes=$(curl -s -o /dev/null -w '%{http_code}\n' -H "X-Mail-From: $sender" \
+        -H "X-Mail-To: $recipient" --data-binary @"$file" \
+        "http://127.0.0.1:$port/mxdeliv?[1-$messages]" | sort | uniq -c)
+    end=$(date +%s.%N)
+    read -r user1 sys1 < <(ticks "$pid")
+    if [ "$(echo "$codes" | awk '{print $2}')" != 200 ]; then
+        echo "$label: answers $codes" >&2
+        exit 1
+    fi
+    report "$label" 1 "$start" "$end" "$user0" "$sys0" "$user1" "$sys1"
 }
 
 # Senders are local accounts of the outgoing filter's domain; the
@@ -121,6 +153,10 @@ for sessions in $sessions_list; do
     run "filtermail-incoming, DKIM off" $nodkim_pid 21081 "$work/plain.eml" "$sessions"
     run "filtermail-incoming, Ed25519" $ed25519_pid 22081 "$work/ed25519.eml" "$sessions"
     run "filtermail-incoming, RSA-2048" $rsa_pid 23081 "$work/rsa.eml" "$sessions"
+    if [ "$sessions" = 1 ]; then
+        run_http "incoming /mxdeliv, DKIM off" $nodkim_pid 21082 "$work/plain-crlf.eml"
+        run_http "incoming /mxdeliv, Ed25519" $ed25519_pid 22082 "$work/ed25519-crlf.eml"
+    fi
 done
 for name in outgoing nodkim ed25519 rsa; do
     pid_var=${name}_pid
