@@ -312,7 +312,10 @@ mod tests {
     use base64::Engine as _;
     use rand::{Rng, SeedableRng};
 
-    use super::{ARMOR_BASE64, BATCH, BEGIN, END, check_payload, count_markers, is_base64, trim};
+    use super::{
+        ARMOR_BASE64, BATCH, BATCH_OCTETS, BEGIN, END, check_payload, count_markers, is_base64,
+        trim,
+    };
     use crate::packets::check_encrypted_message;
 
     /// The check as it was before decoding in batches: the whole base64
@@ -368,6 +371,29 @@ mod tests {
         }
         armored.extend_from_slice(END);
         armored
+    }
+
+    /// A packet cut short inside a batch it was skipping is refused,
+    /// however many batches were skipped before.
+    #[test]
+    fn a_packet_cut_short_in_a_skipped_batch_is_refused() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        // The first batch holds the header and the first 3066 octets.
+        let claimed = 3066 + 2 * BATCH_OCTETS;
+        // 99 octets past the last full batch: no padding at the end.
+        for present in [claimed, claimed - BATCH_OCTETS + 99] {
+            let mut binary = vec![0xc0 | 18, 255];
+            binary.extend_from_slice(&u32::try_from(claimed).expect("size").to_be_bytes());
+            binary.push(1);
+            binary.extend(std::iter::repeat_n(0xaa, present - 1));
+            let armored = armored(engine.encode(&binary).as_bytes());
+            let verdict = check_payload(&armored, false);
+            if present == claimed {
+                assert_eq!(verdict, Ok(()));
+            } else {
+                assert!(verdict.is_err(), "{present} of {claimed}");
+            }
+        }
     }
 
     /// Padding that ends a batch but not the base64 is malformed, as it
