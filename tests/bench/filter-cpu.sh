@@ -9,9 +9,10 @@
 # verification of an Ed25519 and of an RSA-2048 signature (key cached
 # after the first message, served by a DNS server on loopback). With one
 # session, filtermail-incoming is also measured through its HTTP door:
-# curl POSTs the same messages (with CRLF line ends, as filtermail-
-# transport sends them) to /mxdeliv over one keep-alive connection. Needs root (smtp-sink drops
-# to the postfix user) and curl. Run from the repository root.
+# curl POSTs the same messages (with CRLF line ends, as
+# filtermail-transport sends them) to /mxdeliv over one keep-alive
+# connection. Needs root (smtp-sink drops to the postfix user) and curl.
+# Run from the repository root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 messages=${MESSAGES:-20000}
