@@ -68,9 +68,10 @@ static POLICY_PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
 
 /// Messages whose payload has at least this many octets of whole base64
 /// lines are parsed without them (see [`crate::elide`]). Side by side,
-/// with 100 sessions, 8 KB messages cost 0.95 and 30 KB ones 0.85 of the
-/// CPU of a whole parse; below a few KB the copy of the rest and of the
-/// parsed parts would cost about what the scan saves.
+/// with 100 sessions, the outgoing filter's CPU per message was 0.95 of
+/// its CPU with the whole parse for 8 KB messages and 0.85 for 30 KB
+/// ones; below a few KB the copy of the rest and of the parsed parts
+/// would cost about what the scan saves.
 const MIN_ELIDED_LEN: usize = 4 * 1024;
 
 /// A message parsed once for every check a filter makes on it (the From
