@@ -288,7 +288,6 @@ fn is_mailer_daemon_report(message: &Message<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine as _;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -296,32 +295,8 @@ mod tests {
 
     const BOUNDARY: &str = "YFrteb74qSXmggbOxZL9dRnhymywAi";
 
-    /// A PGP/MIME message whose payload is one SEIPD packet of
-    /// `seipd_len` octets, armored in lines of `width` characters.
-    fn pgp_mime(seipd_len: usize, width: usize, rng: &mut StdRng) -> Vec<u8> {
-        let mut seipd = vec![1u8];
-        seipd.extend((1..seipd_len).map(|_| rng.random::<u8>()));
-        let len = u32::try_from(seipd.len()).expect("test size");
-        let mut binary = vec![0xc0 | 18, 255];
-        binary.extend_from_slice(&len.to_be_bytes());
-        binary.extend_from_slice(&seipd);
-        let base64 = base64::engine::general_purpose::STANDARD.encode(binary);
-        let mut message = format!(
-            "From: one@example.org\nTo: two@example.org\nSubject: ...\n\
-             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\n\
-             \tboundary=\"{BOUNDARY}\"\n\n\n--{BOUNDARY}\n\
-             Content-Type: application/pgp-encrypted\n\nVersion: 1\n\n--{BOUNDARY}\n\
-             Content-Type: application/octet-stream; name=\"encrypted.asc\"\n\n\
-             -----BEGIN PGP MESSAGE-----\n\n"
-        )
-        .into_bytes();
-        for line in base64.as_bytes().chunks(width) {
-            message.extend_from_slice(line);
-            message.push(b'\n');
-        }
-        message
-            .extend_from_slice(format!("-----END PGP MESSAGE-----\n\n--{BOUNDARY}--\n").as_bytes());
-        message
+    fn pgp_mime(seipd_len: usize, width: usize) -> Vec<u8> {
+        crate::sample::pgp_mime(seipd_len, width, "\n")
     }
 
     fn envelope(rcpt: &[String]) -> Envelope<'_> {
@@ -416,7 +391,7 @@ mod tests {
         let (mut elided_passed, mut elided_refused) = (0, 0);
         for round in 0..4000 {
             let width = [64, 76, 1, 7][rng.random_range(0..4)];
-            let mut message = pgp_mime(rng.random_range(1..2000), width, &mut rng);
+            let mut message = pgp_mime(rng.random_range(1..2000), width);
             for _ in 0..rng.random_range(0..4) {
                 mutate(&mut message, &mut rng);
             }
@@ -482,7 +457,7 @@ mod tests {
     #[test]
     fn large_payloads_are_checked_without_their_middle() {
         let mut rng = StdRng::seed_from_u64(9580);
-        let message = pgp_mime(200_000, 76, &mut rng);
+        let message = pgp_mime(200_000, 76);
         let parsed = ParsedMessage::parse(&message);
         assert!(parsed.elided_payload.is_some());
         let rcpt = ["two@example.org".to_owned()];
@@ -492,7 +467,7 @@ mod tests {
             Verdict::Encrypted
         );
         // A small message is parsed whole.
-        let small = pgp_mime(1000, 76, &mut rng);
+        let small = pgp_mime(1000, 76);
         assert!(ParsedMessage::parse(&small).elided_payload.is_none());
         // Changed large ones are decided as their whole parse decides.
         for round in 0..40 {

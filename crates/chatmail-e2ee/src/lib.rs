@@ -7,6 +7,8 @@ mod armor;
 mod classify;
 mod elide;
 mod packets;
+#[cfg(any(test, feature = "reference-parse"))]
+pub mod sample;
 mod sender;
 
 #[cfg(feature = "reference-parse")]

@@ -123,34 +123,16 @@ fn mail_seeds() -> Vec<Vec<u8>> {
 /// them without their middle: one well formed, one whose base64 lines
 /// were repeated.
 fn large_mail_seeds() -> Vec<Vec<u8>> {
-    use base64::Engine as _;
-    let boundary = "YFrteb74qSXmggbOxZL9dRnhymywAi";
-    let mut seipd = vec![0xc0 | 18, 255, 0, 0, 0x20, 0, 1];
-    seipd.extend((1..0x2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
-    let base64 = base64::engine::general_purpose::STANDARD.encode(seipd);
-    let lines: Vec<&str> = base64
-        .as_bytes()
-        .chunks(76)
-        .filter_map(|line| std::str::from_utf8(line).ok())
-        .collect();
-    let message = |payload: &str| {
-        format!(
-            "From: one@example.org\r\nTo: two@example.org\r\nSubject: ...\r\n\
-             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\
-             \tboundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n\
-             Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--{boundary}\r\n\
-             Content-Type: application/octet-stream\r\n\r\n\
-             -----BEGIN PGP MESSAGE-----\r\n\r\n{payload}-----END PGP MESSAGE-----\r\n\
-             \r\n--{boundary}--\r\n"
-        )
-        .into_bytes()
-    };
-    let well_formed: String = lines.iter().map(|line| format!("{line}\r\n")).collect();
-    let repeated: String = lines
-        .iter()
-        .map(|line| format!("{line}\r\n{line}\r\n"))
-        .collect();
-    vec![message(&well_formed), message(&repeated)]
+    let well_formed = chatmail_e2ee::sample::pgp_mime(0x2000, 76, "\r\n");
+    let mut repeated = Vec::new();
+    for line in well_formed.split_inclusive(|&byte| byte == b'\n') {
+        repeated.extend_from_slice(line);
+        let text = line.trim_ascii_end();
+        if text.len() == 76 && !text.contains(&b':') {
+            repeated.extend_from_slice(line);
+        }
+    }
+    vec![well_formed, repeated]
 }
 
 fn smtp_seeds() -> Vec<Vec<u8>> {
