@@ -11,7 +11,7 @@ use hickory_proto::dnssec::crypto::Ed25519SigningKey;
 use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, RRSIG};
 use hickory_proto::dnssec::{DnssecSigner, SigningKey as _};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordSet, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -33,6 +33,8 @@ struct Zone {
     mode: Option<DnsMode>,
     /// Queries read so far, answered or not.
     queries: usize,
+    /// The SOA minimum of negative answers, when not the default.
+    negative_ttl: Option<u32>,
     signed: Option<SignedZone>,
 }
 
@@ -99,6 +101,9 @@ pub struct DnsServer {
 }
 
 const TTL: u32 = 300;
+/// How long resolvers may keep an answer that a name or record does not
+/// exist (the SOA's minimum), unless a test sets it.
+const NEGATIVE_TTL: u32 = 60;
 
 impl DnsServer {
     /// Starts a server on `ip` at a free port (UDP and TCP share it).
@@ -143,6 +148,12 @@ impl DnsServer {
 
     pub fn set_mode(&self, mode: DnsMode) {
         self.zone().mode = Some(mode);
+    }
+
+    /// How long negative answers may be kept, by their SOA (60 s unless
+    /// set).
+    pub fn set_negative_ttl(&self, seconds: u32) {
+        self.zone().negative_ttl = Some(seconds);
     }
 
     fn zone(&self) -> std::sync::MutexGuard<'_, Zone> {
@@ -291,10 +302,35 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
                 response.add_answer(rrsig);
             }
         }
-        None if zone.records.keys().any(|(owner, _)| *owner == name) => {}
-        None => response.metadata.response_code = ResponseCode::NXDomain,
+        None => {
+            if !zone.records.keys().any(|(owner, _)| *owner == name) {
+                response.metadata.response_code = ResponseCode::NXDomain;
+            }
+            // As authoritative servers must (RFC 2308 section 3), so that
+            // resolvers may keep the negative answer.
+            if signed.is_none() && question.query_type() != RecordType::SOA {
+                let ttl = zone.negative_ttl.unwrap_or(NEGATIVE_TTL);
+                response.add_authority(soa_of(question.name(), ttl));
+            }
+        }
     }
     response.to_vec().ok()
+}
+
+/// The SOA of the zone `name` is taken to lie in (its last two labels),
+/// with `ttl` as its minimum.
+fn soa_of(name: &Name, ttl: u32) -> Record {
+    let apex = name.trim_to(2);
+    let soa = SOA::new(
+        Name::from_ascii("ns.test.").expect("valid test name"),
+        Name::from_ascii("hostmaster.test.").expect("valid test name"),
+        1,
+        3600,
+        600,
+        86_400,
+        ttl,
+    );
+    Record::from_rdata(apex, ttl, RData::SOA(soa))
 }
 
 async fn serve_udp(socket: UdpSocket, zone: Arc<Mutex<Zone>>) {

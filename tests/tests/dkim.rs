@@ -35,7 +35,10 @@ fn verifier_with(dns: &DnsServer, extra_ini: &str) -> DkimVerifier {
         dns.addr()
     );
     let config = Config::from_ini_str(&ini, Path::new("test.ini")).expect("test config");
-    DkimVerifier::new(chatmail_dns::resolver(&config).expect("resolver"))
+    DkimVerifier::new(
+        chatmail_dns::resolver(&config, chatmail_dns::NegativeAnswers::Forgotten)
+            .expect("resolver"),
+    )
 }
 
 async fn setup(key: &DkimKey) -> (DnsServer, DkimVerifier) {

@@ -114,7 +114,10 @@ async fn outgoing_mail_is_signed_and_verifies() -> Result<()> {
         ),
         Path::new("beta.ini"),
     )?;
-    let verifier = DkimVerifier::new(chatmail_dns::resolver(&config)?);
+    let verifier = DkimVerifier::new(chatmail_dns::resolver(
+        &config,
+        chatmail_dns::NegativeAnswers::Forgotten,
+    )?);
     verifier
         .verify(&signed, "alpha.test")
         .await

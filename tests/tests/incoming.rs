@@ -431,6 +431,24 @@ async fn dkim_failures_are_refused_with_the_reason() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_after_a_refusal_is_found_at_once() -> Result<()> {
+    let s = setup().await?;
+    let relay = &s.relay;
+    // The zone lets resolvers keep its "no such record" for a minute; the
+    // filter must not, or a freshly published key would be refused.
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let key = DkimKey::ed25519("example.org", &format!("late{n}"))?;
+        let message = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+        let unknown = (554, "no usable key in DNS");
+        expect_refusal(relay, door, REMOTE, &[NEW_USER], &message, unknown).await?;
+        s.dns.add_txt(&key.record_name(), &[&key.record()]);
+        let inbox = (NEW_USER, n + 1);
+        deliver_ok(relay, door, REMOTE, &[NEW_USER], &message, inbox).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_outage_is_a_temporary_failure() -> Result<()> {
     let s = setup().await?;
     let (relay, key) = (&s.relay, &s.key);

@@ -215,6 +215,39 @@ async fn dns_answers_decide_permanent_and_temporary_failures() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_dns_answers_are_kept_as_long_as_the_zone_says() -> Result<()> {
+    let world = world(&["mx.remote.test"]).await?;
+    let https = PushServer::start(&world.ca).await?;
+    // mx.remote.test has no IPv6 address; unknown.test does not exist.
+    mx(&world, "remote.test", &[(10, "mx.remote.test", LOOPBACK)]);
+    let transport = start_transport(&world, free_port()?, https.port(), "")?;
+    let recipients = ["a@remote.test", "b@unknown.test"];
+    let replies = lmtp(&transport, &recipients).await?;
+    assert_eq!(codes(&replies), [250, 550], "{replies:?}");
+    let queries = world.dns.queries();
+    let replies = lmtp(&transport, &recipients).await?;
+    assert_eq!(codes(&replies), [250, 550], "{replies:?}");
+    assert_eq!(world.dns.queries(), queries, "asked again within the TTL");
+    drop(transport);
+
+    // A zone that allows one second is asked again after it.
+    world.dns.set_negative_ttl(1);
+    let transport = start_transport(&world, free_port()?, https.port(), "")?;
+    lmtp(&transport, &recipients).await?;
+    let queries = world.dns.queries();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let replies = lmtp(&transport, &recipients).await?;
+    assert_eq!(codes(&replies), [250, 550], "{replies:?}");
+    assert_eq!(
+        world.dns.queries(),
+        queries + 2,
+        "the AAAA of mx.remote.test and the MX of unknown.test"
+    );
+    drop(transport);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_without_starttls_or_with_a_wrong_certificate_get_nothing() -> Result<()> {
     let world = world(&["mx.remote.test"]).await?;
     let (plain_port, _plain) = plain_smtp_server().await?;

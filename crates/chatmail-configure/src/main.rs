@@ -246,7 +246,7 @@ fn dns(args: &DnsArgs) -> Result<ExitCode> {
     }
     let domain = config.mail_domain.address_domain();
     let expected = dns::parse_zone(&zone, &domain).map_err(anyhow::Error::msg)?;
-    let resolver = chatmail_dns::resolver(&config)?;
+    let resolver = chatmail_dns::resolver(&config, chatmail_dns::NegativeAnswers::Forgotten)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

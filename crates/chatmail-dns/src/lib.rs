@@ -4,8 +4,8 @@
 //! It asks the server named by `dns_resolver` in chatmail.ini, or the
 //! servers of /etc/resolv.conf. With `dns_dnssec_validation` (the default)
 //! answers from signed zones are validated and bogus ones refused, while
-//! unsigned zones still resolve. Negative answers are never cached: a key
-//! published a moment after a failed lookup must be found by the next one.
+//! unsigned zones still resolve. Whether answers that a name or record
+//! does not exist are kept is the caller's choice ([`NegativeAnswers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,18 @@ const CACHE_ENTRIES: u64 = 4096;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 const QUERY_ATTEMPTS: usize = 2;
 
+/// How long the resolver keeps an answer that a name or record does not
+/// exist (NXDOMAIN, or no records of the type asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NegativeAnswers {
+    /// Not at all: a record published a moment after a failed lookup must
+    /// be found by the next one (DKIM keys, checks of a fresh zone).
+    Forgotten,
+    /// As long as the zone's SOA allows (RFC 2308), at most this long. A
+    /// mail host without IPv6 would otherwise cost a query per message.
+    KeptUpTo(Duration),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DnsSetupError {
     #[error("cannot read the system resolver configuration: {0}")]
@@ -33,7 +45,10 @@ pub enum DnsSetupError {
 }
 
 /// Builds the resolver for `config`.
-pub fn resolver(config: &Config) -> Result<TokioResolver, DnsSetupError> {
+pub fn resolver(
+    config: &Config,
+    negative: NegativeAnswers,
+) -> Result<TokioResolver, DnsSetupError> {
     let (servers, mut options) = match config.dns_resolver {
         Some(addr) => {
             let mut server = NameServerConfig::udp_and_tcp(addr.ip());
@@ -50,7 +65,10 @@ pub fn resolver(config: &Config) -> Result<TokioResolver, DnsSetupError> {
     };
     options.validate = config.dns_dnssec_validation;
     options.cache_size = CACHE_ENTRIES;
-    options.negative_max_ttl = Some(Duration::ZERO);
+    options.negative_max_ttl = Some(match negative {
+        NegativeAnswers::Forgotten => Duration::ZERO,
+        NegativeAnswers::KeptUpTo(limit) => limit,
+    });
     options.timeout = QUERY_TIMEOUT;
     options.attempts = QUERY_ATTEMPTS;
     // Mail domains are absolute; never try them under a search domain.

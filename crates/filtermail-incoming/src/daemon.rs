@@ -63,7 +63,8 @@ fn origin_check(config: &Config) -> anyhow::Result<OriginCheck> {
         );
         return Ok(OriginCheck::Skip);
     }
-    let resolver = chatmail_dns::resolver(config).context("setting up DNS for DKIM")?;
+    let resolver = chatmail_dns::resolver(config, chatmail_dns::NegativeAnswers::Forgotten)
+        .context("setting up DNS for DKIM")?;
     Ok(OriginCheck::Dkim(Arc::new(DkimVerifier::new(resolver))))
 }
 

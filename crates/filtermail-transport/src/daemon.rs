@@ -1,8 +1,10 @@
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chatmail_config::{Config, MetricsDaemon};
+use chatmail_dns::NegativeAnswers;
 use chatmail_metrics::Endpoint;
 use chatmail_smtp::{Protocol, SessionConfig};
 use tokio::net::TcpListener;
@@ -15,6 +17,12 @@ use crate::tls::TlsConfigs;
 /// Postfix runs up to maxproc (1000) LMTP clients; a few more connections
 /// let closing ones overlap.
 const MAX_LMTP_CONNECTIONS: usize = 1100;
+
+/// Answers that a domain, an MX or an address does not exist are kept as
+/// the zone says, up to five minutes: a mail host without IPv6 would
+/// otherwise cost an AAAA query per message, and a fix in DNS still takes
+/// effect within minutes.
+const NEGATIVE_ANSWERS: NegativeAnswers = NegativeAnswers::KeptUpTo(Duration::from_secs(5 * 60));
 
 /// Runs the daemon: binds the LMTP port, then serves until SIGTERM or
 /// SIGINT.
@@ -49,7 +57,7 @@ pub fn run_daemon(config: &Config) -> anyhow::Result<()> {
 /// The transport for `config`, counting into `metrics`; must be made
 /// inside a tokio runtime.
 pub fn transport(config: &Config, metrics: TransportMetrics) -> anyhow::Result<Transport> {
-    let resolver = chatmail_dns::resolver(config).context("setting up DNS")?;
+    let resolver = chatmail_dns::resolver(config, NEGATIVE_ANSWERS).context("setting up DNS")?;
     let tls = TlsConfigs::new(config.filtermail_transport_ca_file.as_deref())?;
     let ports = Ports {
         smtp: config.filtermail_transport_smtp_port,
