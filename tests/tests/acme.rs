@@ -2,26 +2,35 @@
 //! as the CA (resolving the relay through the tests' DNS server), Debian's
 //! certbot as chatmail-configure drives it, HTTP-01 answered by the
 //! relay's own rendered nginx site, which then serves the new certificate
-//! for the domain and for mta-sts.<domain>.
+//! for the domain and for mta-sts.<domain>. The same site passes /mxdeliv
+//! on to filtermail-incoming over kept-alive connections.
 
+use std::convert::Infallible;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result};
+use bytes::Bytes;
 use chatmail_config::Config;
 use chatmail_configure::acme::{AcmeLayout, AcmeRequest, obtain};
 use chatmail_configure::{
     Context, Layout, PrivateInstance, Vmail, WebLayout, render_all, write_files,
 };
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use relay_tests::{Daemon, DnsServer, Ready, SelfSignedCert, TestCa, VmailUser, free_port};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 const DOMAIN: &str = "alpha.test";
 
@@ -69,38 +78,44 @@ async fn https_get_after_reload(port: u16, name: &str, roots: &[u8], path: &str)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    for name in ["alpha.test.", "mta-sts.alpha.test."] {
-        dns.add_ip(name, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
+/// The relay's configuration rendered into a directory, its web site
+/// served by a private nginx on loopback.
+struct Site {
+    config: Config,
+    layout: Layout,
+    /// The self-signed certificate nginx starts with.
+    cert: SelfSignedCert,
+    nginx_conf: std::path::PathBuf,
+    http: u16,
+    https: u16,
+    _nginx: Daemon,
+}
 
-    // The relay's web front door with a self-signed certificate at first.
+/// Renders the relay's configuration for `ini` (chatmail.ini lines) into
+/// `dir` and starts nginx on the site.
+fn start_site(dir: &Path, ini: &str) -> Result<Site> {
     let (http, https) = (free_port()?, free_port()?);
     let config = Config::from_ini_str(
-        &format!("[params]\nmail_domain = {DOMAIN}\nacme_email = admin@alpha.test\n"),
+        &format!("[params]\nmail_domain = {DOMAIN}\n{ini}"),
         Path::new("chatmail.ini"),
     )?;
     let vmail = VmailUser::lookup()?;
-    let first = SelfSignedCert::generate(dir.path())?;
+    let cert = SelfSignedCert::generate(dir)?;
     let mut layout = Layout::system(Vmail {
         uid: vmail.uid,
         gid: vmail.gid,
     });
-    layout.postfix_dir = dir.path().join("postfix");
-    layout.dovecot_dir = dir.path().join("dovecot");
-    layout.web = WebLayout::in_dir(dir.path(), dir.path().join("fcgiwrap.socket"));
+    layout.postfix_dir = dir.join("postfix");
+    layout.dovecot_dir = dir.join("dovecot");
+    layout.web = WebLayout::in_dir(dir, dir.join("fcgiwrap.socket"));
     layout.opendkim = None;
-    layout.acme = AcmeLayout::in_dir(&dir.path().join("acme"));
+    layout.acme = AcmeLayout::in_dir(&dir.join("acme"));
     layout.listen = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     (layout.ports.http, layout.ports.https) = (http, https);
-    (layout.tls_cert, layout.tls_key) = (first.cert_path.clone(), first.key_path.clone());
+    (layout.tls_cert, layout.tls_key) = (cert.cert_path.clone(), cert.key_path.clone());
     let private = PrivateInstance {
-        root: dir.path().join("private"),
-        instance_name: "acme-test".into(),
+        root: dir.join("private"),
+        instance_name: "site-test".into(),
     };
     for sub in [private.nginx_dir(), private.log_dir()] {
         fs::create_dir_all(&sub)?;
@@ -114,7 +129,38 @@ async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
         .arg(&nginx_conf)
         .arg("-e")
         .arg(private.log_dir().join("nginx-error.log"));
-    let _nginx = Daemon::spawn("nginx", nginx, Ready::Port(http), &private.log_dir())?;
+    let nginx = Daemon::spawn("nginx", nginx, Ready::Port(http), &private.log_dir())?;
+    Ok(Site {
+        config,
+        layout,
+        cert,
+        nginx_conf,
+        http,
+        https,
+        _nginx: nginx,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    for name in ["alpha.test.", "mta-sts.alpha.test."] {
+        dns.add_ip(name, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    // The relay's web front door with a self-signed certificate at first.
+    let Site {
+        config,
+        mut layout,
+        nginx_conf,
+        http,
+        https,
+        // Bound, so that nginx runs until the end of the test.
+        _nginx,
+        cert: _,
+    } = start_site(dir.path(), "acme_email = admin@alpha.test\n")?;
 
     // pebble: its API over TLS with a test CA's certificate, HTTP-01
     // validation on the relay's HTTP port, names resolved by our DNS.
@@ -207,5 +253,67 @@ async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
         policy.contains("mode: enforce\nmx: alpha.test\n"),
         "{policy}"
     );
+    Ok(())
+}
+
+/// A stand-in for filtermail-incoming's HTTP door: answers every request
+/// with a 250 and counts the connections it accepts.
+async fn counting_upstream() -> Result<(u16, Arc<AtomicUsize>)> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let service = service_fn(|request: Request<Incoming>| async move {
+                let _ = request.into_body().collect().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"250 2.0.0 Delivered",
+                ))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    Ok((port, accepted))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mxdeliv_reaches_the_filter_over_kept_alive_connections() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let (upstream, connections) = counting_upstream().await?;
+    let site = start_site(
+        dir.path(),
+        &format!("filtermail_host = 127.0.0.1\nfiltermail_http_port_incoming = {upstream}\n"),
+    )?;
+
+    // One HTTP/2 connection, as filtermail-transport keeps per relay.
+    let mut tls = site.cert.client_config()?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", site.https)).await?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    for n in 0..5 {
+        let request = Request::post(format!("https://{DOMAIN}/mxdeliv"))
+            .header("X-Mail-From", "alice@example.org")
+            .header("X-Mail-To", format!("bob@{DOMAIN}"))
+            .body(Full::new(Bytes::from(format!(
+                "Subject: {n}\r\n\r\nhi\r\n"
+            ))))?;
+        let response = sender.send_request(request).await?;
+        assert_eq!(response.status(), 200, "delivery {n}");
+        let body = response.into_body().collect().await?.to_bytes();
+        assert_eq!(&body[..], b"250 2.0.0 Delivered", "delivery {n}");
+    }
+    // nginx asked for a new connection per delivery before.
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
     Ok(())
 }
