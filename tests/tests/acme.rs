@@ -288,7 +288,7 @@ async fn mxdeliv_reaches_the_filter_over_kept_alive_connections() -> Result<()> 
     let (upstream, connections) = counting_upstream().await?;
     let site = start_site(
         dir.path(),
-        &format!("filtermail_host = 127.0.0.1\nfiltermail_http_port_incoming = {upstream}\n"),
+        &format!("filtermail_http_port_incoming = {upstream}\n"),
     )?;
 
     // One HTTP/2 connection, as filtermail-transport keeps per relay.
