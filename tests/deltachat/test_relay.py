@@ -3,9 +3,10 @@ the first login or handed out over HTTPS, end-to-end encryption set up by
 a QR invitation, messages both ways on one relay and across two (over
 HTTPS /mxdeliv, and over SMTP when nginx is down), cleartext refused,
 TLS 1.3 for clients, idle sessions hibernated, push notifications, and a
-clean stop on Ctrl-C."""
+clean stop on Ctrl-C, even during the start."""
 
 import os
+import shutil
 import signal
 import smtplib
 import socket
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from relay import REPO, LocalRelay, insecure_tls
+from relay import REPO, LocalRelay, bin_dir, insecure_tls
 
 # Dovecot wakes IDLE clients about 0.5 s after a delivery; the rest is
 # the client's own work. Generous for a loaded CI machine.
@@ -305,13 +306,41 @@ def test_ctrl_c_stops_every_process_of_the_relay():
     relay = LocalRelay("127.0.0.3", 31000, state)
     assert relay.stop() == 0, "".join(relay.output)
     assert "stopping the relay" in "".join(relay.output)
-    leftover = subprocess.run(
-        ["pgrep", "-f", state], capture_output=True, text=True
-    ).stdout.split()
+    leftover = processes_using(state)
     assert leftover == [], leftover
     status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
     assert status.returncode != 0, "postfix still running"
     relay.remove_state()
+
+
+def test_ctrl_c_during_the_start_stops_what_was_started():
+    """Ctrl-C while Postfix, Dovecot and the daemons are coming up: the
+    relay finishes starting, then stops all of it, rather than dying
+    alone and leaving them running."""
+    state = tempfile.mkdtemp(prefix="chatmail-e2e-early-stop-", dir="/var/tmp")
+    process = subprocess.Popen(
+        [str(bin_dir() / "chatmail-local-relay"), "--listen", "127.0.0.3",
+         "--port-base", "31000", "--state-dir", state],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not [pid for pid in processes_using(state) if pid != str(process.pid)]:
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "no process of the relay started"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "stopping the relay" in output, output
+    assert processes_using(state) == []
+    status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
+    assert status.returncode != 0, "postfix still running"
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def processes_using(state):
+    """Processes with the state directory on their command line."""
+    return subprocess.run(["pgrep", "-f", state], capture_output=True, text=True).stdout.split()
 
 
 # Last: it leaves the second relay without nginx for the rest of the run.

@@ -20,19 +20,41 @@ pub fn init_logging() {
 
 /// Completes on SIGTERM (systemd stop) or SIGINT.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; running until killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => {},
-        _ = interrupt.recv() => {},
+    match ShutdownSignals::catch() {
+        Ok(mut signals) => signals.received().await,
+        Err(err) => {
+            tracing::error!("cannot install signal handlers ({err}); running until killed");
+            std::future::pending().await
+        }
     }
-    tracing::info!("shutting down");
+}
+
+/// SIGTERM and SIGINT, caught from the moment of [`ShutdownSignals::catch`]:
+/// one that arrives before anything waits for it is kept for
+/// [`ShutdownSignals::received`] instead of killing the process, which
+/// would leave whatever it started running.
+pub struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Must run inside a Tokio runtime with its I/O driver enabled.
+    pub fn catch() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    pub async fn received(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+        tracing::info!("shutting down");
+    }
 }
 
 mod accept;

@@ -255,6 +255,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Caught before anything starts: Ctrl-C during the start, or right
+    // after it, must stop what was started, not kill this program alone.
+    let mut signals = match runtime.block_on(async { chatmail_daemon::ShutdownSignals::catch() }) {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("chatmail-local-relay: cannot catch Ctrl-C: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut running = match start(&args) {
         Ok(running) => running,
         Err(err) => {
@@ -264,7 +273,7 @@ fn main() -> ExitCode {
     };
     let crashed = runtime.block_on(async {
         tokio::select! {
-            () = chatmail_daemon::shutdown_signal() => false,
+            () = signals.received() => false,
             () = watch(&mut running) => true,
         }
     });
