@@ -318,24 +318,50 @@ def test_ctrl_c_during_the_start_stops_what_was_started():
     relay finishes starting, then stops all of it, rather than dying
     alone and leaving them running."""
     state = tempfile.mkdtemp(prefix="chatmail-e2e-early-stop-", dir="/var/tmp")
-    process = subprocess.Popen(
-        [str(bin_dir() / "chatmail-local-relay"), "--listen", "127.0.0.3",
-         "--port-base", "31000", "--state-dir", state],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    process = spawn_relay(state)
     deadline = time.monotonic() + 60
     while not [pid for pid in processes_using(state) if pid != str(process.pid)]:
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, "no process of the relay started"
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
+    assert_stopped(process, state)
+
+
+def test_ctrl_c_at_a_terminal_stops_the_relay_and_its_daemons():
+    """At a terminal, Ctrl-C reaches every process of the foreground
+    group: the daemons stop on their own as the relay stops them, and
+    none of their exits is taken for a crash to restart."""
+    state = tempfile.mkdtemp(prefix="chatmail-e2e-group-stop-", dir="/var/tmp")
+    process = spawn_relay(state, start_new_session=True)
+    for line in process.stdout:
+        if "is running" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    output = assert_stopped(process, state)
+    assert "restarting" not in output and "keeps exiting" not in output, output
+
+
+def spawn_relay(state, **popen):
+    """chatmail-local-relay on 127.0.0.3 with `state`, output in a pipe."""
+    return subprocess.Popen(
+        [str(bin_dir() / "chatmail-local-relay"), "--listen", "127.0.0.3",
+         "--port-base", "31000", "--state-dir", state],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+    )
+
+
+def assert_stopped(process, state):
+    """Waits for the relay to exit; asserts a clean stop with nothing of
+    it left running, removes `state` and returns the relay's output."""
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     assert "stopping the relay" in output, output
-    assert processes_using(state) == []
+    assert processes_using(state) == [], output
     status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
     assert status.returncode != 0, "postfix still running"
     shutil.rmtree(state, ignore_errors=True)
+    return output
 
 
 def processes_using(state):

@@ -188,7 +188,10 @@ fn print_welcome(address: Ipv4Addr, relay: &LocalRelay) -> Result<()> {
 async fn watch(running: &mut Running) {
     const QUICK_EXIT: Duration = Duration::from_secs(2);
     const MAX_QUICK_EXITS: u32 = 5;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    const PERIOD: Duration = Duration::from_millis(500);
+    // Not at once: a Ctrl-C that also stopped the daemons must be seen
+    // first, and it is only seen once the runtime has waited for events.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PERIOD, PERIOD);
     let mut started = vec![std::time::Instant::now(); running.processes.len()];
     let mut quick_exits = vec![0u32; running.processes.len()];
     let mut nginx_reported = false;
@@ -273,6 +276,9 @@ fn main() -> ExitCode {
     };
     let crashed = runtime.block_on(async {
         tokio::select! {
+            // Ctrl-C at a terminal reaches the daemons too: once it is
+            // here, their exits are the stop, not crashes to restart.
+            biased;
             () = signals.received() => false,
             () = watch(&mut running) => true,
         }
