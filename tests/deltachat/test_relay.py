@@ -334,9 +334,7 @@ def test_ctrl_c_at_a_terminal_stops_the_relay_and_its_daemons():
     none of their exits is taken for a crash to restart."""
     state = tempfile.mkdtemp(prefix="chatmail-e2e-group-stop-", dir="/var/tmp")
     process = spawn_relay(state, start_new_session=True)
-    for line in process.stdout:
-        if "is running" in line:
-            break
+    assert any("is running" in line for line in process.stdout), "the relay did not start"
     os.killpg(process.pid, signal.SIGINT)
     output = assert_stopped(process, state)
     assert "restarting" not in output and "keeps exiting" not in output, output

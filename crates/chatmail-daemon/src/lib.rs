@@ -48,6 +48,7 @@ impl ShutdownSignals {
         })
     }
 
+    /// Completes when either signal has come, now or since `catch`.
     pub async fn received(&mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {},
