@@ -306,10 +306,7 @@ def test_ctrl_c_stops_every_process_of_the_relay():
     relay = LocalRelay("127.0.0.3", 31000, state)
     assert relay.stop() == 0, "".join(relay.output)
     assert "stopping the relay" in "".join(relay.output)
-    leftover = processes_using(state)
-    assert leftover == [], leftover
-    status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
-    assert status.returncode != 0, "postfix still running"
+    assert_nothing_left(state)
     relay.remove_state()
 
 
@@ -355,11 +352,17 @@ def assert_stopped(process, state):
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     assert "stopping the relay" in output, output
-    assert processes_using(state) == [], output
-    status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
-    assert status.returncode != 0, "postfix still running"
+    assert_nothing_left(state)
     shutil.rmtree(state, ignore_errors=True)
     return output
+
+
+def assert_nothing_left(state):
+    """No process of the relay with `state` runs, Postfix included."""
+    leftover = processes_using(state)
+    assert leftover == [], leftover
+    status = subprocess.run(["postfix", "-c", f"{state}/postfix", "status"], capture_output=True)
+    assert status.returncode != 0, "postfix still running"
 
 
 def processes_using(state):
