@@ -91,6 +91,15 @@ impl DkimKey {
 
     /// Signs with an x= tag `seconds` after now (0: no expiry).
     pub fn sign_expiring(&self, message: &[u8], seconds: u64) -> anyhow::Result<Vec<u8>> {
+        self.sign_with(message, &SIGNED_HEADERS, seconds)
+    }
+
+    /// Signs only the `headers` named (as a signer that leaves From out).
+    pub fn sign_headers(&self, message: &[u8], headers: &[&str]) -> anyhow::Result<Vec<u8>> {
+        self.sign_with(message, headers, 0)
+    }
+
+    fn sign_with(&self, message: &[u8], headers: &[&str], seconds: u64) -> anyhow::Result<Vec<u8>> {
         let key_error = |error| anyhow::anyhow!("key: {error}");
         let header = match &self.key {
             PrivateKey::RsaPem(pem) => DkimSigner::from_key(
@@ -99,14 +108,14 @@ impl DkimKey {
             )
             .domain(&self.domain)
             .selector(&self.selector)
-            .headers(SIGNED_HEADERS)
+            .headers(headers.iter().copied())
             .expiration(seconds)
             .sign(message),
             PrivateKey::Ed25519Pkcs8(pkcs8) => {
                 DkimSigner::from_key(Ed25519Key::from_pkcs8_der(pkcs8).map_err(key_error)?)
                     .domain(&self.domain)
                     .selector(&self.selector)
-                    .headers(SIGNED_HEADERS)
+                    .headers(headers.iter().copied())
                     .expiration(seconds)
                     .sign(message)
             }

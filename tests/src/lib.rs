@@ -66,6 +66,91 @@ pub fn test_mail(name: &str, from: &str, to: &str) -> String {
         .replace('\n', "\r\n")
 }
 
+/// Cleartext dressed as the shared encrypted mail from `from` to `to`:
+/// each reads as PGP/MIME to a parser that takes the last of several
+/// headers, or overlooks a malformed one, and as something else to Delta
+/// Chat's parser, which takes the first. Each is named for the messages.
+#[must_use]
+pub fn mails_read_two_ways(from: &str, to: &str) -> Vec<(&'static str, String)> {
+    let encrypted = test_mail("encrypted.eml", from, to);
+    let root_type = "Content-Type: multipart/encrypted;";
+    let payload_type = "Content-Type: application/octet-stream";
+    let variants = [
+        (
+            "Content-Type twice at the root",
+            encrypted.replacen(
+                root_type,
+                &format!("Content-Type: text/plain\r\n{root_type}"),
+                1,
+            ),
+        ),
+        (
+            "Content-Type twice in the payload part",
+            encrypted.replacen(
+                payload_type,
+                &format!("Content-Type: text/plain\r\n{payload_type}"),
+                1,
+            ),
+        ),
+        (
+            "Content-Transfer-Encoding twice in the payload part",
+            encrypted.replacen(
+                payload_type,
+                &format!(
+                    "Content-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit\r\n{payload_type}"
+                ),
+                1,
+            ),
+        ),
+        (
+            "boundary twice",
+            encrypted.replacen("boundary=", "boundary=\"other\"; boundary=", 1),
+        ),
+        (
+            "space before the colon of Content-Type",
+            encrypted.replacen(root_type, "Content-Type : multipart/encrypted;", 1),
+        ),
+    ];
+    for (what, variant) in &variants {
+        assert_ne!(variant, &encrypted, "{what}: the mail changed");
+    }
+    variants.into()
+}
+
+/// Cleartext dressed as a bounce from `from` to `to`: multipart/report
+/// from a mailer-daemon, but no delivery status notification.
+#[must_use]
+pub fn forged_bounces(from: &str, to: &str) -> Vec<(&'static str, String)> {
+    let report =
+        test_mail("mailer-daemon.eml", "", to).replacen("MAILER-DAEMON@example.org", from, 1);
+    let variants = [
+        (
+            "no delivery-status part",
+            report.replacen(
+                "content-type: message/delivery-status",
+                "content-type: text/plain",
+                1,
+            ),
+        ),
+        (
+            "another report type",
+            report.replacen("report-type=delivery-status", "report-type=spam", 1),
+        ),
+        (
+            "an HTML part",
+            report.replacen(
+                "content-type: text/plain; charset=us-ascii",
+                "content-type: text/html",
+                1,
+            ),
+        ),
+    ];
+    for (what, variant) in &variants {
+        assert_ne!(variant, &report, "{what}: the mail changed");
+    }
+    variants.into()
+}
+
 /// The root of this repository, for reading the integration files we ship.
 #[must_use]
 pub fn repo_root() -> std::path::PathBuf {

@@ -129,6 +129,42 @@ async fn changed_signed_header_is_refused() {
     );
 }
 
+/// A valid signature of the domain that leaves From out could be put on
+/// a message with any From of that domain: it does not count.
+#[tokio::test]
+async fn signature_that_does_not_sign_from_is_refused() {
+    for key in [
+        DkimKey::rsa("example.org", "s1").unwrap(),
+        DkimKey::ed25519("example.org", "s2").unwrap(),
+    ] {
+        let (_dns, verifier) = setup(&key).await;
+        let signed = key
+            .sign_headers(
+                &message("alice@example.org", "hi"),
+                &["to", "subject", "date"],
+            )
+            .unwrap();
+        let text = String::from_utf8(signed).unwrap();
+        let header_end = text.find("b=").expect("a signature");
+        assert!(
+            !text[..header_end].to_lowercase().contains("from"),
+            "{text}"
+        );
+        let replayed = text.replace(
+            "From: Alice <alice@example.org>",
+            "From: CEO <ceo@example.org>",
+        );
+        assert_invalid(
+            verifier.verify(replayed.as_bytes(), "example.org").await,
+            "signs the From header",
+        );
+        assert_invalid(
+            verifier.verify(text.as_bytes(), "example.org").await,
+            "From",
+        );
+    }
+}
+
 #[tokio::test]
 async fn expired_signature_is_refused() {
     let key = DkimKey::rsa("example.org", "s1").unwrap();

@@ -541,6 +541,84 @@ async fn forged_envelope_sender_gets_an_empty_return_path() -> Result<()> {
     Ok(())
 }
 
+/// A From that differs from the envelope sender only in the case of its
+/// local part is the sender's own: bounces still reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_in_another_case_keeps_the_return_path() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for (n, door) in DOORS.into_iter().enumerate() {
+        let message = key.sign(&mail("encrypted.eml", "One@example.org", NEW_USER))?;
+        let files = deliver_ok(
+            relay,
+            door,
+            REMOTE,
+            &[NEW_USER],
+            &message,
+            (NEW_USER, n + 1),
+        )
+        .await?;
+        let Some(file) = files.into_iter().last() else {
+            panic!("{door:?}: nothing delivered");
+        };
+        let text = relay_tests::read_message(&file)?;
+        assert!(
+            text.starts_with(&format!("Return-Path: <{REMOTE}>")),
+            "{door:?}: {text}"
+        );
+    }
+    Ok(())
+}
+
+/// Cleartext that reads as PGP/MIME to one parser and as text to
+/// another, signed by its domain, through every door: refused as any
+/// cleartext, and nothing delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_read_two_ways_is_refused_at_every_door() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for door in DOORS {
+        for (what, message) in relay_tests::mails_read_two_ways(REMOTE, NEW_USER) {
+            let signed = key.sign(message.as_bytes())?;
+            let outcome = deliver(relay, door, REMOTE, &[NEW_USER], &signed).await?;
+            assert_eq!(outcome.code, 523, "{door:?}, {what}: {outcome:?}");
+        }
+    }
+    // The one that reads right passes, so the refusals are not the door's.
+    let encrypted = key.sign(&mail("encrypted.eml", REMOTE, NEW_USER))?;
+    deliver_ok(
+        relay,
+        Door::Smtp,
+        REMOTE,
+        &[NEW_USER],
+        &encrypted,
+        (NEW_USER, 1),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(delivered(relay, NEW_USER), 1);
+    Ok(())
+}
+
+/// The mailer-daemon exception holds for real delivery status
+/// notifications only, signed or from an address literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_bounces_are_refused_at_every_door() -> Result<()> {
+    let s = setup().await?;
+    let (relay, key) = (&s.relay, &s.key);
+    for door in DOORS {
+        for from in ["MAILER-DAEMON@example.org", "mailer-daemon@[127.0.0.5]"] {
+            for (what, message) in relay_tests::forged_bounces(from, NEW_USER) {
+                let message = key.sign(message.as_bytes())?;
+                let outcome = deliver(relay, door, "", &[NEW_USER], &message).await?;
+                assert_eq!(outcome.code, 523, "{door:?}, {from}, {what}: {outcome:?}");
+            }
+        }
+    }
+    assert_eq!(delivered(relay, NEW_USER), 0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_recipients_are_dropped() -> Result<()> {
     let s = setup().await?;

@@ -210,6 +210,26 @@ async fn refusals_reach_the_client() -> Result<()> {
     Ok(())
 }
 
+/// Cleartext that reads as PGP/MIME to one parser and as text to Delta
+/// Chat's: a logged-in user cannot send it to anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_read_two_ways_is_refused_at_submission() -> Result<()> {
+    let relay = relay(&[])?;
+    create_accounts(&relay).await?;
+    for (what, message) in relay_tests::mails_read_two_ways(SENDER, RECIPIENT) {
+        let reply = submit(&relay, SENDER, &message).await?;
+        assert_eq!(reply.code, 523, "{what}: {reply:?}");
+    }
+    // The same mail read one way passes.
+    let encrypted = submit(&relay, SENDER, &mail("encrypted.eml", SENDER)).await?;
+    assert_eq!(encrypted.code, 250, "{encrypted:?}");
+    relay_tests::wait_for_files(&inbox(&relay, RECIPIENT), 1, Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = fs::read_dir(inbox(&relay, RECIPIENT)).map_or(0, Iterator::count);
+    assert_eq!(delivered, 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_rate_limit_gets_450() -> Result<()> {
     let relay = relay(&[

@@ -3,6 +3,7 @@ use std::sync::LazyLock;
 
 use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
+use crate::ambiguity::check_part;
 use crate::armor;
 use crate::elide::Elided;
 
@@ -118,6 +119,17 @@ impl<'x> ParsedMessage<'x> {
         })
     }
 
+    /// The PGP/MIME payload's contents as the policy reads them, for the
+    /// differential test.
+    #[cfg(feature = "reference-parse")]
+    #[must_use]
+    pub fn pgp_mime_payload(&self) -> Option<&[u8]> {
+        if let Some(elided) = self.elided_payload {
+            return Some(elided);
+        }
+        pgp_mime_payload(self.message.as_ref()?).map(MessagePart::contents)
+    }
+
     /// As [`crate::from_header_address`].
     #[must_use]
     pub fn from_address(&self) -> Option<String> {
@@ -225,7 +237,11 @@ fn check_pgp_mime(
         return Err("second part is not application/octet-stream");
     }
     let contents = elided_payload.unwrap_or_else(|| payload.contents());
-    armor::check_payload(contents, direction == Direction::Incoming)
+    armor::check_payload(contents, direction == Direction::Incoming)?;
+    let root = message.part(0).ok_or("malformed multipart")?;
+    check_part(message, root, Some(2))?;
+    check_part(message, version, None)?;
+    check_part(message, payload, None)
 }
 
 const SECUREJOIN_STEPS: [&str; 2] = ["vc-request", "vg-request"];
@@ -252,6 +268,9 @@ fn is_securejoin(message: &Message<'_>) -> bool {
     if !is_leaf(text) || !has_type(text, "text", "plain") {
         return false;
     }
+    if !is_unambiguous(message, &children) {
+        return false;
+    }
     let Ok(body) = std::str::from_utf8(text.contents()) else {
         return false;
     };
@@ -270,6 +289,18 @@ fn is_autocrypt_setup_message(message: &Message<'_>, envelope: &Envelope<'_>) ->
     recipient.eq_ignore_ascii_case(envelope.mail_from)
         && message.subject().map(str::trim) == Some("Autocrypt Setup Message")
         && root_has_type(message, "multipart", "mixed")
+        && root_children(message).is_some_and(|children| is_unambiguous(message, &children))
+}
+
+/// Whether the root multipart and its direct `children` read one way
+/// only (see [`crate::ambiguity`]).
+fn is_unambiguous(message: &Message<'_>, children: &[&MessagePart<'_>]) -> bool {
+    message
+        .part(0)
+        .is_some_and(|root| check_part(message, root, Some(children.len())).is_ok())
+        && children
+            .iter()
+            .all(|child| check_part(message, child, None).is_ok())
 }
 
 /// A delivery status report from a mail server.
@@ -283,7 +314,44 @@ fn is_mailer_daemon_report(message: &Message<'_>) -> bool {
         .and_then(|addr| addr.address())
         .and_then(|addr| addr.split('@').next())
         .is_some_and(|local| local.eq_ignore_ascii_case("mailer-daemon"));
-    auto_submitted && from_mailer_daemon && root_has_type(message, "multipart", "report")
+    auto_submitted && from_mailer_daemon && is_delivery_status_notification(message)
+}
+
+/// An RFC 3464 delivery status notification: a `multipart/report` of
+/// report type `delivery-status` holding a human-readable text part, the
+/// `message/delivery-status` part, and optionally the returned headers or
+/// message; nothing else.
+fn is_delivery_status_notification(message: &Message<'_>) -> bool {
+    let report_type = message
+        .part(0)
+        .and_then(|root| root.content_type())
+        .and_then(|content_type| content_type.attribute("report-type"));
+    if !root_has_type(message, "multipart", "report")
+        || !report_type.is_some_and(|kind| kind.eq_ignore_ascii_case("delivery-status"))
+    {
+        return false;
+    }
+    let Some(children) = root_children(message) else {
+        return false;
+    };
+    let (human, status, returned) = match children.as_slice() {
+        [human, status] => (human, status, None),
+        [human, status, returned] => (human, status, Some(returned)),
+        _ => return false,
+    };
+    let returned_ok = returned.is_none_or(|returned| {
+        has_type(returned, "message", "rfc822")
+            || has_type(returned, "text", "rfc822-headers")
+            || has_type(returned, "message", "global")
+            || has_type(returned, "message", "global-headers")
+    });
+    is_leaf(human)
+        && has_type(human, "text", "plain")
+        && is_leaf(status)
+        && (has_type(status, "message", "delivery-status")
+            || has_type(status, "message", "global-delivery-status"))
+        && returned_ok
+        && is_unambiguous(message, &children)
 }
 
 #[cfg(test)]

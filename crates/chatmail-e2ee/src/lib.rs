@@ -3,9 +3,12 @@
 //! self-sent Autocrypt Setup Message, mailer-daemon reports). Pure: bytes
 //! and envelope in, a [`Verdict`] out; malformed input is a verdict too.
 
+mod ambiguity;
 mod armor;
 mod classify;
 mod elide;
+#[cfg(feature = "reference-parse")]
+pub mod oracle;
 mod packets;
 #[cfg(any(test, feature = "reference-parse"))]
 pub mod sample;

@@ -68,7 +68,6 @@ impl DkimVerifier {
         parsed
             .dkim_headers
             .retain(|header| is_same_domain(&header.header.d, from_domain));
-        parsed.dkim_headers.truncate(MAX_ALIGNED_SIGNATURES);
         if parsed.dkim_headers.is_empty() {
             return Err(DkimFailure::Missing(if signatures == 0 {
                 String::new()
@@ -76,6 +75,17 @@ impl DkimVerifier {
                 format!("signatures by other domains than {from_domain} only")
             }));
         }
+        // RFC 6376 5.4: From must be signed; a signature of the domain
+        // over other headers could be replayed under any From.
+        parsed
+            .dkim_headers
+            .retain(|header| signs_from(&header.header.h));
+        if parsed.dkim_headers.is_empty() {
+            return Err(DkimFailure::Invalid(format!(
+                "no signature by {from_domain} signs the From header"
+            )));
+        }
+        parsed.dkim_headers.truncate(MAX_ALIGNED_SIGNATURES);
         let mut keys = MessageKeys::new(&self.keys);
         for header in &parsed.dkim_headers {
             let signature = &header.header;
@@ -133,6 +143,12 @@ fn describe(error: &mail_auth::Error) -> String {
     }
 }
 
+fn signs_from(signed_headers: &[String]) -> bool {
+    signed_headers
+        .iter()
+        .any(|name| name.trim().eq_ignore_ascii_case("from"))
+}
+
 fn is_same_domain(signing_domain: &str, from_domain: &str) -> bool {
     signing_domain
         .trim_end_matches('.')
@@ -157,6 +173,15 @@ mod tests {
         assert!(is_same_domain("example.org.", "example.org"));
         assert!(!is_same_domain("sub.example.org", "example.org"));
         assert!(!is_same_domain("example.org", "example.org.evil"));
+    }
+
+    #[test]
+    fn only_signatures_over_from_count() {
+        let names = |list: &[&str]| list.iter().map(|&name| name.to_owned()).collect::<Vec<_>>();
+        assert!(signs_from(&names(&["to", "From", "subject"])));
+        assert!(signs_from(&names(&["from"])));
+        assert!(!signs_from(&names(&["to", "subject", "from-x"])));
+        assert!(!signs_from(&[]));
     }
 
     #[test]

@@ -166,8 +166,12 @@ impl IncomingFilter {
         };
         // Forwarders legitimately send with another envelope sender; the
         // message is taken, but a bounce must not go to a forged address.
+        // Local parts are compared without case, as the From check of the
+        // sender's relay and its users' clients do.
         let sender = match canonical_address(envelope.sender(), &self.mail_domain) {
-            Ok(sender) if sender == from => from.as_str().to_owned(),
+            Ok(sender) if sender.as_str().eq_ignore_ascii_case(from.as_str()) => {
+                sender.as_str().to_owned()
+            }
             _ => {
                 tracing::debug!("envelope sender differs from From; reinjecting with <>");
                 String::new()

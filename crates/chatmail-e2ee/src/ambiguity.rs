@@ -1,0 +1,411 @@
+//! MIME that another parser could read another way.
+//!
+//! The policy reads a message with mail-parser; a client reads it with its
+//! own parser (Delta Chat: the `mailparse` crate). Where the two could
+//! disagree on the parts the policy decides by, the message is refused: a
+//! cleartext message that our parse takes for PGP/MIME would otherwise be
+//! carried and shown. The checks read the raw octets of each such part,
+//! independently of mail-parser's own reading, and hold them to one
+//! strict form that every parser reads alike:
+//!
+//! - a header block of well-formed field lines (a name of printable ASCII
+//!   without spaces, a colon), folded lines starting with a space or tab,
+//!   ending at one empty line; no whitespace-only line, no lone CR;
+//! - `Content-Type`, `Content-Transfer-Encoding` and `MIME-Version` at most
+//!   once each;
+//! - a Content-Type of `type/subtype` and `name=value` parameters, none
+//!   given twice (in any RFC 2231 form), no comments, and the type and the
+//!   boundary as mail-parser read them;
+//! - a known Content-Transfer-Encoding, as a single word, that decodes;
+//! - in a multipart body, `--boundary` nowhere but as a whole line: one
+//!   delimiter line per part mail-parser found, then one closing line.
+//!
+//! The differential test (`tests/differential.rs`) holds these rules to
+//! mailparse's reading of generated variants.
+
+use mail_parser::{Message, MessagePart, MimeHeaders};
+
+/// Why a message can be read two ways.
+pub type Ambiguity = &'static str;
+
+/// The transfer encodings both parsers decode.
+const KNOWN_ENCODINGS: [&str; 5] = ["7bit", "8bit", "binary", "base64", "quoted-printable"];
+
+/// Checks the header block of `part`, and its multipart body when it has
+/// `children` (the parts mail-parser found in it).
+pub fn check_part(
+    message: &Message<'_>,
+    part: &MessagePart<'_>,
+    children: Option<usize>,
+) -> Result<(), Ambiguity> {
+    // mail-parser keeps the raw octets of a body that does not decode;
+    // another parser decodes what it can. (A returned message that does
+    // not parse is flagged too; the policy does not read it.)
+    if part.is_encoding_problem && !part.is_content_type("message", "rfc822") {
+        return Err("a body that does not decode as its transfer encoding says");
+    }
+    let raw = message.raw_message.as_ref();
+    let header_block = raw
+        .get(part.offset_header as usize..part.offset_body as usize)
+        .ok_or("part offsets outside the message")?;
+    let fields = HeaderFields::read(header_block)?;
+    if let Some(value) = fields.content_type {
+        let content_type = ContentType::read(value)?;
+        content_type.agrees_with(part)?;
+    }
+    if let Some(value) = fields.transfer_encoding {
+        let encoding = std::str::from_utf8(value)
+            .map_err(|_| "Content-Transfer-Encoding is not ASCII")?
+            .trim();
+        if !KNOWN_ENCODINGS
+            .iter()
+            .any(|known| encoding.eq_ignore_ascii_case(known))
+        {
+            return Err("unknown or malformed Content-Transfer-Encoding");
+        }
+    }
+    if let Some(parts) = children {
+        let boundary = part
+            .content_type()
+            .and_then(|content_type| content_type.attribute("boundary"))
+            .ok_or("multipart without a boundary")?;
+        let body = raw
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .ok_or("part offsets outside the message")?;
+        check_delimiters(body, boundary.as_bytes(), parts)?;
+    }
+    Ok(())
+}
+
+/// The fields of one header block that the policy reads, as raw values
+/// (folding included).
+#[derive(Default)]
+struct HeaderFields<'a> {
+    content_type: Option<&'a [u8]>,
+    transfer_encoding: Option<&'a [u8]>,
+}
+
+impl<'a> HeaderFields<'a> {
+    fn read(block: &'a [u8]) -> Result<Self, Ambiguity> {
+        let mut fields = Self::default();
+        let mut mime_version_seen = false;
+        // The value of the field being read: from after its colon to the
+        // end of its last folded line.
+        let mut current: Option<(&'a [u8], usize, usize)> = None;
+        let mut offset = 0;
+        let mut ended = false;
+        for line in block.split_inclusive(|&byte| byte == b'\n') {
+            let start = offset;
+            offset += line.len();
+            if ended {
+                return Err("header block goes on after its empty line");
+            }
+            let text = line
+                .strip_suffix(b"\n")
+                .ok_or("header block without an empty line")?;
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if text.contains(&b'\r') {
+                return Err("lone CR in a header block");
+            }
+            if text.is_empty() {
+                ended = true;
+                continue;
+            }
+            if text.iter().all(|&byte| byte == b' ' || byte == b'\t') {
+                return Err("whitespace-only line in a header block");
+            }
+            if matches!(text.first(), Some(b' ' | b'\t')) {
+                let Some((name, value_start, _)) = current else {
+                    return Err("header block starts with a folded line");
+                };
+                current = Some((name, value_start, offset));
+                continue;
+            }
+            if let Some(field) = current.take() {
+                fields.keep(block, field, &mut mime_version_seen)?;
+            }
+            let colon = memchr::memchr(b':', text).ok_or("header line without a colon")?;
+            let name = text.get(..colon).unwrap_or_default();
+            if name.is_empty() || !name.iter().all(|&byte| (33..=126).contains(&byte)) {
+                return Err("malformed header name");
+            }
+            current = Some((name, start + colon + 1, offset));
+        }
+        if !ended {
+            return Err("header block without an empty line");
+        }
+        if let Some(field) = current {
+            fields.keep(block, field, &mut mime_version_seen)?;
+        }
+        Ok(fields)
+    }
+
+    fn keep(
+        &mut self,
+        block: &'a [u8],
+        (name, value_start, value_end): (&'a [u8], usize, usize),
+        mime_version_seen: &mut bool,
+    ) -> Result<(), Ambiguity> {
+        let value = block.get(value_start..value_end).unwrap_or_default();
+        let slot = if name.eq_ignore_ascii_case(b"content-type") {
+            &mut self.content_type
+        } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            &mut self.transfer_encoding
+        } else if name.eq_ignore_ascii_case(b"mime-version") {
+            if std::mem::replace(mime_version_seen, true) {
+                return Err("MIME-Version given twice");
+            }
+            return Ok(());
+        } else {
+            return Ok(());
+        };
+        if slot.replace(value).is_some() {
+            return Err("a MIME header given twice");
+        }
+        Ok(())
+    }
+}
+
+/// A Content-Type value read strictly.
+struct ContentType {
+    /// `type/subtype`, lower case.
+    mime_type: String,
+    boundary: Option<String>,
+}
+
+impl ContentType {
+    fn read(raw: &[u8]) -> Result<Self, Ambiguity> {
+        let unfolded: String = std::str::from_utf8(raw)
+            .map_err(|_| "Content-Type is not UTF-8")?
+            .chars()
+            .filter(|&c| c != '\r' && c != '\n')
+            .collect();
+        let mut pieces = split_unquoted_semicolons(&unfolded)?.into_iter();
+        let mime_type = pieces
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let (ctype, subtype) = mime_type
+            .split_once('/')
+            .ok_or("Content-Type without a subtype")?;
+        if ctype.is_empty() || subtype.is_empty() || !is_token(ctype) || !is_token(subtype) {
+            return Err("malformed Content-Type");
+        }
+        let mut names: Vec<(String, Option<String>)> = Vec::new();
+        let mut boundary = None;
+        for piece in pieces {
+            let piece = piece.trim_matches([' ', '\t']);
+            if piece.is_empty() {
+                continue;
+            }
+            let (name, value) = piece
+                .split_once('=')
+                .ok_or("Content-Type parameter without a value")?;
+            let name = name.trim_matches([' ', '\t']).to_ascii_lowercase();
+            if name.is_empty() || !name.chars().all(|c| c == '*' || is_token_char(c)) {
+                return Err("malformed Content-Type parameter name");
+            }
+            let (base, section) = match name.split_once('*') {
+                Some((base, section)) => (base.to_owned(), Some(section.to_owned())),
+                None => (name.clone(), None),
+            };
+            // The same name twice, or both plain and RFC 2231 forms.
+            for (seen_base, seen_section) in &names {
+                if *seen_base == base
+                    && (seen_section.is_none() || section.is_none() || *seen_section == section)
+                {
+                    return Err("a Content-Type parameter given twice");
+                }
+            }
+            let value = unquote(value.trim_matches([' ', '\t']))?;
+            if base == "boundary" {
+                if section.is_some() {
+                    return Err("boundary in RFC 2231 form");
+                }
+                boundary = Some(value);
+            }
+            names.push((base, section));
+        }
+        Ok(Self {
+            mime_type,
+            boundary,
+        })
+    }
+
+    /// Whether mail-parser read the same type and boundary.
+    fn agrees_with(&self, part: &MessagePart<'_>) -> Result<(), Ambiguity> {
+        let theirs = part
+            .content_type()
+            .ok_or("Content-Type that mail-parser did not read")?;
+        let their_type = match theirs.subtype() {
+            Some(subtype) => format!("{}/{subtype}", theirs.ctype()),
+            None => theirs.ctype().to_owned(),
+        };
+        if !their_type.eq_ignore_ascii_case(&self.mime_type) {
+            return Err("Content-Type read two ways");
+        }
+        if theirs.attribute("boundary") != self.boundary.as_deref() {
+            return Err("boundary read two ways");
+        }
+        Ok(())
+    }
+}
+
+/// RFC 2045 token characters.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
+}
+
+fn is_token(text: &str) -> bool {
+    text.chars().all(is_token_char)
+}
+
+/// `value` split at the semicolons outside quoted strings; a comment (an
+/// open parenthesis outside quotes) or an unterminated quote is refused.
+fn split_unquoted_semicolons(value: &str) -> Result<Vec<&str>, Ambiguity> {
+    let mut pieces = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, byte) in value.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && byte == b'\\' {
+            escaped = true;
+        } else if byte == b'"' {
+            quoted = !quoted;
+        } else if !quoted && byte == b'(' {
+            return Err("comment in Content-Type");
+        } else if !quoted && byte == b';' {
+            pieces.push(value.get(start..at).unwrap_or_default());
+            start = at + 1;
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted string in Content-Type");
+    }
+    pieces.push(value.get(start..).unwrap_or_default());
+    Ok(pieces)
+}
+
+/// A parameter value: a token, or a quoted string without escapes (an
+/// escape is read differently by different parsers).
+fn unquote(value: &str) -> Result<String, Ambiguity> {
+    match value.strip_prefix('"') {
+        Some(rest) => {
+            let inside = rest
+                .strip_suffix('"')
+                .ok_or("malformed quoted Content-Type parameter")?;
+            if inside.contains(['"', '\\']) {
+                return Err("escape in a quoted Content-Type parameter");
+            }
+            Ok(inside.to_owned())
+        }
+        None if value.chars().all(is_token_char) => Ok(value.to_owned()),
+        None => Err("malformed Content-Type parameter value"),
+    }
+}
+
+/// Every `--boundary` in a multipart body starts a line that is exactly a
+/// delimiter: `parts` delimiter lines, then one closing delimiter line.
+fn check_delimiters(body: &[u8], boundary: &[u8], parts: usize) -> Result<(), Ambiguity> {
+    if boundary.is_empty() {
+        return Err("empty boundary");
+    }
+    let mut marker = Vec::with_capacity(boundary.len() + 2);
+    marker.extend_from_slice(b"--");
+    marker.extend_from_slice(boundary);
+    let finder = memchr::memmem::Finder::new(&marker);
+    let (mut delimiters, mut closed) = (0, false);
+    let mut from = 0;
+    while let Some(found) = body.get(from..).and_then(|rest| finder.find(rest)) {
+        let at = from + found;
+        // Overlapping matches too: a boundary may start with dashes.
+        from = at + 1;
+        let line_start = at == 0 || body.get(at - 1) == Some(&b'\n');
+        let after = body.get(at + marker.len()..).unwrap_or_default();
+        let line_end = memchr::memchr(b'\n', after).map_or(after.len(), |end| end);
+        let rest = after.get(..line_end).unwrap_or_default();
+        let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+        if !line_start || closed {
+            return Err("boundary inside a line or after the closing delimiter");
+        }
+        match rest {
+            b"" => delimiters += 1,
+            b"--" => closed = true,
+            _ => return Err("text after a boundary on its line"),
+        }
+    }
+    if delimiters != parts || !closed {
+        return Err("delimiter lines do not match the parts");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(block: &[u8]) -> Result<(), Ambiguity> {
+        HeaderFields::read(block).map(|_| ())
+    }
+
+    #[test]
+    fn header_blocks() {
+        assert!(fields(b"A: b\r\nC: d\r\n e\r\n\r\n").is_ok());
+        assert!(fields(b"A: b\n\n").is_ok());
+        assert!(fields(b"A : b\n\n").is_err());
+        assert!(fields(b" A: b\n\n").is_err());
+        assert!(fields(b"A: b\n \n\n").is_err());
+        assert!(fields(b"A: b\nno colon\n\n").is_err());
+        assert!(fields(b"A: b\rC: d\n\n").is_err());
+        assert!(fields(b"A: b\n").is_err());
+        assert!(fields(b"Content-Type: a/b\ncontent-type: a/b\n\n").is_err());
+        assert!(fields(b"MIME-Version: 1.0\nMime-Version: 1.0\n\n").is_err());
+        assert!(
+            fields(b"Content-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: 7bit\n\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        let read = |value: &str| ContentType::read(value.as_bytes()).map(|ct| ct.boundary);
+        assert_eq!(
+            read(
+                " multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"b;x\""
+            ),
+            Ok(Some("b;x".to_owned()))
+        );
+        assert_eq!(
+            read(" Multipart/Mixed; boundary=abc;"),
+            Ok(Some("abc".to_owned()))
+        );
+        assert!(read(" multipart/mixed; boundary=a; boundary=b").is_err());
+        assert!(read(" multipart/mixed; boundary=a; BOUNDARY=a").is_err());
+        assert!(read(" multipart/mixed; boundary=a; boundary*=utf-8''b").is_err());
+        assert!(read(" multipart/mixed; boundary*0=a; boundary*1=b").is_err());
+        assert!(read(" multipart/mixed; name*0=a; name*1=b").is_ok());
+        assert!(read(" multipart/mixed; name*0=a; name*0=b").is_err());
+        assert!(read(" multipart/mixed (comment); boundary=a").is_err());
+        assert!(read(" multipart/mixed; boundary=\"a\\\"b\"").is_err());
+        assert!(read(" multipart/mixed; boundary=\"ab").is_err());
+        assert!(read(" multipart / mixed").is_err());
+        assert!(read(" multipart").is_err());
+    }
+
+    #[test]
+    fn delimiters() {
+        let check = |body: &[u8], parts| check_delimiters(body, b"b", parts);
+        assert!(check(b"--b\nx\n--b\ny\n--b--\n", 2).is_ok());
+        assert!(check(b"pre\r\n--b\r\nx\r\n--b--\r\nepilogue", 1).is_ok());
+        assert!(check(b"pre --b\n--b\nx\n--b--\n", 1).is_err());
+        assert!(check(b"--b \nx\n--b--\n", 1).is_err());
+        assert!(check(b"--bx\nx\n--b--\n", 1).is_err());
+        assert!(check(b"--b\nx\n--b--\n--b\n", 1).is_err());
+        assert!(check(b"--b\nx\n", 1).is_err());
+        assert!(check(b"--b\nx\n--b--\n", 2).is_err());
+        // A boundary that starts with dashes is found where it overlaps.
+        assert!(check_delimiters(b"----x\ny\n----x--\n", b"--x", 1).is_ok());
+        assert!(check_delimiters(b"-----x\ny\n----x--\n", b"--x", 1).is_err());
+    }
+}
