@@ -65,6 +65,11 @@ pub const TARGETS: &[Target] = &[
         seeds: address_seeds,
         run: envelope_address,
     },
+    Target {
+        name: "mime_agreement",
+        seeds: agreement_seeds,
+        run: mime_agreement,
+    },
 ];
 
 /// The target called `name`.
@@ -133,6 +138,30 @@ fn large_mail_seeds() -> Vec<Vec<u8>> {
         }
     }
     vec![well_formed, repeated]
+}
+
+/// The mails, the large PGP/MIME ones, and forms that parsers read
+/// differently (a second Content-Type, a boundary inside a line).
+fn agreement_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = mail_seeds();
+    seeds.extend(large_mail_seeds());
+    let encrypted = String::from_utf8_lossy(mails().first().copied().unwrap_or_default())
+        .replace("{subject}", "Hi");
+    for (from, to) in [
+        (
+            "Content-Type: multipart/encrypted;",
+            "Content-Type: text/plain\nContent-Type: multipart/encrypted;",
+        ),
+        (
+            "Content-Type: application/octet-stream",
+            "Content-Transfer-Encoding: base64\nContent-Type: application/octet-stream",
+        ),
+        ("boundary=", "boundary=\"x\"; boundary="),
+        ("\n\n--", "\nx --YFrteb74qSXmggbOxZL9dRnhymywAi\n\n--"),
+    ] {
+        seeds.push(encrypted.replacen(from, to, 1).into_bytes());
+    }
+    seeds
 }
 
 fn smtp_seeds() -> Vec<Vec<u8>> {
@@ -356,6 +385,19 @@ fn e2ee_elision(input: &[u8]) {
             "the parse without the payload's middle decided otherwise"
         );
     });
+}
+
+/// Whatever the policy lets through, Delta Chat's MIME parser reads the
+/// same way (see `chatmail_e2ee::oracle`).
+fn mime_agreement(input: &[u8]) {
+    let rcpt_to = vec!["two@example.org".to_owned()];
+    let envelope = chatmail_e2ee::Envelope {
+        mail_from: "one@example.org",
+        rcpt_to: &rcpt_to,
+    };
+    if let Some(what) = chatmail_e2ee::oracle::disagreement(input, &envelope) {
+        panic!("the policy and mailparse disagree: {what}");
+    }
 }
 
 /// What DKIM verification parses before it asks DNS anything.

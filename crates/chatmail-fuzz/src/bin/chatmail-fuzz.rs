@@ -1,74 +1,65 @@
-//! Runs the fuzz targets for a while and reports what they found.
+//! Writes the fuzz targets' seed corpora, and replays inputs through a
+//! target without the fuzzer (to look at a finding under a debugger).
 //!
 //! ```sh
-//! cargo run --release -p chatmail-fuzz -- --seconds 600 --findings target/fuzz
+//! cargo run -p chatmail-fuzz -- seeds target/fuzz-corpus
+//! cargo run -p chatmail-fuzz -- replay mime_agreement crash-1234
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::bail;
-use chatmail_fuzz::{Campaign, TARGETS, targets::target};
-use clap::Parser;
+use anyhow::Context as _;
+use chatmail_fuzz::{TARGETS, targets::target};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// Seconds per target.
-    #[arg(long, default_value_t = 60)]
-    seconds: u64,
-    /// Only this target (default: all).
-    #[arg(long)]
-    target: Option<String>,
-    /// Seed of the mutation engine.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Where crashing and slow inputs are saved.
-    #[arg(long, default_value = "target/fuzz-findings")]
-    findings: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists the targets.
+    List,
+    /// Writes each target's seeds into DIR/<target>/.
+    Seeds { dir: PathBuf },
+    /// Runs TARGET on each file.
+    Replay { target: String, files: Vec<PathBuf> },
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let chosen: Vec<_> = match &cli.target {
-        Some(name) => match target(name) {
-            Some(target) => vec![target],
-            None => bail!(
-                "no target {name}; targets: {}",
-                TARGETS
-                    .iter()
-                    .map(|t| t.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-        None => TARGETS.iter().collect(),
-    };
-    // Panics are findings, reported below, not noise on stderr.
-    std::panic::set_hook(Box::new(|_| {}));
-    let campaign = Campaign {
-        duration: Duration::from_secs(cli.seconds),
-        seed: cli.seed,
-        slow: Duration::from_secs(2),
-        hang: Duration::from_secs(30),
-        findings_dir: Some(cli.findings.clone()),
-    };
-    let mut found = 0;
-    for target in chosen {
-        let report = campaign.run(target);
-        println!(
-            "{:18} {:>10} inputs {:>4} findings",
-            report.target,
-            report.executions,
-            report.findings.len()
-        );
-        for finding in &report.findings {
-            println!("  {}", finding.what);
+    match Cli::parse().command {
+        Command::List => {
+            for target in TARGETS {
+                println!("{}", target.name);
+            }
         }
-        found += report.findings.len();
-    }
-    if found > 0 {
-        bail!("{found} findings, saved in {}", cli.findings.display());
+        Command::Seeds { dir } => {
+            for target in TARGETS {
+                let corpus = dir.join(target.name);
+                std::fs::create_dir_all(&corpus)
+                    .with_context(|| format!("creating {}", corpus.display()))?;
+                for (index, seed) in (target.seeds)().iter().enumerate() {
+                    let path = corpus.join(format!("seed-{index}"));
+                    std::fs::write(&path, seed)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+        }
+        Command::Replay {
+            target: name,
+            files,
+        } => {
+            let target = target(&name).with_context(|| format!("no target {name}"))?;
+            for file in files {
+                let input =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (target.run)(&input);
+                println!("{}: no finding", file.display());
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|input: &[u8]| chatmail_fuzz::run_target("e2ee_elision", input));
