@@ -50,8 +50,19 @@ async fn submit(relay: &Relay, mail_from: &str, message: &str) -> Result<SmtpRep
     client.ehlo().await?;
     let auth = client.auth_plain(SENDER, PASSWORD).await?;
     assert_eq!(auth.code, 235, "{auth:?}");
-    // Postfix reports a filter's refusal of MAIL at RCPT time.
+    // Postfix passes the filter's refusals on once it has the message.
     let reply = client.send(mail_from, &[RECIPIENT], message).await?;
+    client.quit().await;
+    Ok(reply)
+}
+
+/// Logs in as `user` and submits to `to`.
+async fn submit_as(relay: &Relay, user: &str, to: &str, message: &str) -> Result<SmtpReply> {
+    let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
+    client.ehlo().await?;
+    let auth = client.auth_plain(user, PASSWORD).await?;
+    assert_eq!(auth.code, 235, "{auth:?}");
+    let reply = client.send(user, &[to], message).await?;
     client.quit().await;
     Ok(reply)
 }
@@ -227,6 +238,32 @@ async fn mail_read_two_ways_is_refused_at_submission() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let delivered = fs::read_dir(inbox(&relay, RECIPIENT)).map_or(0, Iterator::count);
     assert_eq!(delivered, 1);
+    Ok(())
+}
+
+/// One account addresses at most max_user_recipients_per_minute
+/// recipients a minute over all its messages; others are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_per_minute_are_bounded_per_account() -> Result<()> {
+    let relay = relay(&[("max_user_recipients_per_minute", "3")])?;
+    create_accounts(&relay).await?;
+    let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
+    client.ehlo().await?;
+    let auth = client.auth_plain(SENDER, PASSWORD).await?;
+    assert_eq!(auth.code, 235, "{auth:?}");
+    // Postfix passes the envelope to the filter once it has the whole
+    // message (speed_adjust): the answer to the message tells.
+    let recipients: Vec<String> = (0..5).map(|n| format!("someone{n}@example.org")).collect();
+    let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let reply = client
+        .send(SENDER, &recipients, &mail("encrypted.eml", SENDER))
+        .await?;
+    assert_eq!(reply.code, 450, "{reply:?}");
+    assert!(reply.text.contains("Too many recipients from"), "{reply:?}");
+    client.quit().await;
+    // Another account has its own allowance.
+    let other = submit_as(&relay, RECIPIENT, SENDER, &mail("encrypted.eml", RECIPIENT)).await?;
+    assert_eq!(other.code, 250, "{other:?}");
     Ok(())
 }
 

@@ -33,6 +33,9 @@ pub struct Config {
     pub mail_domain: MailDomain,
     pub max_user_send_per_minute: u32,
     pub max_user_send_burst_size: u32,
+    /// Recipients one account may address per minute, over all its
+    /// messages (0: no limit); as many at once.
+    pub max_user_recipients_per_minute: u32,
     pub max_mailbox_size: u64,
     pub max_message_size: u64,
     pub delete_mails_after: u32,
@@ -113,6 +116,10 @@ pub struct Config {
     /// Bytes of messages each filtermail daemon holds at once; beyond it
     /// new messages wait briefly and then get a 4xx.
     pub filtermail_message_memory: u64,
+    /// The percentage of `filtermail_message_memory` one client (remote
+    /// address, or account) may hold at once; at least one message of
+    /// the largest size always fits.
+    pub filtermail_client_share: u8,
     /// Whether filtermail-transport may deliver to loopback, private,
     /// link-local and other internal addresses (local test relays only).
     pub filtermail_transport_allow_private: bool,
@@ -202,6 +209,8 @@ impl Config {
         let config = Self {
             max_user_send_per_minute: params.number("max_user_send_per_minute", 60)?,
             max_user_send_burst_size: params.number("max_user_send_burst_size", 10)?,
+            max_user_recipients_per_minute: params
+                .number("max_user_recipients_per_minute", 1000)?,
             max_mailbox_size: params.get("max_mailbox_size", value::size_bare_mib, 500 << 20)?,
             max_message_size: params.get("max_message_size", value::size, 31_457_280)?,
             delete_mails_after: params.number("delete_mails_after", 20)?,
@@ -330,6 +339,17 @@ impl Config {
             filtermail_message_memory: params
                 .optional("filtermail_message_memory", value::size)?
                 .unwrap_or(0),
+            filtermail_client_share: params.get(
+                "filtermail_client_share",
+                |text| {
+                    let percent = value::unsigned(text)?;
+                    match u8::try_from(percent) {
+                        Ok(percent @ 1..=100) => Ok(percent),
+                        _ => Err("must be a percentage from 1 to 100".to_owned()),
+                    }
+                },
+                25,
+            )?,
             filtermail_transport_allow_private: params.get(
                 "filtermail_transport_allow_private",
                 value::boolean,
@@ -387,6 +407,19 @@ impl Config {
     #[must_use]
     pub fn message_memory_bytes(&self) -> usize {
         usize::try_from(self.filtermail_message_memory).unwrap_or(usize::MAX)
+    }
+
+    /// The bytes of message memory one client may hold:
+    /// `filtermail_client_share` percent of it, but never less than one
+    /// message of the largest size.
+    #[must_use]
+    pub fn client_share_bytes(&self) -> usize {
+        let total = self.message_memory_bytes();
+        let share = u128::from(self.filtermail_message_memory)
+            * u128::from(self.filtermail_client_share)
+            / 100;
+        let share = usize::try_from(share).unwrap_or(usize::MAX);
+        share.max(self.max_message_bytes()).min(total)
     }
 
     /// Connections a before-queue filter accepts at once: Postfix holds

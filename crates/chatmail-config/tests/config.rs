@@ -413,6 +413,29 @@ fn message_memory_holds_at_least_one_largest_message() {
 }
 
 #[test]
+fn a_client_share_is_a_percentage_of_at_least_one_message() {
+    let default = parse_ok("mail_domain = example.org\n");
+    assert_eq!(default.filtermail_client_share, 25);
+    assert_eq!(
+        default.client_share_bytes(),
+        32 << 20,
+        "a quarter of 128 MiB"
+    );
+    let half = parse_ok("mail_domain = example.org\nfiltermail_client_share = 50\n");
+    assert_eq!(half.client_share_bytes(), 64 << 20);
+    // Never less than one message of the largest size (30 MiB by default).
+    let tiny = parse_ok("mail_domain = example.org\nfiltermail_client_share = 1\n");
+    assert_eq!(tiny.client_share_bytes(), 30 * 1024 * 1024);
+    for value in ["0", "101", "quarter", "-5"] {
+        assert_bad_value(
+            &format!("mail_domain = example.org\nfiltermail_client_share = {value}\n"),
+            "filtermail_client_share",
+            value,
+        );
+    }
+}
+
+#[test]
 fn notification_retries_must_be_sensible() {
     for (key, value) in [
         ("notification_retry_base", "0"),

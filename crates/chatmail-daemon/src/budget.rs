@@ -12,8 +12,15 @@
 //! later: nothing is lost. Waiting while holding bytes would let every
 //! message of a burst hold a share and wait for the others, none of them
 //! finishing.
+//!
+//! Bytes are reserved as they arrive, never for a size a peer declares: a
+//! peer that announces 30 MiB and sends a byte a minute holds a byte. And
+//! each client (a remote address, or an account; the caller names it)
+//! holds at most its share of the budget, so that a few clients cannot
+//! take all of it: beyond its share a client's message is treated as if
+//! the budget were spent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,6 +41,8 @@ pub struct MessageBudget {
 
 struct Inner {
     total: usize,
+    /// The most one client may hold.
+    client_share: usize,
     wait: Duration,
     state: Mutex<State>,
     freed: Notify,
@@ -45,6 +54,9 @@ struct State {
     next_ticket: u64,
     /// Tickets of the reservations that hold bytes, oldest first.
     holding: BTreeSet<u64>,
+    /// Bytes held per named client; a client holding nothing has no
+    /// entry, so the map is no larger than the messages in progress.
+    per_client: HashMap<Arc<str>, usize>,
 }
 
 impl MessageBudget {
@@ -58,9 +70,22 @@ impl MessageBudget {
     /// A budget of `total` bytes whose reservations wait at most `wait`.
     #[must_use]
     pub fn with_wait(total: usize, wait: Duration) -> Self {
+        Self::build(total, total, wait)
+    }
+
+    /// A budget of `total` bytes of which one client holds at most
+    /// `client_share` (rounded up to whole steps); a reservation waits at
+    /// most 5 s for bytes to come free.
+    #[must_use]
+    pub fn fairly_shared(total: usize, client_share: usize) -> Self {
+        Self::build(total, client_share, WAIT)
+    }
+
+    fn build(total: usize, client_share: usize, wait: Duration) -> Self {
         Self {
             inner: Some(Arc::new(Inner {
                 total,
+                client_share: client_share.next_multiple_of(STEP).min(total),
                 wait,
                 state: Mutex::new(State::default()),
                 freed: Notify::new(),
@@ -81,7 +106,25 @@ impl MessageBudget {
             budget: self.clone(),
             ticket: None,
             bytes: 0,
+            client: None,
         }
+    }
+
+    /// An empty reservation for one message of `client`, who may hold at
+    /// most its share of the budget over all its messages.
+    #[must_use]
+    pub fn reservation_for(&self, client: &str) -> Reservation {
+        let mut reservation = self.reservation();
+        reservation.client = Some(Arc::from(client));
+        reservation
+    }
+
+    /// Bytes `client` holds right now.
+    #[must_use]
+    pub fn held_by(&self, client: &str) -> usize {
+        self.inner.as_ref().map_or(0, |inner| {
+            inner.lock().per_client.get(client).copied().unwrap_or(0)
+        })
     }
 
     /// Bytes reserved right now, over all messages.
@@ -122,6 +165,7 @@ pub struct Reservation {
     budget: MessageBudget,
     ticket: Option<u64>,
     bytes: usize,
+    client: Option<Arc<str>>,
 }
 
 /// What a reservation may do when the budget has no room.
@@ -143,7 +187,12 @@ impl Reservation {
             return true;
         };
         let wanted = (bytes - self.bytes).next_multiple_of(STEP);
-        if self.bytes + wanted > inner.total {
+        let limit = if self.client.is_some() {
+            inner.client_share
+        } else {
+            inner.total
+        };
+        if self.bytes + wanted > limit {
             return false;
         }
         let deadline = tokio::time::Instant::now() + inner.wait;
@@ -167,8 +216,23 @@ impl Reservation {
     /// whether this reservation may wait for them.
     fn try_take(&mut self, inner: &Inner, wanted: usize) -> Option<Turn> {
         let mut state = inner.lock();
+        let client_held = self.client.as_ref().map_or(0, |client| {
+            state.per_client.get(client).copied().unwrap_or(0)
+        });
+        if client_held + wanted > inner.client_share {
+            // The client's own messages must finish first: one that holds
+            // nothing yet waits for them, the others give way.
+            return Some(if self.bytes == 0 {
+                Turn::Wait
+            } else {
+                Turn::GiveUp
+            });
+        }
         if state.in_use + wanted <= inner.total {
             state.in_use += wanted;
+            if let Some(client) = &self.client {
+                *state.per_client.entry(Arc::clone(client)).or_default() += wanted;
+            }
             self.bytes += wanted;
             if self.ticket.is_none() {
                 let ticket = state.next_ticket;
@@ -206,6 +270,14 @@ impl Drop for Reservation {
             state.in_use -= self.bytes;
             if let Some(ticket) = self.ticket {
                 state.holding.remove(&ticket);
+            }
+            if let Some(client) = &self.client
+                && let Some(held) = state.per_client.get_mut(client)
+            {
+                *held = held.saturating_sub(self.bytes);
+                if *held == 0 {
+                    state.per_client.remove(client);
+                }
             }
         }
         inner.freed.notify_waiters();
@@ -269,6 +341,30 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(holder);
         assert!(waiter.await.expect("task"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_holds_at_most_its_share() {
+        let budget = MessageBudget::fairly_shared(512 * KIB, 128 * KIB);
+        let mut first = budget.reservation_for("192.0.2.1");
+        assert!(first.cover(100 * KIB).await);
+        assert_eq!(budget.held_by("192.0.2.1"), 128 * KIB);
+        // Its second message waits for the first, then gives up.
+        let started = tokio::time::Instant::now();
+        assert!(!budget.reservation_for("192.0.2.1").cover(1).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // A message larger than a share is refused at once.
+        assert!(!budget.reservation_for("192.0.2.9").cover(129 * KIB).await);
+        // Other clients still have room.
+        let mut other = budget.reservation_for("192.0.2.2");
+        assert!(other.cover(128 * KIB).await);
+        assert_eq!(budget.in_use(), 256 * KIB);
+        // When the first message is done the client may send again.
+        drop(first);
+        assert_eq!(budget.held_by("192.0.2.1"), 0);
+        assert!(budget.reservation_for("192.0.2.1").cover(128 * KIB).await);
+        drop(other);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[tokio::test]

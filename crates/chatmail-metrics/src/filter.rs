@@ -63,12 +63,14 @@ pub enum Outcome {
     ReinjectionFailed,
     /// The check took longer than its deadline (4xx).
     Timeout,
+    /// The message body arrived slower than the minimum rate (4xx).
+    TooSlow,
     /// Our own failure, such as an unreadable mailbox (4xx).
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Accepted,
         Self::Discarded,
         Self::NotEncrypted,
@@ -84,6 +86,7 @@ impl Outcome {
         Self::Busy,
         Self::ReinjectionFailed,
         Self::Timeout,
+        Self::TooSlow,
         Self::Error,
     ];
 
@@ -118,6 +121,7 @@ impl Outcome {
             Self::Busy => "busy",
             Self::ReinjectionFailed => "reinjection_failed",
             Self::Timeout => "timeout",
+            Self::TooSlow => "too_slow",
             Self::Error => "error",
         }
     }

@@ -18,6 +18,8 @@ pub struct SessionCounters {
     pub busy: Counter,
     /// The handler did not answer within its deadline.
     pub timed_out: Counter,
+    /// The body arrived slower than the minimum rate.
+    pub too_slow: Counter,
 }
 
 impl SessionCounters {
@@ -30,6 +32,7 @@ impl SessionCounters {
             malformed: metrics.counter(Outcome::Malformed),
             busy: metrics.counter(Outcome::Busy),
             timed_out: metrics.counter(Outcome::Timeout),
+            too_slow: metrics.counter(Outcome::TooSlow),
         }
     }
 }

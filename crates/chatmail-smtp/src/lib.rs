@@ -16,4 +16,7 @@ pub use counters::{SessionCounters, reinjection_outcome};
 pub use data::{DataError, DataReader};
 pub use reply::{AddressRole, Reply};
 pub use server::serve;
-pub use session::{DataOutcome, Envelope, Protocol, SessionConfig, SmtpHandler, run_session};
+pub use session::{
+    DATA_GRACE, DataOutcome, Envelope, MIN_DATA_RATE, Protocol, SessionConfig, ShareBy,
+    SmtpHandler, run_session,
+};

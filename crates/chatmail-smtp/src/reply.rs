@@ -85,6 +85,11 @@ impl Reply {
         "4.4.7",
         "Checking the message took too long, try again later",
     );
+    pub const TOO_SLOW: Self = Self::new(
+        451,
+        "4.4.2",
+        "Message data arrives too slowly, closing connection",
+    );
     pub const TOO_MANY_RECIPIENTS: Self = Self::new(452, "4.5.3", "Too many recipients");
     /// The daemon's budget for message bytes is spent for now.
     pub const NO_MEMORY: Self =
@@ -95,6 +100,7 @@ impl Reply {
     pub const BAD_SENDER: Self = Self::new(501, "5.1.7", "Bad sender address syntax");
     pub const BAD_RECIPIENT: Self = Self::new(501, "5.1.3", "Bad recipient address syntax");
     pub const NOT_IMPLEMENTED: Self = Self::new(502, "5.5.1", "Command not implemented");
+    pub const BAD_SEQUENCE: Self = Self::new(503, "5.5.1", "Bad sequence of commands");
     pub const NEED_HELO: Self = Self::new(503, "5.5.1", "Send EHLO first");
     pub const NEED_MAIL: Self = Self::new(503, "5.5.1", "Need MAIL command");
     pub const NESTED_MAIL: Self = Self::new(503, "5.5.1", "Nested MAIL command");

@@ -50,6 +50,12 @@ pub struct SessionConfig {
     /// The daemon's budget for message bytes held at once (shared by all
     /// sessions of the daemon).
     pub budget: MessageBudget,
+    /// Whose share of the budget a message counts against.
+    pub share_by: ShareBy,
+    /// A message body slower than `min_data_rate` bytes a second on
+    /// average, once `data_grace` has passed, is cut off with a 4xx.
+    pub min_data_rate: usize,
+    pub data_grace: Duration,
     /// Where the session counts connections and its own refusals.
     pub counters: SessionCounters,
 }
@@ -69,9 +75,31 @@ impl SessionConfig {
             write_timeout: Duration::from_secs(60),
             session_deadline: Duration::from_secs(30 * 60),
             budget: MessageBudget::unlimited(),
+            share_by: ShareBy::ClientAddress,
+            min_data_rate: MIN_DATA_RATE,
+            data_grace: DATA_GRACE,
             counters: SessionCounters::default(),
         }
     }
+}
+
+/// Bodies must average this many bytes a second once [`DATA_GRACE`] has
+/// passed: 4 KiB/s takes a 30 MiB message in two hours; the peers of our
+/// filters are Postfix and nginx on loopback, which take the message from
+/// a slow client before they pass it on.
+pub const MIN_DATA_RATE: usize = 4 * 1024;
+/// How long any body may take, whatever its rate.
+pub const DATA_GRACE: Duration = Duration::from_secs(30);
+
+/// Who a message's bytes are charged to, for the fair share of the
+/// daemon's message budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareBy {
+    /// The client Postfix names with XFORWARD ADDR (a peer that names none
+    /// is not bounded by a share: the filters' only peer is Postfix).
+    ClientAddress,
+    /// The envelope sender: the account, behind submission.
+    Sender,
 }
 
 /// The per-transaction state that RSET, EHLO and a finished DATA reset.
@@ -142,10 +170,14 @@ struct Session<'a, H> {
     handler: &'a H,
     config: &'a SessionConfig,
     envelope: Envelope,
-    /// The SIZE the client declared with MAIL (0: none).
-    declared_size: usize,
     /// The budget this transaction's message holds.
     reservation: Reservation,
+    /// The client address Postfix passed with XFORWARD.
+    client_address: Option<String>,
+    /// When the current message's data began, and how many bytes of it
+    /// have arrived (for the minimum rate).
+    data_started: tokio::time::Instant,
+    data_received: usize,
     greeted: bool,
     errors: usize,
     out: Vec<u8>,
@@ -194,8 +226,10 @@ where
         handler,
         config,
         envelope: Envelope::default(),
-        declared_size: 0,
         reservation: config.budget.reservation(),
+        client_address: None,
+        data_started: tokio::time::Instant::now(),
+        data_received: 0,
         greeted: false,
         errors: 0,
         out: Vec::new(),
@@ -213,17 +247,27 @@ where
     loop {
         let wait = match state {
             State::Command => config.command_timeout,
-            State::Data(_) => config.data_timeout,
+            State::Data(_) => config.data_timeout.min(session.data_rate_deadline()),
         };
         let read = match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
             Err(_) => {
-                Reply::TIMEOUT.write_to(&mut session.out);
+                let reply = match state {
+                    State::Data(_) if wait < config.data_timeout => {
+                        config.counters.too_slow.inc();
+                        Reply::TOO_SLOW
+                    }
+                    _ => Reply::TIMEOUT,
+                };
+                reply.write_to(&mut session.out);
                 let _ = write_within(stream, &session.out, config.write_timeout).await;
                 return;
             }
             Ok(Ok(0) | Err(_)) => return,
             Ok(Ok(read)) => read,
         };
+        if matches!(state, State::Data(_)) {
+            session.data_received = session.data_received.saturating_add(read);
+        }
         let mut input = buffer.get(..read).unwrap_or_default().iter();
         let mut step = Step::Continue;
         while matches!(step, Step::Continue) && !input.as_slice().is_empty() {
@@ -231,9 +275,12 @@ where
                 State::Command => match lines.next_line(&mut input) {
                     Line::NeedMore => break,
                     Line::TooLong => session.error(&Reply::LINE_TOO_LONG),
-                    Line::Complete(line) => match parse_command(&line) {
-                        Ok(request) => session.command(request, &mut state).await,
-                        Err(error) => session.protocol_error(&error),
+                    Line::Complete(line) => match xforward_attributes(&line) {
+                        Some(attributes) => session.xforward(attributes),
+                        None => match parse_command(&line) {
+                            Ok(request) => session.command(request, &mut state).await,
+                            Err(error) => session.protocol_error(&error),
+                        },
                     },
                 },
                 State::Data(reader) => {
@@ -302,10 +349,49 @@ impl<H: SmtpHandler> Session<'_, H> {
 
     fn ehlo_reply(&self) -> Reply {
         let text = format!(
-            "{}\nPIPELINING\n8BITMIME\nSIZE {}\nENHANCEDSTATUSCODES\nSMTPUTF8",
+            "{}\nPIPELINING\n8BITMIME\nSIZE {}\nENHANCEDSTATUSCODES\nSMTPUTF8\nXFORWARD ADDR",
             self.config.hostname, self.config.max_message_size
         );
         Reply::owned(250, "", text)
+    }
+
+    /// Postfix's XFORWARD (sent to a proxy filter that announces it):
+    /// the client it speaks for. Only ADDR is kept.
+    fn xforward(&mut self, attributes: Vec<(String, String)>) -> Step {
+        if !self.greeted || self.envelope.mail_from.is_some() {
+            return self.error(&Reply::BAD_SEQUENCE);
+        }
+        for (name, value) in attributes {
+            if name.eq_ignore_ascii_case("ADDR") {
+                // Postfix's words for an address it does not know.
+                let known = !value.starts_with('[') && value.len() <= MAX_CLIENT_ADDRESS;
+                self.client_address = known.then_some(value);
+            }
+        }
+        self.reply(&Reply::OK);
+        Step::Continue
+    }
+
+    /// An empty reservation for the message about to start, charged to
+    /// its client.
+    fn message_reservation(&self) -> Reservation {
+        let client = match self.config.share_by {
+            ShareBy::ClientAddress => self.client_address.as_deref(),
+            ShareBy::Sender => self.envelope.mail_from.as_deref(),
+        };
+        match client {
+            Some(client) => self.config.budget.reservation_for(client),
+            None => self.config.budget.reservation(),
+        }
+    }
+
+    /// How much longer the current body may take to reach the minimum
+    /// rate with the bytes it has sent.
+    fn data_rate_deadline(&self) -> Duration {
+        let rate = self.config.min_data_rate.max(1);
+        let allowed = Duration::from_secs_f64(self.data_received as f64 / rate as f64)
+            .max(self.config.data_grace);
+        allowed.saturating_sub(self.data_started.elapsed())
     }
 
     async fn command(&mut self, request: Request<String>, state: &mut State) -> Step {
@@ -347,7 +433,6 @@ impl<H: SmtpHandler> Session<'_, H> {
                 match self.handler.mail_from(&from.address).await {
                     Ok(sender) => {
                         self.envelope.mail_from = Some(sender);
-                        self.declared_size = from.size;
                         self.reply(&Reply::SENDER_OK);
                     }
                     Err(reply) => self.reply(&reply),
@@ -376,15 +461,12 @@ impl<H: SmtpHandler> Session<'_, H> {
                 if self.envelope.rcpt_to.is_empty() {
                     return self.error(&Reply::NEED_RCPT);
                 }
-                // A declared size is reserved whole, before any data.
-                let declared = self.declared_size.min(self.config.max_message_size);
-                if !self.reservation.cover(declared).await {
-                    tracing::warn!("message budget spent; refusing a message for now");
-                    self.config.counters.busy.inc();
-                    self.reservation = self.config.budget.reservation();
-                    self.reply(&Reply::NO_MEMORY);
-                    return Step::Continue;
-                }
+                // Bytes are reserved as they arrive, never for a declared
+                // size: a peer that announces much and sends little holds
+                // little.
+                self.reservation = self.message_reservation();
+                self.data_started = tokio::time::Instant::now();
+                self.data_received = 0;
                 self.reply(&Reply::START_DATA);
                 *state = State::Data(Box::new(DataReader::new(self.config.max_message_size)));
             }
@@ -405,7 +487,6 @@ impl<H: SmtpHandler> Session<'_, H> {
 
     async fn finish_data(&mut self, result: Result<Vec<u8>, DataError>) {
         let envelope = std::mem::take(&mut self.envelope);
-        self.declared_size = 0;
         // The message keeps its bytes of the budget until it is handled.
         let _reservation =
             std::mem::replace(&mut self.reservation, self.config.budget.reservation());
@@ -459,4 +540,26 @@ impl<H: SmtpHandler> Session<'_, H> {
             }
         }
     }
+}
+
+/// The longest client address XFORWARD may name (an IPv6 address with
+/// its `IPV6:` prefix is about 50).
+const MAX_CLIENT_ADDRESS: usize = 64;
+
+/// The `NAME=value` attributes of an XFORWARD command line, or `None`
+/// when the line is another command. Values are xtext (RFC 3461), which
+/// Postfix uses only for characters an address never has.
+fn xforward_attributes(line: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let text = text.trim_end_matches(['\r', '\n']);
+    let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !verb.eq_ignore_ascii_case("XFORWARD") {
+        return None;
+    }
+    Some(
+        rest.split_ascii_whitespace()
+            .filter_map(|attribute| attribute.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    )
 }

@@ -71,7 +71,7 @@ async fn transcript(handler: &Recorder, config: &SessionConfig, input: &[u8]) ->
 }
 
 const EHLO_REPLY: &str = "250-filter.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100\r\n\
-                          250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
+                          250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 XFORWARD ADDR\r\n";
 
 #[tokio::test]
 async fn smtp_transaction_with_every_postfix_parameter() {
@@ -114,7 +114,7 @@ async fn lmtp_answers_once_per_accepted_recipient() {
     .await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"220 filter.test LMTP"));
-    let tail: Vec<&str> = lines.iter().skip(7).copied().collect();
+    let tail: Vec<&str> = lines.iter().skip(8).copied().collect();
     assert_eq!(
         tail,
         [
@@ -419,13 +419,120 @@ async fn message_bytes_stay_within_the_daemons_budget() {
         "{second}"
     );
     assert_eq!(config.budget.in_use(), 0, "all given back");
-    // A declared size the budget cannot hold is refused at DATA already.
+}
+
+/// A declared size reserves nothing: only the bytes that arrive are
+/// held, so a peer announcing much and sending little holds little.
+#[tokio::test(start_paused = true)]
+async fn a_declared_size_reserves_nothing() {
+    let handler = Recorder::default();
+    let mut config = SessionConfig::new(Protocol::Smtp, "filter.test", 1 << 20);
+    config.budget = chatmail_daemon::MessageBudget::with_wait(128 * 1024, Duration::from_secs(5));
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let session = run_session(server, &handler, &config);
+    let talk = async {
+        client
+            .write_all(b"EHLO x\r\nMAIL FROM:<a@b.c> SIZE=1000000\r\nRCPT TO:<d@e.f>\r\nDATA\r\nab")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let held = config.budget.in_use();
+        client.write_all(b"\r\n.\r\nQUIT\r\n").await.expect("write");
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.expect("read");
+        (held, String::from_utf8(out).expect("utf8"))
+    };
+    let ((), (held, out)) = tokio::join!(session, talk);
+    assert!(out.contains("354"), "{out}");
+    assert!(out.contains("250 2.0.0 Queued"), "{out}");
+    assert!(
+        held <= 64 * 1024,
+        "one step for two bytes, not the SIZE: {held}"
+    );
+}
+
+/// A body that averages less than the minimum rate after the grace
+/// period is cut off with a 4xx, whatever the data timeout.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_body_is_cut_off() {
+    let handler = Recorder::default();
+    let mut config = SessionConfig::new(Protocol::Smtp, "filter.test", 1 << 20);
+    config.min_data_rate = 1024;
+    config.data_grace = Duration::from_secs(10);
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let session = run_session(server, &handler, &config);
+    let talk = async {
+        client
+            .write_all(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
+            .await
+            .expect("write");
+        let started = tokio::time::Instant::now();
+        // 2 KiB, then a byte every 5 s: within the rate for 12 s.
+        client.write_all(&[b'x'; 2048]).await.expect("write");
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if client.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = client.read_to_end(&mut out).await;
+        (started.elapsed(), String::from_utf8(out).expect("utf8"))
+    };
+    let ((), (took, out)) = tokio::join!(session, talk);
+    assert!(
+        out.contains("451 4.4.2 Message data arrives too slowly"),
+        "{out}"
+    );
+    assert!(handler.messages.lock().expect("lock").is_empty());
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    // A fast body is not cut off however long the grace.
     let out = transcript(
         &handler,
         &config,
-        b"EHLO x\r\nMAIL FROM:<a@b.c> SIZE=200000\r\nRCPT TO:<d@e.f>\r\nDATA\r\nQUIT\r\n",
+        b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
     )
     .await;
-    assert!(out.contains("452 4.3.1"), "{out}");
-    assert!(!out.contains("354"), "{out}");
+    assert!(out.contains("250 2.0.0 Queued"), "{out}");
+}
+
+/// Postfix names the client with XFORWARD; its messages together hold
+/// at most the client's share of the budget, other clients keep theirs.
+#[tokio::test(start_paused = true)]
+async fn xforward_names_the_client_whose_share_a_message_counts_against() {
+    let handler = Recorder {
+        slow: true,
+        ..Recorder::default()
+    };
+    let mut config = SessionConfig::new(Protocol::Smtp, "filter.test", 1 << 20);
+    config.budget = chatmail_daemon::MessageBudget::fairly_shared(512 * 1024, 128 * 1024);
+    let message = |client: &str| {
+        let mut input = format!(
+            "EHLO x\r\nXFORWARD NAME=spamhost ADDR={client} PROTO=ESMTP\r\n\
+             MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
+        )
+        .into_bytes();
+        input.extend(std::iter::repeat_n(b'x', 100 * 1024));
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        input
+    };
+    // The slow check holds each message's bytes; the same client's second
+    // message does not fit its share, another client's does.
+    let (same, other) = (message("192.0.2.1"), message("192.0.2.2"));
+    let first = transcript(&handler, &config, &same);
+    let later = |input: Vec<u8>| {
+        let (handler, config) = (&handler, &config);
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            transcript(handler, config, &input).await
+        }
+    };
+    let (first, second, third) = tokio::join!(first, later(same.clone()), later(other));
+    assert!(
+        first.contains("250 2.0.0 OK\r\n250 2.1.0"),
+        "XFORWARD answered: {first}"
+    );
+    assert!(second.contains("452 4.3.1"), "{second}");
+    assert!(!third.contains("452"), "{third}");
+    assert_eq!(config.budget.in_use(), 0, "all given back");
 }

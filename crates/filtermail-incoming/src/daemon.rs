@@ -5,7 +5,7 @@ use anyhow::Context;
 use chatmail_config::{Config, MetricsDaemon};
 use chatmail_daemon::MessageBudget;
 use chatmail_metrics::{Direction, Endpoint, FilterMetrics};
-use chatmail_smtp::{Protocol, SessionConfig, SessionCounters};
+use chatmail_smtp::{Protocol, SessionConfig, SessionCounters, ShareBy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -90,9 +90,12 @@ pub async fn run(
     let filter = Arc::new(IncomingFilter::new(config, origin, metrics));
     let max_message_size = config.max_message_bytes();
     // Both doors share one budget for message bytes.
-    let budget = MessageBudget::new(config.message_memory_bytes());
+    let budget =
+        MessageBudget::fairly_shared(config.message_memory_bytes(), config.client_share_bytes());
     let session = SessionConfig {
         budget: budget.clone(),
+        // Postfix names the remote client with XFORWARD.
+        share_by: ShareBy::ClientAddress,
         counters,
         ..SessionConfig::new(
             Protocol::Smtp,
@@ -116,6 +119,7 @@ pub async fn run(
             max_message_size,
             max_connections,
             budget,
+            min_rate: crate::http::MinRate::default(),
         },
         stop.clone().cancelled_owned(),
     );

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// The daemon's budget for message bytes, shared with the SMTP door.
     pub budget: MessageBudget,
+    pub min_rate: MinRate,
 }
 
 /// Serves `/mxdeliv` on `listener` until `shutdown`.
@@ -63,6 +65,7 @@ pub async fn serve(
             let filter = Arc::clone(&filter);
             let limits = Arc::clone(&limits);
             let open = GaugeHold::new(&connections_open);
+            let peer = stream.peer_addr().ok().map(|address| address.ip());
             async move {
                 let _open = open;
                 let mut stream = TimeoutStream::new(stream);
@@ -71,7 +74,7 @@ pub async fn serve(
                 let service = hyper::service::service_fn(move |request| {
                     let filter = Arc::clone(&filter);
                     let limits = Arc::clone(&limits);
-                    async move { Ok::<_, Infallible>(handle(request, &filter, &limits).await) }
+                    async move { Ok::<_, Infallible>(handle(request, peer, &filter, &limits).await) }
                 });
                 let builder = builder();
                 let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
@@ -111,6 +114,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
 
 async fn handle(
     request: Request<Incoming>,
+    peer: Option<IpAddr>,
     filter: &IncomingFilter,
     limits: &HttpLimits,
 ) -> Response<Full<Bytes>> {
@@ -133,21 +137,20 @@ async fn handle(
         metrics.count(Outcome::TooLarge);
         return too_large();
     }
-    // The bytes are reserved before they are buffered: a declared length
-    // whole, at once; otherwise as they arrive. The message keeps them
-    // until it has been handled.
-    let mut reservation = limits.budget.reservation();
+    // The bytes are reserved as they arrive, never for a declared length,
+    // and charged to the client. The message keeps them until it has been
+    // handled.
+    let mut reservation = match client(peer, request.headers()) {
+        Some(client) => limits.budget.reservation_for(&client.to_string()),
+        None => limits.budget.reservation(),
+    };
     let declared = declared_length.and_then(|length| usize::try_from(length).ok());
-    if !reservation.cover(declared.unwrap_or(0)).await {
-        metrics.count(Outcome::Busy);
-        return busy();
-    }
     let body = tokio::time::timeout(
         BODY_TIMEOUT,
         read_body(
             request.into_body(),
             declared.unwrap_or(0),
-            limits.max_message_size,
+            limits,
             &mut reservation,
         ),
     )
@@ -161,6 +164,10 @@ async fn handle(
         Ok(Err(BodyError::NoMemory)) => {
             metrics.count(Outcome::Busy);
             return busy();
+        }
+        Ok(Err(BodyError::TooSlow)) => {
+            metrics.count(Outcome::TooSlow);
+            return text(StatusCode::REQUEST_TIMEOUT, &Reply::TOO_SLOW.to_string());
         }
         Ok(Err(BodyError::Read(error))) => {
             tracing::debug!(%error, "reading an HTTP body failed");
@@ -181,42 +188,104 @@ async fn handle(
     }
 }
 
+/// The client a request is charged to: the address nginx names in
+/// `X-Real-IP` when it is the peer (on loopback), else the peer's own.
+/// A loopback peer naming nobody is not bounded by a client's share.
+fn client(peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?;
+    if !peer.is_loopback() {
+        return Some(peer);
+    }
+    headers.get("x-real-ip")?.to_str().ok()?.trim().parse().ok()
+}
+
 enum BodyError {
     TooLarge,
     NoMemory,
+    TooSlow,
     Read(hyper::Error),
 }
 
+/// Room made at once for a body of a declared length: a small message
+/// gets its buffer in one allocation; a larger one grows as its bytes
+/// arrive, so that a peer declaring much and sending little holds little.
+const FIRST_ROOM: usize = 256 * 1024;
+
 /// The body as one message with CRLF line ends (HTTP clients may send
-/// Unix line endings), converted as it arrives: the only copy made. Room
-/// for the declared length (already reserved), and for a CR on each line
-/// of 32 octets or more, is made at once: a large body is then not copied
-/// again each time the buffer grows, nor doubled for its last CRs.
+/// Unix line endings), converted as it arrives: the only copy made. The
+/// buffer doubles as bytes arrive (up to the declared length and a CR on
+/// each line of 32 octets or more); each size is reserved before it is
+/// allocated. A body slower than the minimum rate is cut off.
 async fn read_body(
     mut body: Incoming,
     declared_length: usize,
-    max_message_size: usize,
+    limits: &HttpLimits,
     reservation: &mut Reservation,
 ) -> Result<Vec<u8>, BodyError> {
-    let room = declared_length.min(max_message_size);
-    let mut message = Vec::with_capacity(room + room / 32);
+    let expected = declared_length.min(limits.max_message_size);
+    let expected_room = expected + expected / 32;
+    let mut message = Vec::new();
     let mut received = 0usize;
     let mut previous = 0u8;
-    while let Some(frame) = body.frame().await {
+    let started = tokio::time::Instant::now();
+    loop {
+        let rate_deadline = started + limits.min_rate.allowed_time(received);
+        let Ok(frame) = tokio::time::timeout_at(rate_deadline, body.frame()).await else {
+            return Err(BodyError::TooSlow);
+        };
+        let Some(frame) = frame else {
+            return Ok(message);
+        };
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue;
         };
         received = received.saturating_add(data.len());
-        if received > max_message_size {
+        if received > limits.max_message_size {
             return Err(BodyError::TooLarge);
         }
         // Each LF may gain a CR: at most twice the bytes.
-        if !reservation.cover(message.len() + 2 * data.len()).await {
-            return Err(BodyError::NoMemory);
+        let needed = message.len() + 2 * data.len();
+        if needed > message.capacity() {
+            let doubled = (2 * message.capacity()).max(FIRST_ROOM);
+            let room = if needed <= expected_room {
+                doubled.min(expected_room)
+            } else {
+                doubled
+            }
+            .max(needed);
+            if !reservation.cover(room).await {
+                return Err(BodyError::NoMemory);
+            }
+            message.reserve_exact(room - message.len());
         }
         append_crlf(&mut message, &data, &mut previous);
     }
-    Ok(message)
+}
+
+/// The slowest a body may arrive: after a grace period, its average rate
+/// must stay above a minimum.
+#[derive(Clone, Copy, Debug)]
+pub struct MinRate {
+    pub bytes_per_second: usize,
+    pub grace: Duration,
+}
+
+impl Default for MinRate {
+    fn default() -> Self {
+        Self {
+            bytes_per_second: chatmail_smtp::MIN_DATA_RATE,
+            grace: chatmail_smtp::DATA_GRACE,
+        }
+    }
+}
+
+impl MinRate {
+    /// How long after its start a body may have sent only `received`
+    /// bytes.
+    fn allowed_time(self, received: usize) -> Duration {
+        let rate = self.bytes_per_second.max(1) as f64;
+        Duration::from_secs_f64(received as f64 / rate).max(self.grace)
+    }
 }
 
 /// Appends `chunk` with each bare LF made CRLF; `previous` carries the

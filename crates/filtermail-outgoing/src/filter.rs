@@ -34,6 +34,9 @@ pub struct OutgoingFilter {
     mail_domain: MailDomain,
     mailboxes: Mailboxes,
     limiter: Option<SenderRateLimiter>,
+    /// Recipients per account and minute: one message to a thousand
+    /// addresses is not a free amplifier.
+    recipient_limiter: Option<SenderRateLimiter>,
     reinjector: Reinjector,
     metrics: FilterMetrics,
 }
@@ -48,6 +51,10 @@ impl OutgoingFilter {
             limiter: SenderRateLimiter::new(
                 config.max_user_send_per_minute,
                 config.max_user_send_burst_size,
+            ),
+            recipient_limiter: SenderRateLimiter::new(
+                config.max_user_recipients_per_minute,
+                config.max_user_recipients_per_minute,
             ),
             reinjector: Reinjector::new(
                 reinject_addr,
@@ -216,13 +223,27 @@ impl SmtpHandler for OutgoingFilter {
         Ok(account)
     }
 
-    async fn rcpt_to(&self, _envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
-        canonical_address(recipient, &self.mail_domain)
+    async fn rcpt_to(&self, envelope: &Envelope, recipient: &str) -> Result<String, Reply> {
+        let recipient = canonical_address(recipient, &self.mail_domain)
             .map(EnvelopeAddress::into_string)
             .map_err(|refusal| {
                 self.metrics.count(Outcome::BadAddress);
                 Reply::address_refused(AddressRole::Recipient, refusal)
-            })
+            })?;
+        let sender = envelope.sender();
+        if let Some(limiter) = &self.recipient_limiter
+            && let Err(wait) = limiter.check(sender)
+        {
+            tracing::info!("sender over its recipient limit");
+            self.metrics.count(Outcome::RateLimited);
+            let seconds = wait.as_secs().max(1);
+            return Err(Reply::owned(
+                450,
+                "4.7.1",
+                format!("Too many recipients from {sender}, retry in {seconds} seconds"),
+            ));
+        }
+        Ok(recipient)
     }
 
     async fn data(&self, envelope: Envelope, message: Vec<u8>) -> DataOutcome {
@@ -273,14 +294,22 @@ pub async fn run(
         let mut interval = tokio::time::interval(RATE_SWEEP_INTERVAL);
         loop {
             interval.tick().await;
-            if let Some(limiter) = &sweeper.limiter {
+            for limiter in [&sweeper.limiter, &sweeper.recipient_limiter]
+                .into_iter()
+                .flatten()
+            {
                 limiter.sweep();
             }
         }
     });
     let max_message_size = config.max_message_bytes();
     let session = SessionConfig {
-        budget: chatmail_daemon::MessageBudget::new(config.message_memory_bytes()),
+        budget: chatmail_daemon::MessageBudget::fairly_shared(
+            config.message_memory_bytes(),
+            config.client_share_bytes(),
+        ),
+        // Postfix has checked that the sender is the login.
+        share_by: chatmail_smtp::ShareBy::Sender,
         counters,
         ..SessionConfig::new(
             Protocol::Smtp,

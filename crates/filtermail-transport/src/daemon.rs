@@ -97,7 +97,12 @@ pub async fn run(
         // must not cut them short.
         handler_timeout: std::time::Duration::from_secs(400),
         // Messages waiting for a delivery slot keep their bytes too.
-        budget: chatmail_daemon::MessageBudget::new(config.message_memory_bytes()),
+        // Each account holds at most its share.
+        budget: chatmail_daemon::MessageBudget::fairly_shared(
+            config.message_memory_bytes(),
+            config.client_share_bytes(),
+        ),
+        share_by: chatmail_smtp::ShareBy::Sender,
         ..SessionConfig::new(
             Protocol::Lmtp,
             config.mail_domain.hostname(),
