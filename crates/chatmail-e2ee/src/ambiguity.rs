@@ -87,38 +87,39 @@ struct HeaderFields<'a> {
 
 impl<'a> HeaderFields<'a> {
     fn read(block: &'a [u8]) -> Result<Self, Ambiguity> {
+        // Every CR ends a line (lines are found by memchr: this runs on
+        // every message).
+        for cr in memchr::memchr_iter(b'\r', block) {
+            if block.get(cr + 1) != Some(&b'\n') {
+                return Err("lone CR in a header block");
+            }
+        }
         let mut fields = Self::default();
         let mut mime_version_seen = false;
         // The value of the field being read: from after its colon to the
         // end of its last folded line.
         let mut current: Option<(&'a [u8], usize, usize)> = None;
-        let mut offset = 0;
+        let mut start = 0;
         let mut ended = false;
-        for line in block.split_inclusive(|&byte| byte == b'\n') {
-            let start = offset;
-            offset += line.len();
+        for line_end in memchr::memchr_iter(b'\n', block) {
+            let line = block.get(start..line_end).unwrap_or_default();
+            let line_start = std::mem::replace(&mut start, line_end + 1);
             if ended {
                 return Err("header block goes on after its empty line");
             }
-            let text = line
-                .strip_suffix(b"\n")
-                .ok_or("header block without an empty line")?;
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            if text.contains(&b'\r') {
-                return Err("lone CR in a header block");
-            }
+            let text = line.strip_suffix(b"\r").unwrap_or(line);
             if text.is_empty() {
                 ended = true;
                 continue;
             }
-            if text.iter().all(|&byte| byte == b' ' || byte == b'\t') {
-                return Err("whitespace-only line in a header block");
-            }
             if matches!(text.first(), Some(b' ' | b'\t')) {
+                if text.iter().all(|&byte| byte == b' ' || byte == b'\t') {
+                    return Err("whitespace-only line in a header block");
+                }
                 let Some((name, value_start, _)) = current else {
                     return Err("header block starts with a folded line");
                 };
-                current = Some((name, value_start, offset));
+                current = Some((name, value_start, start));
                 continue;
             }
             if let Some(field) = current.take() {
@@ -129,9 +130,9 @@ impl<'a> HeaderFields<'a> {
             if name.is_empty() || !name.iter().all(|&byte| (33..=126).contains(&byte)) {
                 return Err("malformed header name");
             }
-            current = Some((name, start + colon + 1, offset));
+            current = Some((name, line_start + colon + 1, start));
         }
-        if !ended {
+        if !ended || start != block.len() {
             return Err("header block without an empty line");
         }
         if let Some(field) = current {
@@ -166,66 +167,67 @@ impl<'a> HeaderFields<'a> {
     }
 }
 
-/// A Content-Type value read strictly.
-struct ContentType {
-    /// `type/subtype`, lower case.
-    mime_type: String,
-    boundary: Option<String>,
+/// A Content-Type value read strictly: slices of the raw value, no
+/// copies (this runs on every message).
+struct ContentType<'a> {
+    /// `type/subtype`, in the value's own case.
+    mime_type: &'a str,
+    boundary: Option<&'a str>,
 }
 
-impl ContentType {
-    fn read(raw: &[u8]) -> Result<Self, Ambiguity> {
-        let unfolded: String = std::str::from_utf8(raw)
-            .map_err(|_| "Content-Type is not UTF-8")?
-            .chars()
-            .filter(|&c| c != '\r' && c != '\n')
-            .collect();
-        let mut pieces = split_unquoted_semicolons(&unfolded)?.into_iter();
-        let mime_type = pieces
+/// More parameters than this in one Content-Type are refused; the parts
+/// the policy reads have two or three.
+const MAX_PARAMETERS: usize = 16;
+
+/// Folding whitespace: a folded value keeps its line ends.
+const FOLDING: [char; 4] = [' ', '\t', '\r', '\n'];
+
+impl<'a> ContentType<'a> {
+    fn read(raw: &'a [u8]) -> Result<Self, Ambiguity> {
+        let value = std::str::from_utf8(raw).map_err(|_| "Content-Type is not UTF-8")?;
+        let mut params = Pieces::new(value);
+        let mime_type = params
             .next()
+            .transpose()?
             .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+            .trim_matches(FOLDING);
         let (ctype, subtype) = mime_type
             .split_once('/')
             .ok_or("Content-Type without a subtype")?;
         if ctype.is_empty() || subtype.is_empty() || !is_token(ctype) || !is_token(subtype) {
             return Err("malformed Content-Type");
         }
-        let mut names: Vec<(String, Option<String>)> = Vec::new();
         let mut boundary = None;
-        for piece in pieces {
-            let piece = piece.trim_matches([' ', '\t']);
-            if piece.is_empty() {
+        // The parameters read so far, to find one given twice.
+        let mut seen = [("", None); MAX_PARAMETERS];
+        let mut count = 0;
+        for piece in params {
+            let Some((name, value)) = parameter(piece?)? else {
                 continue;
-            }
-            let (name, value) = piece
-                .split_once('=')
-                .ok_or("Content-Type parameter without a value")?;
-            let name = name.trim_matches([' ', '\t']).to_ascii_lowercase();
-            if name.is_empty() || !name.chars().all(|c| c == '*' || is_token_char(c)) {
-                return Err("malformed Content-Type parameter name");
-            }
-            let (base, section) = match name.split_once('*') {
-                Some((base, section)) => (base.to_owned(), Some(section.to_owned())),
-                None => (name.clone(), None),
             };
+            let (base, section) = split_section(name);
             // The same name twice, or both plain and RFC 2231 forms.
-            for (seen_base, seen_section) in &names {
-                if *seen_base == base
-                    && (seen_section.is_none() || section.is_none() || *seen_section == section)
-                {
-                    return Err("a Content-Type parameter given twice");
-                }
+            let earlier = seen.get(..count).unwrap_or_default();
+            if earlier.iter().any(|&(earlier_base, earlier_section)| {
+                earlier_base.eq_ignore_ascii_case(base)
+                    && (earlier_section.is_none()
+                        || section.is_none()
+                        || earlier_section == section)
+            }) {
+                return Err("a Content-Type parameter given twice");
             }
-            let value = unquote(value.trim_matches([' ', '\t']))?;
-            if base == "boundary" {
+            *seen
+                .get_mut(count)
+                .ok_or("too many Content-Type parameters")? = (base, section);
+            count += 1;
+            if base.eq_ignore_ascii_case("boundary") {
                 if section.is_some() {
                     return Err("boundary in RFC 2231 form");
                 }
-                boundary = Some(value);
+                boundary = Some(unquote(value)?);
+            } else {
+                unquote(value)?;
             }
-            names.push((base, section));
         }
         Ok(Self {
             mime_type,
@@ -238,58 +240,117 @@ impl ContentType {
         let theirs = part
             .content_type()
             .ok_or("Content-Type that mail-parser did not read")?;
-        let their_type = match theirs.subtype() {
-            Some(subtype) => format!("{}/{subtype}", theirs.ctype()),
-            None => theirs.ctype().to_owned(),
-        };
-        if !their_type.eq_ignore_ascii_case(&self.mime_type) {
+        let (ours_type, ours_subtype) = self.mime_type.split_once('/').unwrap_or_default();
+        let same_type = theirs.ctype().eq_ignore_ascii_case(ours_type)
+            && theirs
+                .subtype()
+                .is_some_and(|subtype| subtype.eq_ignore_ascii_case(ours_subtype));
+        if !same_type {
             return Err("Content-Type read two ways");
         }
-        if theirs.attribute("boundary") != self.boundary.as_deref() {
+        if theirs.attribute("boundary") != self.boundary {
             return Err("boundary read two ways");
         }
         Ok(())
     }
 }
 
+/// A parameter's name and raw value; `None` for an empty piece (a
+/// trailing semicolon).
+fn parameter(piece: &str) -> Result<Option<(&str, &str)>, Ambiguity> {
+    let piece = piece.trim_matches(FOLDING);
+    if piece.is_empty() {
+        return Ok(None);
+    }
+    let (name, value) = piece
+        .split_once('=')
+        .ok_or("Content-Type parameter without a value")?;
+    let name = name.trim_matches(FOLDING);
+    if name.is_empty() || !name.bytes().all(|byte| byte == b'*' || is_token_byte(byte)) {
+        return Err("malformed Content-Type parameter name");
+    }
+    Ok(Some((name, value.trim_matches(FOLDING))))
+}
+
+/// `name*1*` as `("name", Some("1*"))`, RFC 2231's sections and charsets.
+fn split_section(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('*') {
+        Some((base, section)) => (base, Some(section)),
+        None => (name, None),
+    }
+}
+
 /// RFC 2045 token characters.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_graphic()
+        && !matches!(
+            byte,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b'@'
+                | b','
+                | b';'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'='
+        )
 }
 
 fn is_token(text: &str) -> bool {
-    text.chars().all(is_token_char)
+    text.bytes().all(is_token_byte)
 }
 
-/// `value` split at the semicolons outside quoted strings; a comment (an
-/// open parenthesis outside quotes) or an unterminated quote is refused.
-fn split_unquoted_semicolons(value: &str) -> Result<Vec<&str>, Ambiguity> {
-    let mut pieces = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (at, byte) in value.bytes().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted && byte == b'\\' {
-            escaped = true;
-        } else if byte == b'"' {
-            quoted = !quoted;
-        } else if !quoted && byte == b'(' {
-            return Err("comment in Content-Type");
-        } else if !quoted && byte == b';' {
-            pieces.push(value.get(start..at).unwrap_or_default());
-            start = at + 1;
+/// The pieces of a Content-Type value between the semicolons outside
+/// quoted strings; a comment (an open parenthesis outside quotes) or an
+/// unterminated quote is an error.
+struct Pieces<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(value: &'a str) -> Self {
+        Self { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Result<&'a str, Ambiguity>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        let (mut quoted, mut escaped) = (false, false);
+        for (at, byte) in rest.bytes().enumerate() {
+            if escaped {
+                escaped = false;
+            } else if quoted && byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                quoted = !quoted;
+            } else if !quoted && byte == b'(' {
+                self.rest = None;
+                return Some(Err("comment in Content-Type"));
+            } else if !quoted && byte == b';' {
+                self.rest = rest.get(at + 1..);
+                return Some(Ok(rest.get(..at).unwrap_or_default()));
+            }
         }
+        self.rest = None;
+        if quoted {
+            return Some(Err("unterminated quoted string in Content-Type"));
+        }
+        Some(Ok(rest))
     }
-    if quoted {
-        return Err("unterminated quoted string in Content-Type");
-    }
-    pieces.push(value.get(start..).unwrap_or_default());
-    Ok(pieces)
 }
 
 /// A parameter value: a token, or a quoted string without escapes (an
 /// escape is read differently by different parsers).
-fn unquote(value: &str) -> Result<String, Ambiguity> {
+fn unquote(value: &str) -> Result<&str, Ambiguity> {
     match value.strip_prefix('"') {
         Some(rest) => {
             let inside = rest
@@ -298,9 +359,9 @@ fn unquote(value: &str) -> Result<String, Ambiguity> {
             if inside.contains(['"', '\\']) {
                 return Err("escape in a quoted Content-Type parameter");
             }
-            Ok(inside.to_owned())
+            Ok(inside)
         }
-        None if value.chars().all(is_token_char) => Ok(value.to_owned()),
+        None if is_token(value) => Ok(value),
         None => Err("malformed Content-Type parameter value"),
     }
 }
@@ -311,18 +372,19 @@ fn check_delimiters(body: &[u8], boundary: &[u8], parts: usize) -> Result<(), Am
     if boundary.is_empty() {
         return Err("empty boundary");
     }
-    let mut marker = Vec::with_capacity(boundary.len() + 2);
-    marker.extend_from_slice(b"--");
-    marker.extend_from_slice(boundary);
-    let finder = memchr::memmem::Finder::new(&marker);
     let (mut delimiters, mut closed) = (0, false);
-    let mut from = 0;
-    while let Some(found) = body.get(from..).and_then(|rest| finder.find(rest)) {
-        let at = from + found;
-        // Overlapping matches too: a boundary may start with dashes.
-        from = at + 1;
+    // Each `--boundary` starts at a dash; armored payloads have few, so
+    // looking at every dash is one vectorised pass (and finds matches
+    // that overlap, as with a boundary that starts with dashes).
+    for at in memchr::memchr_iter(b'-', body) {
+        let Some(after) = body
+            .get(at..)
+            .and_then(|rest| rest.strip_prefix(b"--"))
+            .and_then(|rest| rest.strip_prefix(boundary))
+        else {
+            continue;
+        };
         let line_start = at == 0 || body.get(at - 1) == Some(&b'\n');
-        let after = body.get(at + marker.len()..).unwrap_or_default();
         let line_end = memchr::memchr(b'\n', after).map_or(after.len(), |end| end);
         let rest = after.get(..line_end).unwrap_or_default();
         let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
@@ -369,7 +431,9 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let read = |value: &str| ContentType::read(value.as_bytes()).map(|ct| ct.boundary);
+        let read = |value: &str| {
+            ContentType::read(value.as_bytes()).map(|ct| ct.boundary.map(str::to_owned))
+        };
         assert_eq!(
             read(
                 " multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"b;x\""
