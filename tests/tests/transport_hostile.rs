@@ -244,6 +244,134 @@ async fn only_an_smtp_reply_counts_as_https_delivery() -> Result<()> {
     Ok(())
 }
 
+/// A host that takes the message over HTTPS and never answers (a tarpit)
+/// is a failed host: the delivery gets a 4xx after the answer timeout,
+/// and the next messages for that destination a 4xx at once, without a
+/// connection, until the breaker's probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_answer_that_never_comes_pauses_the_destination() -> Result<()> {
+    let hosts = ["mx1.tarpit.test"];
+    let world = world(&hosts).await?;
+    let postfix = postfix_with_cert(&world.ca, "tarpit.test")?;
+    let tarpit = Ipv4Addr::new(127, 0, 0, 3);
+    let https_port = free_port()?;
+    let acceptor = http1_only(&world.ca)?;
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    serve_each(tarpit, https_port, move |tcp| {
+        let acceptor = acceptor.clone();
+        let counted = Arc::clone(&counted);
+        async move {
+            if let Ok(mut tls) = acceptor.accept(tcp).await
+                && read_request(&mut tls).await.is_some()
+            {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+        }
+    })
+    .await?;
+    mx(&world, "tarpit.test", &[(10, hosts[0], IpAddr::V4(tarpit))]);
+    let transport = start_transport(
+        &world,
+        postfix.smtp_port(),
+        https_port,
+        "filtermail_transport_https_timeout = 2s\n",
+    )?;
+    let started = std::time::Instant::now();
+    let replies = lmtp(&transport, &["one@tarpit.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(replies[0].text.contains("No answer from"), "{replies:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // The next message is not sent to the tarpit at all.
+    let started = std::time::Instant::now();
+    let replies = lmtp(&transport, &["two@tarpit.test"]).await?;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(
+        replies[0].text.contains("not reachable just now"),
+        "{replies:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!postfix_delivered(&postfix, "one@tarpit.test"));
+    drop(transport);
+    Ok(())
+}
+
+/// A thousand domains may name one host: deliveries in flight are
+/// bounded per host address too (filtermail_transport_host_limit), so
+/// that a tarpit behind many domains (that accepts connections and never
+/// answers) holds a bounded share of the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_behind_many_domains_gets_a_bounded_share() -> Result<()> {
+    let world = world(&["mx.tarpit.test"]).await?;
+    let tarpit = Ipv4Addr::new(127, 0, 0, 6);
+    let smtp_port = free_port()?;
+    // Accepts and never greets.
+    serve_each(tarpit, smtp_port, |tcp| async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        drop(tcp);
+    })
+    .await?;
+    for n in 0..3 {
+        mx(
+            &world,
+            &format!("d{n}.tarpit.test"),
+            &[(10, "mx.tarpit.test", IpAddr::V4(tarpit))],
+        );
+    }
+    let https_port = free_port()?;
+    let transport = start_transport(
+        &world,
+        smtp_port,
+        https_port,
+        "filtermail_transport_host_limit = 2\n",
+    )?;
+    let stuck: Vec<_> = (0..2)
+        .map(|n| {
+            let lmtp_port = transport.lmtp_port;
+            tokio::spawn(async move {
+                let mut client = relay_tests::SmtpClient::connect(lmtp_port).await?;
+                client.lhlo().await?;
+                client
+                    .send_lmtp(SENDER, &[&format!("a@d{n}.tarpit.test")], MESSAGE)
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A third domain of the same host: refused at once, not queued behind.
+    let started = std::time::Instant::now();
+    let replies = tokio::time::timeout(
+        Duration::from_secs(20),
+        lmtp(&transport, &["a@d2.tarpit.test"]),
+    )
+    .await??;
+    assert_eq!(codes(&replies), [451], "{replies:?}");
+    assert!(replies[0].text.contains("in flight"), "{replies:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for task in &stuck {
+        assert!(!task.is_finished(), "the tarpit holds the first two");
+    }
+    drop(transport);
+    for task in stuck {
+        task.abort();
+    }
+    Ok(())
+}
+
 /// A remote Postfix for `domains` whose certificate comes from `ca`.
 fn postfix_with_cert(ca: &TestCa, domains: &str) -> Result<Postfix> {
     Postfix::start(&PostfixOptions {

@@ -11,6 +11,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/usr/local/lib/chatmaild/chatmail.ini";
 
 /// A first retry after 10 ms hammers the push service; after an hour, a
 /// notification is worthless.
+const HTTPS_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600);
 const RETRY_BASE_RANGE: std::ops::RangeInclusive<std::time::Duration> =
     std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600);
 /// Notifications are kept on disk until this deadline: days at most.
@@ -107,12 +109,18 @@ pub struct Config {
     pub filtermail_transport_smtp_port: u16,
     /// The port of other relays' HTTPS `/mxdeliv` (443; tests only).
     pub filtermail_transport_https_port: u16,
+    /// How long an HTTPS /mxdeliv request may wait for its answer; one
+    /// that never comes counts as a failure of the destination.
+    pub filtermail_transport_https_timeout: std::time::Duration,
     /// A PEM file of extra CAs trusted for other relays (tests only).
     pub filtermail_transport_ca_file: Option<PathBuf>,
     /// Outbound deliveries in flight at once, over all destinations.
     pub filtermail_transport_max_deliveries: usize,
     /// Messages queued or in flight per destination before 4xx.
     pub filtermail_transport_destination_limit: usize,
+    /// Deliveries in flight per host address, over all the domains that
+    /// name the host, before 4xx.
+    pub filtermail_transport_host_limit: usize,
     /// Bytes of messages each filtermail daemon holds at once; beyond it
     /// new messages wait briefly and then get a 4xx.
     pub filtermail_message_memory: u64,
@@ -330,12 +338,19 @@ impl Config {
                 value::port,
                 443,
             )?,
+            filtermail_transport_https_timeout: params.get(
+                "filtermail_transport_https_timeout",
+                |text| value::duration_within(text, HTTPS_TIMEOUT_RANGE),
+                std::time::Duration::from_secs(120),
+            )?,
             filtermail_transport_ca_file: params
                 .optional("filtermail_transport_ca_file", value::path)?,
             filtermail_transport_max_deliveries: params
                 .number("filtermail_transport_max_deliveries", 1000)?,
             filtermail_transport_destination_limit: params
                 .number("filtermail_transport_destination_limit", 30)?,
+            filtermail_transport_host_limit: params
+                .number("filtermail_transport_host_limit", 120)?,
             filtermail_message_memory: params
                 .optional("filtermail_message_memory", value::size)?
                 .unwrap_or(0),

@@ -71,6 +71,8 @@ pub fn transport(config: &Config, metrics: TransportMetrics) -> anyhow::Result<T
         config.filtermail_transport_allow_private,
         // No more sessions to one host are ever busy at once.
         config.filtermail_transport_destination_limit,
+        config.filtermail_transport_https_timeout,
+        config.filtermail_transport_host_limit,
     );
     let limits = Limits {
         max_deliveries: config.filtermail_transport_max_deliveries,

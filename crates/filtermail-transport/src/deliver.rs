@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatmail_dns::TokioResolver;
+use chatmail_metrics::prometheus_client::metrics::gauge::Gauge;
 use chatmail_smtp::Reply;
 use lru::LruCache;
 
@@ -20,7 +21,7 @@ use crate::metrics::Protocol;
 use crate::mx::{self, Host};
 use crate::reply::sanitize;
 use crate::smtp_out::{ConnectionError, SmtpConnection, SmtpPool};
-use crate::state::DestinationState;
+use crate::state::{DestinationState, Destinations};
 use crate::tls::{TlsConfigs, policy_name};
 
 /// Hosts where HTTPS failed but SMTP worked skip HTTPS this long.
@@ -54,7 +55,24 @@ pub struct Deliverer {
     ports: Ports,
     /// Whether internal addresses ([`crate::internal`]) may be contacted.
     allow_private: bool,
+    /// Deliveries in flight per host address: the per-destination bound
+    /// counts recipient domains, and a thousand domains may name one host.
+    per_address: Destinations,
+    per_address_limit: usize,
 }
+
+/// What one host did with a message.
+enum Delivered {
+    /// It answered (a reply per recipient, or a 4xx for an answer that
+    /// could not be trusted).
+    Answered(Protocol, Vec<Reply>),
+    /// It took the message and never answered (4xx per recipient).
+    Unanswered(Protocol, Vec<Reply>),
+}
+
+/// Addresses whose deliveries in flight are counted (far more than the
+/// hosts a relay talks to at once; busy ones are never forgotten).
+const TRACKED_ADDRESSES: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
 impl Deliverer {
     #[must_use]
@@ -65,12 +83,16 @@ impl Deliverer {
         ports: Ports,
         allow_private: bool,
         smtp_idle_per_host: usize,
+        https_timeout: Duration,
+        per_address_limit: usize,
     ) -> Self {
         Self {
             allow_private,
             resolver,
             tls,
-            https: HttpsClient::default(),
+            https: HttpsClient::new(https_timeout),
+            per_address: Destinations::new(TRACKED_ADDRESSES, Gauge::default()),
+            per_address_limit,
             smtp_pool: SmtpPool::new(smtp_idle_per_host),
             skip_https: Mutex::new(LruCache::new(SKIP_HTTPS_HOSTS)),
             helo,
@@ -101,6 +123,7 @@ impl Deliverer {
         let self_signed_ok = destination.accepts_self_signed();
         let mut failures = Vec::new();
         let mut internal = Vec::new();
+        let mut busy_hosts = 0;
         for host in &hosts {
             // Every address is checked before anything is contacted, and
             // only the ones checked are used: a second lookup could answer
@@ -120,6 +143,22 @@ impl Deliverer {
                 internal.extend(refused);
                 continue;
             }
+            // Counted against the host's first address (the one tried
+            // first): however many domains name it, it gets at most
+            // filtermail_transport_host_limit deliveries at once.
+            let Some(&first) = permitted.first() else {
+                continue;
+            };
+            let Ok(_address_slot) = self
+                .per_address
+                .get(&Destination::Ip(first))
+                .enter(self.per_address_limit)
+            else {
+                tracing::info!(host = %host.name, "too many deliveries in flight to this host");
+                failures.push(format!("{}: too many deliveries in flight", host.name));
+                busy_hosts += 1;
+                continue;
+            };
             match self
                 .deliver_to_host(
                     host,
@@ -131,8 +170,15 @@ impl Deliverer {
                 )
                 .await
             {
-                Ok((protocol, replies)) => {
+                Ok(Delivered::Answered(protocol, replies)) => {
                     state.reached();
+                    return (protocol, replies.iter().map(sanitize).collect());
+                }
+                Ok(Delivered::Unanswered(protocol, replies)) => {
+                    // The host took the message and never answered: the
+                    // next messages wait for the breaker's probe instead
+                    // of each holding a slot for the whole timeout.
+                    state.connection_failed();
                     return (protocol, replies.iter().map(sanitize).collect());
                 }
                 Err(failure) => {
@@ -144,6 +190,17 @@ impl Deliverer {
         if failures.is_empty() && !internal.is_empty() {
             let listed: Vec<String> = internal.iter().map(ToString::to_string).collect();
             let reply = internal_reply(destination, &listed.join(", "));
+            return (Protocol::None, vec![reply; rcpt_to.len()]);
+        }
+        if busy_hosts > 0 && busy_hosts == failures.len() {
+            // Busy is no failure of the destination: no breaker, a 4xx.
+            let reply = Reply::owned(
+                451,
+                "4.4.5",
+                format!(
+                    "Too many deliveries in flight to the hosts of {destination}; try again later"
+                ),
+            );
             return (Protocol::None, vec![reply; rcpt_to.len()]);
         }
         state.connection_failed();
@@ -163,7 +220,7 @@ impl Deliverer {
         mail_from: &str,
         rcpt_to: &[String],
         message: &Bytes,
-    ) -> Result<(Protocol, Vec<Reply>), String> {
+    ) -> Result<Delivered, String> {
         let https_key = format!("{}:{}", host.name, self.ports.https);
         let mut https_failed = None;
         if !self.skips_https(&https_key) {
@@ -179,7 +236,25 @@ impl Deliverer {
                 .deliver(&target, mail_from, rcpt_to, message)
                 .await
             {
-                HttpsOutcome::Answered(replies) => return Ok((Protocol::Https, replies)),
+                HttpsOutcome::Answered(replies) => {
+                    return Ok(Delivered::Answered(Protocol::Https, replies));
+                }
+                HttpsOutcome::Unanswered(why) => {
+                    tracing::info!(host = %host.name, %why, "HTTPS delivery unanswered");
+                    self.skip_https_for_a_while(https_key);
+                    let reply = Reply::owned(
+                        451,
+                        "4.4.2",
+                        format!(
+                            "No answer from {} over HTTPS ({why}); try again later",
+                            host.name
+                        ),
+                    );
+                    return Ok(Delivered::Unanswered(
+                        Protocol::Https,
+                        vec![reply; rcpt_to.len()],
+                    ));
+                }
                 HttpsOutcome::Uncertain(why) => {
                     // Postfix retries later; by then this host is reached
                     // over SMTP, so a broken /mxdeliv delays mail but never
@@ -194,7 +269,10 @@ impl Deliverer {
                             host.name
                         ),
                     );
-                    return Ok((Protocol::Https, vec![reply; rcpt_to.len()]));
+                    return Ok(Delivered::Answered(
+                        Protocol::Https,
+                        vec![reply; rcpt_to.len()],
+                    ));
                 }
                 HttpsOutcome::NotOffered(why) | HttpsOutcome::Failed(why) => {
                     tracing::debug!(host = %host.name, %why, "no HTTPS delivery; trying SMTP");
@@ -212,7 +290,7 @@ impl Deliverer {
         if https_failed.is_some() {
             self.skip_https_for_a_while(https_key);
         }
-        Ok((Protocol::Smtp, replies))
+        Ok(Delivered::Answered(Protocol::Smtp, replies))
     }
 
     fn skip_https_for_a_while(&self, key: String) {

@@ -45,15 +45,36 @@ pub enum HttpsOutcome {
     /// broken connection, 502/503/504 without an SMTP reply): the peer
     /// may have it, so it must not be sent again at once.
     Uncertain(String),
+    /// The message was sent and nothing came back within the timeout: as
+    /// uncertain, and the host counts as failed (a tarpit must not hold
+    /// delivery slots one message after another).
+    Unanswered(String),
 }
 
 type RequestBody = SentSignal<Full<Bytes>>;
 
-#[derive(Default)]
 pub struct HttpsClient {
     /// Multiplexed connections by authority and certificate policy: one
     /// opened with relaxed checks is never used where checks are required.
     h2: Mutex<HashMap<String, SendRequest<RequestBody>>>,
+    /// How long a request may wait for its whole answer.
+    answer_timeout: Duration,
+}
+
+impl Default for HttpsClient {
+    fn default() -> Self {
+        Self::new(REQUEST_TIMEOUT)
+    }
+}
+
+impl HttpsClient {
+    #[must_use]
+    pub fn new(answer_timeout: Duration) -> Self {
+        Self {
+            h2: Mutex::default(),
+            answer_timeout,
+        }
+    }
 }
 
 pub struct HttpsTarget<'a> {
@@ -137,9 +158,15 @@ impl HttpsClient {
                 .to_bytes();
             Ok::<_, String>((status, body))
         };
-        let failure = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        let failure = match tokio::time::timeout(self.answer_timeout, exchange).await {
             Ok(Ok((status, body))) => return map_answer(status, &body, rcpt_to.len()),
             Ok(Err(error)) => error,
+            Err(_) if sent.load(Ordering::Acquire) => {
+                return HttpsOutcome::Unanswered(format!(
+                    "no answer within {} s of sending the message",
+                    self.answer_timeout.as_secs()
+                ));
+            }
             Err(_) => "timed out".to_owned(),
         };
         if sent.load(Ordering::Acquire) {
