@@ -9,7 +9,7 @@ use chatmail_metrics::Endpoint;
 use chatmail_smtp::{Protocol, SessionConfig};
 use tokio::net::TcpListener;
 
-use crate::deliver::{Deliverer, Ports};
+use crate::deliver::{Deliverer, HostLimits, Ports};
 use crate::handler::{Limits, Transport};
 use crate::metrics::TransportMetrics;
 use crate::tls::TlsConfigs;
@@ -69,10 +69,12 @@ pub fn transport(config: &Config, metrics: TransportMetrics) -> anyhow::Result<T
         config.mail_domain.hostname(),
         ports,
         config.filtermail_transport_allow_private,
-        // No more sessions to one host are ever busy at once.
-        config.filtermail_transport_destination_limit,
-        config.filtermail_transport_https_timeout,
-        config.filtermail_transport_host_limit,
+        HostLimits {
+            // No more sessions to one host are ever busy at once.
+            idle_connections: config.filtermail_transport_destination_limit,
+            in_flight: config.filtermail_transport_host_limit,
+            https_timeout: config.filtermail_transport_https_timeout,
+        },
     );
     let limits = Limits {
         max_deliveries: config.filtermail_transport_max_deliveries,

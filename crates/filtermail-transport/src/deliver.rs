@@ -28,6 +28,16 @@ use crate::tls::{TlsConfigs, policy_name};
 const SKIP_HTTPS_FOR: Duration = Duration::from_secs(30 * 60);
 const SKIP_HTTPS_HOSTS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
+/// What the transport allows itself per remote host.
+pub struct HostLimits {
+    /// SMTP connections kept idle for reuse.
+    pub idle_connections: usize,
+    /// Deliveries in flight to one host address.
+    pub in_flight: usize,
+    /// How long an HTTPS delivery waits for its answer.
+    pub https_timeout: Duration,
+}
+
 pub struct Ports {
     pub smtp: u16,
     pub https: u16,
@@ -82,18 +92,16 @@ impl Deliverer {
         helo: String,
         ports: Ports,
         allow_private: bool,
-        smtp_idle_per_host: usize,
-        https_timeout: Duration,
-        per_address_limit: usize,
+        hosts: HostLimits,
     ) -> Self {
         Self {
             allow_private,
             resolver,
             tls,
-            https: HttpsClient::new(https_timeout),
+            https: HttpsClient::new(hosts.https_timeout),
             per_address: Destinations::new(TRACKED_ADDRESSES, Gauge::default()),
-            per_address_limit,
-            smtp_pool: SmtpPool::new(smtp_idle_per_host),
+            per_address_limit: hosts.in_flight,
+            smtp_pool: SmtpPool::new(hosts.idle_connections),
             skip_https: Mutex::new(LruCache::new(SKIP_HTTPS_HOSTS)),
             helo,
             ports,
