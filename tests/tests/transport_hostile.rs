@@ -151,7 +151,13 @@ async fn endless_replies_and_headers_cost_bounded_memory() -> Result<()> {
             &format!("{host}.evil.test."),
         );
     }
-    let transport = start_transport(&world, smtp_port, https_port, "")?;
+    // All of them at once: no bound per host short of the global one.
+    let transport = start_transport(
+        &world,
+        smtp_port,
+        https_port,
+        "filtermail_transport_host_limit = 1000\n",
+    )?;
     let pid = transport.daemon.pid();
     let before = proc_status_kib(pid, "VmRSS");
     let lmtp_port = transport.lmtp_port;
