@@ -227,6 +227,9 @@ async fn read_body(
     let mut message = Vec::new();
     let mut received = 0usize;
     let mut previous = 0u8;
+    // Once the budget is spent the rest of the body is read and dropped,
+    // so that the sender gets the 503, not a connection closed under it.
+    let mut refused = false;
     let started = tokio::time::Instant::now();
     loop {
         let rate_deadline = started + limits.min_rate.allowed_time(received);
@@ -234,7 +237,11 @@ async fn read_body(
             return Err(BodyError::TooSlow);
         };
         let Some(frame) = frame else {
-            return Ok(message);
+            return if refused {
+                Err(BodyError::NoMemory)
+            } else {
+                Ok(message)
+            };
         };
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue;
@@ -242,6 +249,9 @@ async fn read_body(
         received = received.saturating_add(data.len());
         if received > limits.max_message_size {
             return Err(BodyError::TooLarge);
+        }
+        if refused {
+            continue;
         }
         // Each LF may gain a CR: at most twice the bytes.
         let needed = message.len() + 2 * data.len();
@@ -254,7 +264,10 @@ async fn read_body(
             }
             .max(needed);
             if !reservation.cover(room).await {
-                return Err(BodyError::NoMemory);
+                refused = true;
+                message = Vec::new();
+                *reservation = limits.budget.reservation();
+                continue;
             }
             message.reserve_exact(room - message.len());
         }
