@@ -43,26 +43,26 @@ fn inbox(relay: &Relay, user: &str) -> PathBuf {
     relay.mail().join(user).join("new")
 }
 
-/// Logs in over implicit TLS and submits; returns the first refusal or
-/// the reply to the end of DATA.
+/// Logs in over implicit TLS as SENDER and submits to RECIPIENT;
+/// returns the first refusal or the reply to the end of DATA.
 async fn submit(relay: &Relay, mail_from: &str, message: &str) -> Result<SmtpReply> {
-    let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
-    client.ehlo().await?;
-    let auth = client.auth_plain(SENDER, PASSWORD).await?;
-    assert_eq!(auth.code, 235, "{auth:?}");
-    // Postfix passes the filter's refusals on once it has the message.
-    let reply = client.send(mail_from, &[RECIPIENT], message).await?;
-    client.quit().await;
-    Ok(reply)
+    submit_as(relay, SENDER, mail_from, RECIPIENT, message).await
 }
 
-/// Logs in as `user` and submits to `to`.
-async fn submit_as(relay: &Relay, user: &str, to: &str, message: &str) -> Result<SmtpReply> {
+/// Logs in as `user` and submits from `mail_from` to `to`.
+async fn submit_as(
+    relay: &Relay,
+    user: &str,
+    mail_from: &str,
+    to: &str,
+    message: &str,
+) -> Result<SmtpReply> {
     let mut client = SmtpClient::connect_tls(relay.submission_port, relay.postfix.cert()).await?;
     client.ehlo().await?;
     let auth = client.auth_plain(user, PASSWORD).await?;
     assert_eq!(auth.code, 235, "{auth:?}");
-    let reply = client.send(user, &[to], message).await?;
+    // Postfix passes the filter's refusals on once it has the message.
+    let reply = client.send(mail_from, &[to], message).await?;
     client.quit().await;
     Ok(reply)
 }
@@ -262,7 +262,14 @@ async fn recipients_per_minute_are_bounded_per_account() -> Result<()> {
     assert!(reply.text.contains("Too many recipients from"), "{reply:?}");
     client.quit().await;
     // Another account has its own allowance.
-    let other = submit_as(&relay, RECIPIENT, SENDER, &mail("encrypted.eml", RECIPIENT)).await?;
+    let other = submit_as(
+        &relay,
+        RECIPIENT,
+        RECIPIENT,
+        SENDER,
+        &mail("encrypted.eml", RECIPIENT),
+    )
+    .await?;
     assert_eq!(other.code, 250, "{other:?}");
     Ok(())
 }

@@ -7,6 +7,7 @@ mod command;
 mod counters;
 mod data;
 mod line;
+mod rate;
 mod reply;
 mod server;
 mod session;
@@ -14,9 +15,9 @@ mod session;
 pub use client::{ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_data};
 pub use counters::{SessionCounters, reinjection_outcome};
 pub use data::{DataError, DataReader};
+pub use rate::MinRate;
 pub use reply::{AddressRole, Reply};
 pub use server::serve;
 pub use session::{
-    DATA_GRACE, DataOutcome, Envelope, MIN_DATA_RATE, Protocol, SessionConfig, ShareBy,
-    SmtpHandler, run_session,
+    DataOutcome, Envelope, Protocol, SessionConfig, ShareBy, SmtpHandler, run_session,
 };

@@ -15,6 +15,7 @@ use chatmail_daemon::{MessageBudget, Reservation};
 use crate::counters::SessionCounters;
 use crate::data::{DataError, DataReader};
 use crate::line::{Line, LineFramer};
+use crate::rate::MinRate;
 use crate::reply::Reply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +53,8 @@ pub struct SessionConfig {
     pub budget: MessageBudget,
     /// Whose share of the budget a message counts against.
     pub share_by: ShareBy,
-    /// A message body slower than `min_data_rate` bytes a second on
-    /// average, once `data_grace` has passed, is cut off with a 4xx.
-    pub min_data_rate: usize,
-    pub data_grace: Duration,
+    /// A message body slower than this is cut off with a 4xx.
+    pub min_rate: MinRate,
     /// Where the session counts connections and its own refusals.
     pub counters: SessionCounters,
 }
@@ -76,20 +75,11 @@ impl SessionConfig {
             session_deadline: Duration::from_secs(30 * 60),
             budget: MessageBudget::unlimited(),
             share_by: ShareBy::ClientAddress,
-            min_data_rate: MIN_DATA_RATE,
-            data_grace: DATA_GRACE,
+            min_rate: MinRate::default(),
             counters: SessionCounters::default(),
         }
     }
 }
-
-/// Bodies must average this many bytes a second once [`DATA_GRACE`] has
-/// passed: 4 KiB/s takes a 30 MiB message in two hours; the peers of our
-/// filters are Postfix and nginx on loopback, which take the message from
-/// a slow client before they pass it on.
-pub const MIN_DATA_RATE: usize = 4 * 1024;
-/// How long any body may take, whatever its rate.
-pub const DATA_GRACE: Duration = Duration::from_secs(30);
 
 /// Who a message's bytes are charged to, for the fair share of the
 /// daemon's message budget.
@@ -388,10 +378,10 @@ impl<H: SmtpHandler> Session<'_, H> {
     /// How much longer the current body may take to reach the minimum
     /// rate with the bytes it has sent.
     fn data_rate_deadline(&self) -> Duration {
-        let rate = self.config.min_data_rate.max(1);
-        let allowed = Duration::from_secs_f64(self.data_received as f64 / rate as f64)
-            .max(self.config.data_grace);
-        allowed.saturating_sub(self.data_started.elapsed())
+        self.config
+            .min_rate
+            .allowed_time(self.data_received)
+            .saturating_sub(self.data_started.elapsed())
     }
 
     async fn command(&mut self, request: Request<String>, state: &mut State) -> Step {

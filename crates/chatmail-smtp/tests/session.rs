@@ -457,8 +457,10 @@ async fn a_declared_size_reserves_nothing() {
 async fn a_trickling_body_is_cut_off() {
     let handler = Recorder::default();
     let mut config = SessionConfig::new(Protocol::Smtp, "filter.test", 1 << 20);
-    config.min_data_rate = 1024;
-    config.data_grace = Duration::from_secs(10);
+    config.min_rate = chatmail_smtp::MinRate {
+        bytes_per_second: 1024,
+        grace: Duration::from_secs(10),
+    };
     let (mut client, server) = tokio::io::duplex(1 << 16);
     let session = run_session(server, &handler, &config);
     let talk = async {

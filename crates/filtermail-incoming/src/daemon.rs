@@ -119,7 +119,7 @@ pub async fn run(
             max_message_size,
             max_connections,
             budget,
-            min_rate: crate::http::MinRate::default(),
+            min_rate: chatmail_smtp::MinRate::default(),
         },
         stop.clone().cancelled_owned(),
     );

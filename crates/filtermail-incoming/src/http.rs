@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatmail_daemon::{MessageBudget, Reservation};
 use chatmail_metrics::{GaugeHold, Outcome};
-use chatmail_smtp::{Envelope, Reply};
+use chatmail_smtp::{Envelope, MinRate, Reply};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -272,32 +272,6 @@ async fn read_body(
             message.reserve_exact(room - message.len());
         }
         append_crlf(&mut message, &data, &mut previous);
-    }
-}
-
-/// The slowest a body may arrive: after a grace period, its average rate
-/// must stay above a minimum.
-#[derive(Clone, Copy, Debug)]
-pub struct MinRate {
-    pub bytes_per_second: usize,
-    pub grace: Duration,
-}
-
-impl Default for MinRate {
-    fn default() -> Self {
-        Self {
-            bytes_per_second: chatmail_smtp::MIN_DATA_RATE,
-            grace: chatmail_smtp::DATA_GRACE,
-        }
-    }
-}
-
-impl MinRate {
-    /// How long after its start a body may have sent only `received`
-    /// bytes.
-    fn allowed_time(self, received: usize) -> Duration {
-        let rate = self.bytes_per_second.max(1) as f64;
-        Duration::from_secs_f64(received as f64 / rate).max(self.grace)
     }
 }
 

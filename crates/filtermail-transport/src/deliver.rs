@@ -71,6 +71,16 @@ pub struct Deliverer {
     per_address_limit: usize,
 }
 
+/// The 4xx for a message that went out over HTTPS without a trustworthy
+/// answer: Postfix retries later, and the host is then reached over SMTP.
+fn retry_over_smtp(what: &str, host: &str, why: &str) -> Reply {
+    Reply::owned(
+        451,
+        "4.4.2",
+        format!("{what} from {host} over HTTPS ({why}); try again later"),
+    )
+}
+
 /// What one host did with a message.
 enum Delivered {
     /// It answered (a reply per recipient, or a 4xx for an answer that
@@ -250,14 +260,7 @@ impl Deliverer {
                 HttpsOutcome::Unanswered(why) => {
                     tracing::info!(host = %host.name, %why, "HTTPS delivery unanswered");
                     self.skip_https_for_a_while(https_key);
-                    let reply = Reply::owned(
-                        451,
-                        "4.4.2",
-                        format!(
-                            "No answer from {} over HTTPS ({why}); try again later",
-                            host.name
-                        ),
-                    );
+                    let reply = retry_over_smtp("No answer", &host.name, &why);
                     return Ok(Delivered::Unanswered(
                         Protocol::Https,
                         vec![reply; rcpt_to.len()],
@@ -269,14 +272,7 @@ impl Deliverer {
                     // holds it, and the message is not sent twice at once.
                     tracing::info!(host = %host.name, %why, "HTTPS delivery uncertain");
                     self.skip_https_for_a_while(https_key);
-                    let reply = Reply::owned(
-                        451,
-                        "4.4.2",
-                        format!(
-                            "No clear answer from {} over HTTPS ({why}); try again later",
-                            host.name
-                        ),
-                    );
+                    let reply = retry_over_smtp("No clear answer", &host.name, &why);
                     return Ok(Delivered::Answered(
                         Protocol::Https,
                         vec![reply; rcpt_to.len()],
