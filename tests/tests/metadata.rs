@@ -232,6 +232,59 @@ async fn a_delivery_notifies_within_a_second_but_not_own_copies() -> Result<()> 
     Ok(())
 }
 
+/// A flood of deliveries to one account wakes its devices at most
+/// max_user_notifications_per_minute times: past the burst, one push is
+/// scheduled for when the allowance returns and covers every message
+/// until then, so the last message still gets its push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_per_account_are_paced_and_folded() -> Result<()> {
+    // 6 a minute: a burst of one, then one every 10 s.
+    let s = setup(&[("max_user_notifications_per_minute", "6")]).await?;
+    assert!(set_token(&s.relay, TOKEN).await?.starts_with("OK"));
+    let started = Instant::now();
+    for _ in 0..5 {
+        deliver(&s.relay, OTHER).await?;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the deliveries must fit in one pacing interval"
+    );
+    wait_until("the first push", Duration::from_secs(5), || {
+        !s.push.received().is_empty()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.push.received().len(), 1, "the rest wait");
+    let scrape = s.relay.scrape(MetricsDaemon::ChatmailMetadata).await?;
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_deferred_total")?,
+        1.0
+    );
+    assert_eq!(
+        scrape.value("chatmail_metadata_notifications_folded_total")?,
+        3.0
+    );
+
+    wait_until("the scheduled push", Duration::from_secs(15), || {
+        s.push.received().len() >= 2
+    })
+    .await?;
+    let pushes = s.push.received();
+    let gap = pushes[1].0 - pushes[0].0;
+    assert!(
+        gap >= Duration::from_secs(8),
+        "the second push waited for the allowance: {gap:?}"
+    );
+    wait_until("an empty queue", Duration::from_secs(5), || {
+        queue_len(&s.relay) == 0
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.push.received().len(), 2, "five messages, two pushes");
+    assert!(pushes.iter().all(|(_, token)| token == TOKEN));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gone_token_is_removed() -> Result<()> {
     let s = setup(&[]).await?;

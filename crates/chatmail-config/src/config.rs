@@ -38,6 +38,10 @@ pub struct Config {
     /// Recipients one account may address per minute, over all its
     /// messages (0: no limit); as many at once.
     pub max_user_recipients_per_minute: u32,
+    /// Push notifications one account's devices get per minute (0: no
+    /// limit), in bursts of up to a sixth of that; the rest are folded
+    /// into one push when the allowance returns.
+    pub max_user_notifications_per_minute: u32,
     pub max_mailbox_size: u64,
     pub max_message_size: u64,
     pub delete_mails_after: u32,
@@ -219,6 +223,8 @@ impl Config {
             max_user_send_burst_size: params.number("max_user_send_burst_size", 10)?,
             max_user_recipients_per_minute: params
                 .number("max_user_recipients_per_minute", 1000)?,
+            max_user_notifications_per_minute: params
+                .number("max_user_notifications_per_minute", 60)?,
             max_mailbox_size: params.get("max_mailbox_size", value::size_bare_mib, 500 << 20)?,
             max_message_size: params.get("max_message_size", value::size, 31_457_280)?,
             delete_mails_after: params.number("delete_mails_after", 20)?,

@@ -1,4 +1,5 @@
-//! Process setup every chatmail daemon shares.
+//! What every chatmail daemon shares: process setup (logging, shutdown
+//! signals, listeners), message memory budgets and per-account rate limits.
 
 use std::io::{self, IsTerminal as _};
 
@@ -61,9 +62,11 @@ impl ShutdownSignals {
 mod accept;
 mod budget;
 mod listen;
+mod rate;
 mod runtime;
 
 pub use accept::{Acceptor, serve_connections};
 pub use budget::{MessageBudget, Reservation};
 pub use listen::bind_tcp;
+pub use rate::AccountRateLimiter;
 pub use runtime::{INLINE_WORK_BYTES, cpu_work, cpu_work_async, single_threaded_runtime};

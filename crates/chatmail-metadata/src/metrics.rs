@@ -41,6 +41,10 @@ pub struct MetadataMetrics {
     pub notifications_queued: Counter,
     pub notifications_sent: Counter,
     pub notifications_retried: Counter,
+    /// Pushes held back by the account's pace, sent later as one.
+    pub notifications_deferred: Counter,
+    /// New messages whose push was folded into one already scheduled.
+    pub notifications_folded: Counter,
     dropped: Family<[(&'static str, &'static str); 1], Counter>,
     pub dead_tokens_removed: Counter,
     /// Notifications on disk, not yet sent or given up.
@@ -55,6 +59,8 @@ impl Default for MetadataMetrics {
             notifications_queued: Counter::default(),
             notifications_sent: Counter::default(),
             notifications_retried: Counter::default(),
+            notifications_deferred: Counter::default(),
+            notifications_folded: Counter::default(),
             dropped: Family::default(),
             dead_tokens_removed: Counter::default(),
             queue_length: Gauge::default(),
@@ -89,6 +95,16 @@ impl MetadataMetrics {
             "notifications_retried",
             "Failed push attempts scheduled again",
             self.notifications_retried.clone(),
+        );
+        registry.register(
+            "notifications_deferred",
+            "New messages whose pushes wait for the account's allowance (max_user_notifications_per_minute)",
+            self.notifications_deferred.clone(),
+        );
+        registry.register(
+            "notifications_folded",
+            "New messages that got no push of their own: one already scheduled for the account covers them",
+            self.notifications_folded.clone(),
         );
         registry.register(
             "notifications_dropped",

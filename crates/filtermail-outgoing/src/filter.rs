@@ -13,7 +13,7 @@ use chatmail_smtp::{
 };
 use tokio::net::TcpListener;
 
-use crate::rate::SenderRateLimiter;
+use chatmail_daemon::AccountRateLimiter;
 
 /// The relay's reply for mail that is not end-to-end encrypted, as the
 /// program we replace gives it.
@@ -33,10 +33,10 @@ const MAX_IDLE_REINJECT_CONNECTIONS: usize = 64;
 pub struct OutgoingFilter {
     mail_domain: MailDomain,
     mailboxes: Mailboxes,
-    limiter: Option<SenderRateLimiter>,
+    limiter: Option<AccountRateLimiter>,
     /// Recipients per account and minute: one message to a thousand
     /// addresses is not a free amplifier.
-    recipient_limiter: Option<SenderRateLimiter>,
+    recipient_limiter: Option<AccountRateLimiter>,
     reinjector: Reinjector,
     metrics: FilterMetrics,
 }
@@ -48,11 +48,11 @@ impl OutgoingFilter {
         Self {
             mail_domain: config.mail_domain.clone(),
             mailboxes: config.mailboxes(),
-            limiter: SenderRateLimiter::new(
+            limiter: AccountRateLimiter::new(
                 config.max_user_send_per_minute,
                 config.max_user_send_burst_size,
             ),
-            recipient_limiter: SenderRateLimiter::new(
+            recipient_limiter: AccountRateLimiter::new(
                 config.max_user_recipients_per_minute,
                 config.max_user_recipients_per_minute,
             ),

@@ -5,7 +5,5 @@
 //! answering the client only with Postfix's own answer.
 
 mod filter;
-mod rate;
 
 pub use filter::{OutgoingFilter, run, run_daemon};
-pub use rate::SenderRateLimiter;

@@ -9,8 +9,12 @@
 //! Retries wait `base`, then 8 times longer each time (8 s, 64 s, 512 s,
 //! ... by default), and stop when the next attempt would come later than
 //! the deadline (5 hours) after the notification was first queued.
+//!
+//! Each account's devices get at most max_user_notifications_per_minute
+//! pushes; more are folded into one sent later (see [`pace`]).
 
 mod client;
+mod pace;
 mod queue;
 
 use std::io;
@@ -23,6 +27,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::time::DelayQueue;
 
 pub use client::{Answer, PushClient};
+use pace::{Decision, Pace};
 pub use queue::{Pending, QUEUE_DIR, Queue};
 
 use crate::metrics::{Dropped, MetadataMetrics};
@@ -33,6 +38,8 @@ const MAX_IN_FLIGHT: usize = 512;
 /// New notifications buffered for the scheduler; a full buffer makes the
 /// dict commit that queues more wait.
 const NEW_BUFFER: usize = 4096;
+/// How often accounts at rest are forgotten by the pace.
+const PACE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A token shortened for logs: tokens are credentials of the user's
 /// device with the push service.
@@ -65,11 +72,15 @@ struct Job {
     /// When it was first queued, in milliseconds since the epoch.
     start_ms: i64,
     failures: u32,
+    /// The account whose folded push this is (see [`Pace`]).
+    scheduled_for: Option<String>,
 }
 
 pub struct Notifier {
     queue: Queue,
-    new_jobs: mpsc::Sender<Job>,
+    /// New jobs and how long each waits before its first attempt.
+    new_jobs: mpsc::Sender<(Job, Duration)>,
+    pace: Arc<Pace>,
     metrics: MetadataMetrics,
 }
 
@@ -112,13 +123,24 @@ impl Notifier {
             .queue_length
             .inc_by(i64::try_from(recovered.len()).unwrap_or(i64::MAX));
         let (new_jobs, receiver) = mpsc::channel(NEW_BUFFER);
+        let pace = Arc::new(Pace::new(config.max_user_notifications_per_minute));
         let scheduler = Scheduler {
             queue: queue.clone(),
             client: Arc::new(client),
             store,
             retry,
+            pace: Arc::clone(&pace),
             metrics: metrics.clone(),
         };
+        let sweeper = Arc::downgrade(&pace);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PACE_SWEEP_INTERVAL);
+            loop {
+                interval.tick().await;
+                let Some(pace) = sweeper.upgrade() else { break };
+                pace.sweep();
+            }
+        });
         let running = tokio::spawn(scheduler.run(receiver, recovered));
         tokio::spawn(supervise(running, new_jobs.downgrade(), || {
             // Notifications would pile up on disk unsent. A restart (systemd
@@ -129,13 +151,26 @@ impl Notifier {
         Ok(Self {
             queue,
             new_jobs,
+            pace,
             metrics,
         })
     }
 
     /// Queues one notification per token of `addr`: on disk when this
-    /// returns.
+    /// returns. Unless the account's pace folds it into one already
+    /// scheduled.
     pub async fn notify(&self, addr: &str, tokens: Vec<String>) -> io::Result<()> {
+        let (delay, scheduled_for) = match self.pace.decide(addr) {
+            Decision::Now => (Duration::ZERO, None),
+            Decision::Later(wait) => {
+                self.metrics.notifications_deferred.inc();
+                (wait, Some(addr.to_owned()))
+            }
+            Decision::Folded => {
+                self.metrics.notifications_folded.inc();
+                return Ok(());
+            }
+        };
         let start_ms = now_ms();
         let pending: Vec<Pending> = tokens
             .into_iter()
@@ -159,8 +194,9 @@ impl Notifier {
                 id,
                 start_ms,
                 failures: 0,
+                scheduled_for: scheduled_for.clone(),
             };
-            if self.new_jobs.send(job).await.is_err() {
+            if self.new_jobs.send((job, delay)).await.is_err() {
                 // The scheduler is gone (shutting down); the file stays
                 // and is sent after the restart.
                 tracing::warn!("notifier stopped; notification kept for the next start");
@@ -195,6 +231,7 @@ fn recover(queue: &Queue) -> io::Result<Vec<Job>> {
                 id,
                 start_ms: pending.start_ms,
                 failures: 0,
+                scheduled_for: None,
             }),
             Ok(None) => {}
             Err(error) => {
@@ -211,6 +248,7 @@ struct Scheduler {
     client: Arc<PushClient>,
     store: Arc<TokenStore>,
     retry: RetryPolicy,
+    pace: Arc<Pace>,
     metrics: MetadataMetrics,
 }
 
@@ -221,7 +259,7 @@ enum Done {
 }
 
 impl Scheduler {
-    async fn run(self, mut new_jobs: mpsc::Receiver<Job>, recovered: Vec<Job>) {
+    async fn run(self, mut new_jobs: mpsc::Receiver<(Job, Duration)>, recovered: Vec<Job>) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut waiting: DelayQueue<Job> = DelayQueue::new();
@@ -231,11 +269,14 @@ impl Scheduler {
         }
         loop {
             tokio::select! {
-                Some(job) = new_jobs.recv() => {
-                    waiting.insert(job, Duration::ZERO);
+                Some((job, delay)) = new_jobs.recv() => {
+                    waiting.insert(job, delay);
                 }
                 Some(expired) = waiting.next() => {
-                    let job = expired.into_inner();
+                    let mut job = expired.into_inner();
+                    if let Some(account) = job.scheduled_for.take() {
+                        this.pace.sending_scheduled(&account);
+                    }
                     let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                         break;
                     };
@@ -250,7 +291,7 @@ impl Scheduler {
                             (job, done)
                         });
                         let (job, done) = attempt.await.unwrap_or_else(|error| {
-                            let job = Job { id, start_ms, failures };
+                            let job = Job { id, start_ms, failures, scheduled_for: None };
                             (job, Done::Failed(format!("attempt panicked: {error}")))
                         });
                         drop(slot);

@@ -1,7 +1,7 @@
-//! Per-sender GCRA rate limiting (max_user_send_per_minute with a burst
-//! of max_user_send_burst_size), on governor's keyed limiter. Senders at
-//! rest are forgotten by a periodic sweep, so memory follows the number
-//! of recently active senders, not the traffic.
+//! Per-account GCRA rate limiting (messages or recipients a sender
+//! submits, push notifications an account receives), on governor's keyed
+//! limiter. Accounts at rest are forgotten by a periodic sweep, so memory
+//! follows the number of recently active accounts, not the traffic.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -9,12 +9,12 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-pub struct SenderRateLimiter {
+pub struct AccountRateLimiter {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
 
-impl SenderRateLimiter {
+impl AccountRateLimiter {
     /// `None` when `per_minute` is zero (the operator switched it off).
     #[must_use]
     pub fn new(per_minute: u32, burst: u32) -> Option<Self> {
@@ -26,33 +26,33 @@ impl SenderRateLimiter {
         })
     }
 
-    /// Takes one message from `sender`'s allowance, or says how long until
+    /// Takes one unit from `account`'s allowance, or says how long until
     /// the next one is allowed.
-    pub fn check(&self, sender: &str) -> Result<(), Duration> {
+    pub fn check(&self, account: &str) -> Result<(), Duration> {
         self.limiter
-            .check_key(&sender.to_ascii_lowercase())
+            .check_key(&account.to_ascii_lowercase())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Forgets senders whose allowance is full again.
+    /// Forgets accounts whose allowance is full again.
     pub fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
 
     #[must_use]
-    pub fn tracked_senders(&self) -> usize {
+    pub fn tracked_accounts(&self) -> usize {
         self.limiter.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SenderRateLimiter;
+    use super::AccountRateLimiter;
 
     #[test]
-    fn burst_then_refusal_per_sender() {
-        let limiter = SenderRateLimiter::new(60, 10).expect("enabled");
+    fn burst_then_refusal_per_account() {
+        let limiter = AccountRateLimiter::new(60, 10).expect("enabled");
         for _ in 0..10 {
             assert!(limiter.check("a@example.org").is_ok());
         }
@@ -60,13 +60,13 @@ mod tests {
         assert!(wait.as_millis() > 0 && wait.as_secs() <= 1, "{wait:?}");
         assert!(
             limiter.check("b@example.org").is_ok(),
-            "other senders unaffected"
+            "other accounts unaffected"
         );
-        assert_eq!(limiter.tracked_senders(), 2);
+        assert_eq!(limiter.tracked_accounts(), 2);
     }
 
     #[test]
     fn zero_disables() {
-        assert!(SenderRateLimiter::new(0, 10).is_none());
+        assert!(AccountRateLimiter::new(0, 10).is_none());
     }
 }
