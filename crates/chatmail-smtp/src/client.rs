@@ -27,6 +27,10 @@ pub enum ClientError {
     Timeout,
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// A 421 before anything was committed: the server closes the
+    /// connection (an idle one it timed out, or a shutdown).
+    #[error("server closing the connection: {0}")]
+    Closing(String),
 }
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,6 +90,32 @@ impl Connection {
         read_reply(&mut self.stream).await
     }
 
+    /// The answer to a transaction's first command. A 421 there refuses
+    /// nothing: the server is closing the connection (Postfix answers
+    /// every command of a session it timed out so), and a fresh one may
+    /// carry the message.
+    async fn read_first_reply(&mut self) -> Result<Reply, ClientError> {
+        let (reply, _) = self.read_reply().await?;
+        if reply.code == 421 {
+            return Err(ClientError::Closing(reply.to_string()));
+        }
+        Ok(reply)
+    }
+
+    /// Whether the server has hung up or spoken on this idle connection
+    /// (Postfix says 421 and closes after smtpd_timeout): then it cannot
+    /// carry a transaction.
+    fn closed_while_idle(&self) -> bool {
+        if !self.stream.buffer().is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(
+            self.stream.get_ref().try_read(&mut probe),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+
     /// Runs one transaction; the flag says whether the connection may be
     /// reused afterwards.
     async fn transaction(
@@ -109,8 +139,13 @@ impl Connection {
             let mut batch = commands.bytes;
             batch.extend_from_slice(b"DATA\r\n");
             self.write(&batch).await.map_err(before)?;
-            for _ in 0..commands.ends.len() {
-                let (reply, _) = self.read_reply().await.map_err(before)?;
+            for answered in 0..commands.ends.len() {
+                let reply = if answered == 0 {
+                    self.read_first_reply().await
+                } else {
+                    self.read_reply().await.map(|(reply, _)| reply)
+                }
+                .map_err(before)?;
                 if !reply.is_positive() && refusal.is_none() {
                     refusal = Some(reply);
                 }
@@ -130,9 +165,14 @@ impl Connection {
                 return Ok((data, true));
             }
         } else {
-            for command in commands.each() {
+            for (n, command) in commands.each().enumerate() {
                 self.write(command).await.map_err(before)?;
-                let (reply, _) = self.read_reply().await.map_err(before)?;
+                let reply = if n == 0 {
+                    self.read_first_reply().await
+                } else {
+                    self.read_reply().await.map(|(reply, _)| reply)
+                }
+                .map_err(before)?;
                 if !reply.is_positive() {
                     self.reset().await.map_err(before)?;
                     return Ok((reply, true));
@@ -188,13 +228,13 @@ impl Connection {
         written.map_err(Failure::BeforeCommit)?;
         let mut refusal = None;
         for answered in 0..commands.ends.len() {
-            let (reply, _) = self.read_reply().await.map_err(|error| {
-                if answered == 0 {
-                    Failure::BeforeCommit(error)
-                } else {
-                    Failure::AfterCommit(error)
-                }
-            })?;
+            let reply = if answered == 0 {
+                self.read_first_reply()
+                    .await
+                    .map_err(Failure::BeforeCommit)?
+            } else {
+                self.read_reply().await.map_err(Failure::AfterCommit)?.0
+            };
             if !reply.is_positive() && refusal.is_none() {
                 refusal = Some(reply);
             }
@@ -388,8 +428,15 @@ impl Reinjector {
         }
     }
 
+    /// An idle connection the server has not closed meanwhile.
     fn take_idle(&self) -> Option<Connection> {
-        self.idle.lock().ok()?.pop()
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(connection) = idle.pop() {
+            if !connection.closed_while_idle() {
+                return Some(connection);
+            }
+        }
+        None
     }
 
     fn put_idle(&self, connection: Connection) {
@@ -534,6 +581,101 @@ mod tests {
                 expected.extend_from_slice(b"\r\n");
             }
             assert_eq!(read, Some(Ok(expected)));
+        }
+    }
+
+    /// How the fake server ends its first connection after one message.
+    #[derive(Clone, Copy)]
+    enum Hangup {
+        /// Says 421 at once and closes, as Postfix after smtpd_timeout.
+        AtOnce,
+        /// Answers the next command with 421 and closes.
+        OnNextCommand,
+    }
+
+    /// One transaction per connection: MAIL, RCPT and `BDAT n LAST`.
+    async fn serve_one_message(
+        stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let mut line = String::new();
+        let mut size = 0;
+        while size == 0 {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if let Some(rest) = line.strip_prefix("BDAT ") {
+                size = rest
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+            }
+        }
+        let mut body = vec![0; size];
+        stream.read_exact(&mut body).await?;
+        stream
+            .get_mut()
+            .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued\r\n")
+            .await
+    }
+
+    async fn fake_postfix(hangup: Hangup) -> (String, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let server = tokio::spawn(async move {
+            let mut connections = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                connections += 1;
+                let mut stream = tokio::io::BufReader::new(stream);
+                let mut line = String::new();
+                let _ = stream.get_mut().write_all(b"220 fake\r\n").await;
+                let _ = stream.read_line(&mut line).await;
+                let _ = stream
+                    .get_mut()
+                    .write_all(b"250-fake\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+                    .await;
+                if serve_one_message(&mut stream).await.is_err() {
+                    continue;
+                }
+                if connections == 1 {
+                    if let Hangup::OnNextCommand = hangup {
+                        let _ = stream.read_line(&mut line).await;
+                    }
+                    let _ = stream
+                        .get_mut()
+                        .write_all(b"421 4.4.2 fake Error: timeout exceeded\r\n")
+                        .await;
+                    continue;
+                }
+                if connections == 2 {
+                    return connections;
+                }
+            }
+            connections
+        });
+        (addr, server)
+    }
+
+    /// A pooled connection the server closed while idle costs the next
+    /// message nothing: it goes over a fresh connection, never back to the
+    /// sender as Postfix's 421.
+    #[tokio::test]
+    async fn a_pooled_connection_closed_by_the_server_is_replaced() {
+        for hangup in [Hangup::AtOnce, Hangup::OnNextCommand] {
+            let (addr, server) = fake_postfix(hangup).await;
+            let reinjector = super::Reinjector::new(addr, "test", 4);
+            let rcpt = ["r@example.org".to_owned()];
+            let first = reinjector.send("s@example.org", &rcpt, b"one\r\n").await;
+            assert_eq!(first.code, 250, "{first}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let second = reinjector.send("s@example.org", &rcpt, b"two\r\n").await;
+            assert_eq!(second.code, 250, "{second}");
+            assert_eq!(server.await.expect("server"), 2, "one fresh connection");
         }
     }
 
