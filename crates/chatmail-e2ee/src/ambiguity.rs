@@ -87,13 +87,6 @@ struct HeaderFields<'a> {
 
 impl<'a> HeaderFields<'a> {
     fn read(block: &'a [u8]) -> Result<Self, Ambiguity> {
-        // Every CR ends a line (lines are found by memchr: this runs on
-        // every message).
-        for cr in memchr::memchr_iter(b'\r', block) {
-            if block.get(cr + 1) != Some(&b'\n') {
-                return Err("lone CR in a header block");
-            }
-        }
         let mut fields = Self::default();
         let mut mime_version_seen = false;
         // The value of the field being read: from after its colon to the
@@ -101,7 +94,15 @@ impl<'a> HeaderFields<'a> {
         let mut current: Option<(&'a [u8], usize, usize)> = None;
         let mut start = 0;
         let mut ended = false;
-        for line_end in memchr::memchr_iter(b'\n', block) {
+        // Lines are found by memchr (this runs on every message), CRs
+        // with them: every CR must end a line.
+        for line_end in memchr::memchr2_iter(b'\n', b'\r', block) {
+            if block.get(line_end) == Some(&b'\r') {
+                if block.get(line_end + 1) != Some(&b'\n') {
+                    return Err("lone CR in a header block");
+                }
+                continue;
+            }
             let line = block.get(start..line_end).unwrap_or_default();
             let line_start = std::mem::replace(&mut start, line_end + 1);
             if ended {
@@ -179,8 +180,23 @@ struct ContentType<'a> {
 /// the policy reads have two or three.
 const MAX_PARAMETERS: usize = 16;
 
-/// Folding whitespace: a folded value keeps its line ends.
-const FOLDING: [char; 4] = [' ', '\t', '\r', '\n'];
+/// `text` without folding whitespace (space, tab and, as a folded value
+/// keeps them, line ends) at either end; looked at as bytes, since this
+/// runs on every message.
+fn trim_folding(text: &str) -> &str {
+    let folding = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
+    let bytes = text.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|byte| !folding(byte))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|byte| !folding(byte))
+        .map_or(start, |last| last + 1);
+    // Both ends sit next to ASCII bytes, so on character boundaries.
+    text.get(start..end).unwrap_or_default()
+}
 
 impl<'a> ContentType<'a> {
     fn read(raw: &'a [u8]) -> Result<Self, Ambiguity> {
@@ -189,8 +205,8 @@ impl<'a> ContentType<'a> {
         let mime_type = params
             .next()
             .transpose()?
-            .unwrap_or_default()
-            .trim_matches(FOLDING);
+            .map(trim_folding)
+            .unwrap_or_default();
         let (ctype, subtype) = mime_type
             .split_once('/')
             .ok_or("Content-Type without a subtype")?;
@@ -258,18 +274,18 @@ impl<'a> ContentType<'a> {
 /// A parameter's name and raw value; `None` for an empty piece (a
 /// trailing semicolon).
 fn parameter(piece: &str) -> Result<Option<(&str, &str)>, Ambiguity> {
-    let piece = piece.trim_matches(FOLDING);
+    let piece = trim_folding(piece);
     if piece.is_empty() {
         return Ok(None);
     }
     let (name, value) = piece
         .split_once('=')
         .ok_or("Content-Type parameter without a value")?;
-    let name = name.trim_matches(FOLDING);
+    let name = trim_folding(name);
     if name.is_empty() || !name.bytes().all(|byte| byte == b'*' || is_token_byte(byte)) {
         return Err("malformed Content-Type parameter name");
     }
-    Ok(Some((name, value.trim_matches(FOLDING))))
+    Ok(Some((name, trim_folding(value))))
 }
 
 /// `name*1*` as `("name", Some("1*"))`, RFC 2231's sections and charsets.
@@ -324,26 +340,44 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        let (mut quoted, mut escaped) = (false, false);
-        for (at, byte) in rest.bytes().enumerate() {
-            if escaped {
-                escaped = false;
-            } else if quoted && byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                quoted = !quoted;
-            } else if !quoted && byte == b'(' {
-                self.rest = None;
-                return Some(Err("comment in Content-Type"));
-            } else if !quoted && byte == b';' {
-                self.rest = rest.get(at + 1..);
-                return Some(Ok(rest.get(..at).unwrap_or_default()));
+        let bytes = rest.as_bytes();
+        let mut at = 0;
+        // Jumps from one byte that matters to the next: outside quotes a
+        // quote, a semicolon or a parenthesis; inside, a quote or a
+        // backslash (which escapes the byte after it).
+        while let Some(found) =
+            memchr::memchr3(b'"', b';', b'(', bytes.get(at..).unwrap_or_default())
+        {
+            at += found;
+            match bytes.get(at) {
+                Some(b'(') => {
+                    self.rest = None;
+                    return Some(Err("comment in Content-Type"));
+                }
+                Some(b';') => {
+                    self.rest = rest.get(at + 1..);
+                    return Some(Ok(rest.get(..at).unwrap_or_default()));
+                }
+                _ => {
+                    // An opening quote: find its closing one.
+                    at += 1;
+                    loop {
+                        let inside = bytes.get(at..).unwrap_or_default();
+                        let Some(end) = memchr::memchr2(b'"', b'\\', inside) else {
+                            self.rest = None;
+                            return Some(Err("unterminated quoted string in Content-Type"));
+                        };
+                        at += end;
+                        if bytes.get(at) == Some(&b'"') {
+                            at += 1;
+                            break;
+                        }
+                        at += 2;
+                    }
+                }
             }
         }
         self.rest = None;
-        if quoted {
-            return Some(Err("unterminated quoted string in Content-Type"));
-        }
         Some(Ok(rest))
     }
 }
@@ -373,34 +407,64 @@ fn check_delimiters(body: &[u8], boundary: &[u8], parts: usize) -> Result<(), Am
         return Err("empty boundary");
     }
     let (mut delimiters, mut closed) = (0, false);
-    // Each `--boundary` starts at a dash; armored payloads have few, so
-    // looking at every dash is one vectorised pass (and finds matches
-    // that overlap, as with a boundary that starts with dashes).
-    for at in memchr::memchr_iter(b'-', body) {
-        let Some(after) = body
-            .get(at..)
-            .and_then(|rest| rest.strip_prefix(b"--"))
-            .and_then(|rest| rest.strip_prefix(boundary))
-        else {
-            continue;
-        };
-        let line_start = at == 0 || body.get(at - 1) == Some(&b'\n');
-        let line_end = memchr::memchr(b'\n', after).map_or(after.len(), |end| end);
-        let rest = after.get(..line_end).unwrap_or_default();
-        let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
-        if !line_start || closed {
-            return Err("boundary inside a line or after the closing delimiter");
-        }
-        match rest {
-            b"" => delimiters += 1,
-            b"--" => closed = true,
-            _ => return Err("text after a boundary on its line"),
+    // Each `--boundary` starts at a dash; armored payloads have few, in
+    // runs (`-----BEGIN`), so each run of dashes is found in one
+    // vectorised pass and looked at once.
+    let mut searched = 0;
+    while let Some(found) = memchr::memchr(b'-', body.get(searched..).unwrap_or_default()) {
+        let run_start = searched + found;
+        let run_len = body
+            .get(run_start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&byte| byte == b'-')
+            .count();
+        searched = run_start + run_len;
+        for at in delimiter_candidates(run_start, run_len, boundary) {
+            let Some(after) = body
+                .get(at..)
+                .and_then(|rest| rest.strip_prefix(b"--"))
+                .and_then(|rest| rest.strip_prefix(boundary))
+            else {
+                continue;
+            };
+            let line_start = at == 0 || body.get(at - 1) == Some(&b'\n');
+            let line_end = memchr::memchr(b'\n', after).map_or(after.len(), |end| end);
+            let rest = after.get(..line_end).unwrap_or_default();
+            let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+            if !line_start || closed {
+                return Err("boundary inside a line or after the closing delimiter");
+            }
+            match rest {
+                b"" => delimiters += 1,
+                b"--" => closed = true,
+                _ => return Err("text after a boundary on its line"),
+            }
         }
     }
     if delimiters != parts || !closed {
         return Err("delimiter lines do not match the parts");
     }
     Ok(())
+}
+
+/// Where in a run of `run_len` dashes at `run_start` a `--boundary` can
+/// start: a boundary that begins with `k` dashes and then something else
+/// fits only where its dashes end the run. (One of dashes only may start
+/// anywhere in the run.)
+fn delimiter_candidates(
+    run_start: usize,
+    run_len: usize,
+    boundary: &[u8],
+) -> std::ops::Range<usize> {
+    let leading = boundary.iter().take_while(|&&byte| byte == b'-').count();
+    if leading == boundary.len() {
+        return run_start..run_start + run_len;
+    }
+    match run_len.checked_sub(2 + leading) {
+        Some(offset) => run_start + offset..run_start + offset + 1,
+        None => run_start..run_start,
+    }
 }
 
 #[cfg(test)]

@@ -139,36 +139,66 @@ pub struct FilterMetrics {
     reinjection_failures: Family<Labels<1>, Counter>,
     check_seconds: Family<Labels<1>, Histogram>,
     connections: Family<Labels<2>, Gauge>,
+    /// The series above that every message touches, held once: a
+    /// family's lookup hashes its labels under a lock, three times a
+    /// message.
+    series: Series,
+}
+
+/// Handles sharing the counts of the families' series of this direction.
+#[derive(Clone, Debug)]
+struct Series {
+    /// Indexed by the position of the outcome in [`Outcome::ALL`].
+    outcomes: std::sync::Arc<[Counter]>,
+    bytes: Counter,
+    reinjection_failures: Counter,
+    check_seconds: Histogram,
+    /// Counts what no family serves: an outcome missing from
+    /// [`Outcome::ALL`] (there is none; indexing must not panic).
+    unserved: Counter,
 }
 
 impl FilterMetrics {
     #[must_use]
     pub fn new(direction: Direction) -> Self {
-        let metrics = Self {
-            direction,
-            messages: Family::default(),
-            bytes: Family::default(),
-            reinjection_failures: Family::default(),
-            check_seconds: Family::new_with_constructor(latency_histogram),
-            connections: Family::default(),
-        };
+        let messages: Family<Labels<2>, Counter> = Family::default();
+        let bytes: Family<Labels<1>, Counter> = Family::default();
+        let reinjection_failures: Family<Labels<1>, Counter> = Family::default();
+        let check_seconds: Family<Labels<1>, Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let direction_label = [("direction", direction.label())];
         // Every series exists from the start, so a rate over a refusal
-        // that has not happened yet is 0 rather than absent.
-        for outcome in Outcome::ALL {
-            if outcome.applies_to(direction) {
-                let _ = metrics
-                    .messages
-                    .get_or_create(&metrics.outcome_labels(outcome));
-            }
+        // that has not happened yet is 0 rather than absent. (An outcome
+        // of the other direction gets a handle that no family serves.)
+        let outcomes = Outcome::ALL
+            .iter()
+            .map(|&outcome| {
+                if outcome.applies_to(direction) {
+                    messages.get_or_create_owned(&[
+                        ("direction", direction.label()),
+                        ("outcome", outcome.label()),
+                    ])
+                } else {
+                    Counter::default()
+                }
+            })
+            .collect();
+        let series = Series {
+            outcomes,
+            bytes: bytes.get_or_create_owned(&direction_label),
+            reinjection_failures: reinjection_failures.get_or_create_owned(&direction_label),
+            check_seconds: check_seconds.get_or_create_owned(&direction_label),
+            unserved: Counter::default(),
+        };
+        Self {
+            direction,
+            messages,
+            bytes,
+            reinjection_failures,
+            check_seconds,
+            connections: Family::default(),
+            series,
         }
-        let _ = metrics.bytes.get_or_create(&metrics.direction_label());
-        let _ = metrics
-            .check_seconds
-            .get_or_create(&metrics.direction_label());
-        let _ = metrics
-            .reinjection_failures
-            .get_or_create(&metrics.direction_label());
-        metrics
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -199,25 +229,18 @@ impl FilterMetrics {
         );
     }
 
-    fn direction_label(&self) -> Labels<1> {
-        [("direction", self.direction.label())]
-    }
-
-    fn outcome_labels(&self, outcome: Outcome) -> Labels<2> {
-        [
-            ("direction", self.direction.label()),
-            ("outcome", outcome.label()),
-        ]
+    fn outcome_counter(&self, outcome: Outcome) -> &Counter {
+        Outcome::ALL
+            .iter()
+            .position(|&listed| listed == outcome)
+            .and_then(|index| self.series.outcomes.get(index))
+            .unwrap_or(&self.series.unserved)
     }
 
     pub fn count(&self, outcome: Outcome) {
-        self.messages
-            .get_or_create(&self.outcome_labels(outcome))
-            .inc();
+        self.outcome_counter(outcome).inc();
         if outcome == Outcome::ReinjectionFailed {
-            self.reinjection_failures
-                .get_or_create(&self.direction_label())
-                .inc();
+            self.series.reinjection_failures.inc();
         }
     }
 
@@ -225,20 +248,17 @@ impl FilterMetrics {
     /// filter (the SMTP session engine) and for tests.
     #[must_use]
     pub fn counter(&self, outcome: Outcome) -> Counter {
-        self.messages
-            .get_or_create_owned(&self.outcome_labels(outcome))
+        self.outcome_counter(outcome).clone()
     }
 
     pub fn received(&self, bytes: usize) {
-        self.bytes
-            .get_or_create(&self.direction_label())
+        self.series
+            .bytes
             .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
     }
 
     pub fn checked_in(&self, elapsed: Duration) {
-        self.check_seconds
-            .get_or_create(&self.direction_label())
-            .observe(elapsed.as_secs_f64());
+        self.series.check_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The gauge of connections open at `door` (`smtp` or `http`).

@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 
 use chatmail_config::AddressRefusal;
 
@@ -47,22 +46,38 @@ impl Reply {
 
     /// Appends the reply in wire form; text lines become continuation lines.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        // Formatted straight into `out`: a reply is written for every
-        // command, and an intermediate string per line showed in profiles.
-        // (Writing into a Vec cannot fail.)
+        // Copied straight into `out`: a reply is written for every command,
+        // and formatting (or a string per line) showed in profiles.
+        let code = self.code_digits();
         let mut lines = self.text.lines().peekable();
         if lines.peek().is_none() {
-            let _ = write!(out, "{} {}\r\n", self.code, self.enhanced);
+            out.extend_from_slice(&code);
+            out.push(b' ');
+            out.extend_from_slice(self.enhanced.as_bytes());
+            out.extend_from_slice(b"\r\n");
             return;
         }
         while let Some(line) = lines.next() {
-            let separator = if lines.peek().is_some() { '-' } else { ' ' };
-            let _ = if self.enhanced.is_empty() {
-                write!(out, "{}{separator}{line}\r\n", self.code)
-            } else {
-                write!(out, "{}{separator}{} {line}\r\n", self.code, self.enhanced)
-            };
+            out.extend_from_slice(&code);
+            out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+            if !self.enhanced.is_empty() {
+                out.extend_from_slice(self.enhanced.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// The three digits of the code (a code is 200 to 599; others are
+    /// shown modulo 1000, as no reply has them).
+    fn code_digits(&self) -> [u8; 3] {
+        let digit = |value: u16| b'0' + u8::try_from(value % 10).unwrap_or(0);
+        [
+            digit(self.code / 100),
+            digit(self.code / 10),
+            digit(self.code),
+        ]
     }
 
     // RFC 5321 4.2 and RFC 3463 codes used by the engine.
@@ -162,5 +177,35 @@ impl fmt::Display for Reply {
         } else {
             write!(f, "{} {} {}", self.code, self.enhanced, self.text)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    fn wire(reply: &Reply) -> String {
+        let mut out = Vec::new();
+        reply.write_to(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn wire_forms() {
+        assert_eq!(wire(&Reply::OK), "250 2.0.0 OK\r\n");
+        assert_eq!(
+            wire(&Reply::START_DATA),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        assert_eq!(
+            wire(&Reply::owned(250, "", "relay.test\nPIPELINING\nSIZE 100")),
+            "250-relay.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
+        );
+        assert_eq!(
+            wire(&Reply::owned(451, "4.3.0", "one\ntwo")),
+            "451-4.3.0 one\r\n451 4.3.0 two\r\n"
+        );
+        assert_eq!(wire(&Reply::new(221, "2.0.0", "")), "221 2.0.0\r\n");
+        assert_eq!(wire(&Reply::new(504, "", "")), "504 \r\n");
     }
 }

@@ -540,6 +540,11 @@ const MAX_CLIENT_ADDRESS: usize = 64;
 /// when the line is another command. Values are xtext (RFC 3461), which
 /// Postfix uses only for characters an address never has.
 fn xforward_attributes(line: &[u8]) -> Option<Vec<(String, String)>> {
+    // Every command line passes here: most are told apart by their verb.
+    let verb = line.get(..9)?;
+    if !verb.eq_ignore_ascii_case(b"XFORWARD ") {
+        return None;
+    }
     let text = std::str::from_utf8(line).ok()?;
     let text = text.trim_end_matches(['\r', '\n']);
     let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
