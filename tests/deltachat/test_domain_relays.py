@@ -280,3 +280,68 @@ def test_a_bounce_reaches_the_sender_signed(domain_relays, online_account):
         pytest.fail("no bounce arrived:\n" + beta.log("postfix")[-3000:]
                     + alpha.log("filtermail-incoming")[-3000:])
     assert nobody in bounces[0]
+
+
+def slow_mxdeliv_upload(relay, source, declared):
+    """A TLS connection from `source` to the relay's nginx that starts a
+    POST /mxdeliv declaring `declared` body bytes and sends only the
+    first one; the caller trickles or closes it."""
+    raw = socket.create_connection((relay.address, relay.port(443)), timeout=10,
+                                   source_address=(source, 0))
+    tls = insecure_tls().wrap_socket(raw, server_hostname=relay.domain)
+    tls.sendall(
+        (f"POST /mxdeliv HTTP/1.1\r\nHost: {relay.domain}\r\n"
+         f"Content-Type: message/rfc822\r\nContent-Length: {declared}\r\n\r\nF").encode())
+    return tls
+
+
+def test_slow_peers_at_mxdeliv_do_not_hold_up_other_relays(domain_relays, online_account):
+    """Six peers (from their own address) trickle 30 MiB bodies into
+    beta's nginx; alpha's relay still delivers to beta through the same
+    door at once, since nginx takes a body whole before the filter sees
+    it. The stalled uploads are answered nothing but their close: none
+    was taken."""
+    alpha, beta = domain_relays
+    alice = online_account(alpha)
+    bob = online_account(beta)
+    secure_join(alice, bob)
+    slow = [slow_mxdeliv_upload(beta, "127.0.0.9", 30 << 20) for _ in range(6)]
+    try:
+        time.sleep(1)
+        offset = len(beta.log("postfix"))
+        seconds, snapshot = exchange(alice, bob, "through a crowded door")
+        assert snapshot.text == "through a crowded door"
+        assert seconds < 10, f"{seconds:.1f} s"
+        received = beta.log("postfix")[offset:]
+        assert "postfix/reinject_incoming/smtpd" in received, received
+        # The slow peers are still waiting: nothing answered them.
+        for connection in slow:
+            connection.settimeout(0.2)
+            with pytest.raises(socket.timeout):
+                connection.recv(1)
+            connection.sendall(b"r")
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def test_nginx_takes_at_most_30_connections_per_address_at_mxdeliv(domain_relays):
+    """A 31st /mxdeliv upload from one address is answered 503 while the
+    30 others are open; another address is not affected."""
+    _, beta = domain_relays
+    held = [slow_mxdeliv_upload(beta, "127.0.0.10", 1000) for _ in range(30)]
+    try:
+        time.sleep(0.5)
+        extra = slow_mxdeliv_upload(beta, "127.0.0.10", 1000)
+        extra.settimeout(10)
+        answer = extra.recv(200).decode(errors="replace")
+        extra.close()
+        assert answer.startswith("HTTP/1.1 503"), answer
+        other = slow_mxdeliv_upload(beta, "127.0.0.11", 1000)
+        other.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            other.recv(1)
+        other.close()
+    finally:
+        for connection in held:
+            connection.close()
