@@ -32,12 +32,17 @@ def random_text(n, alphabet=string.ascii_lowercase + string.digits):
 class LocalRelay:
     """A running chatmail-local-relay; `stop()` sends Ctrl-C (SIGINT)."""
 
-    def __init__(self, address, port_base, state_dir, ini=(), mail_domain=None, extra_args=()):
+    def __init__(self, address, port_base, state_dir, ini=(), mail_domain=None, extra_args=(),
+                 netns=None):
         self.address = address
         self.mail_domain = mail_domain
         self.port_base = port_base
         self.state_dir = Path(state_dir)
+        # A network namespace of its own (see NetworkNamespace): the relay
+        # and everything it starts see only that namespace's loopback.
+        self.netns = netns
         args = [
+            *(netns.command() if netns else ()),
             str(bin_dir() / "chatmail-local-relay"),
             "--listen", address,
             "--port-base", str(port_base),
@@ -232,3 +237,34 @@ class NotificationServer:
 
     def close(self):
         self.httpd.shutdown()
+
+
+class NetworkNamespace:
+    """A network namespace with nothing but its own loopback interface:
+    programs run in it (`command()`) can reach only each other, so a test
+    whose client would try every address it has (iroh does) sends no
+    packet beyond loopback."""
+
+    def __init__(self, name):
+        self.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(self.command() + ["ip", "link", "set", "lo", "up"], check=True,
+                       capture_output=True)
+
+    def command(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, *args):
+        return subprocess.run(self.command() + list(args), check=True, capture_output=True,
+                              text=True).stdout
+
+    def program(self, directory: Path, name, program):
+        """A script in `directory` that runs `program` in the namespace
+        (for clients that take a program path, such as Rpc)."""
+        script = directory / name
+        script.write_text(f"#!/bin/sh\nexec ip netns exec {self.name} {program} \"$@\"\n")
+        script.chmod(0o755)
+        return script
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)

@@ -73,6 +73,16 @@ fn a_domain_relay_renders_and_validates() -> Result<()> {
         "{stdout}"
     );
 
+    // Its own iroh relay (iroh_relay defaults to https://chat.example.org),
+    // behind the nginx site that nginx -t accepted.
+    let iroh = fs::read_to_string(dir.path().join("etc/iroh-relay.toml"))?;
+    assert!(
+        iroh.contains("http_bind_addr = \"127.0.0.1:3340\""),
+        "{iroh}"
+    );
+    let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
+    assert!(site.contains("location = /relay"), "{site}");
+
     let main = postconf(dir.path(), &["-n"])?;
     for expected in [
         "mydestination = chat.example.org",

@@ -22,6 +22,7 @@ const BINARIES: &[&str] = &[
     "chatmail-expire",
     "chatmail-quota-expire",
     "chatmail-fsreport",
+    "iroh-relay",
 ];
 
 fn package() -> Result<PathBuf> {
@@ -64,7 +65,14 @@ fn expected_files() -> Result<Vec<String>> {
         let name = entry?.file_name().to_string_lossy().into_owned();
         files.push(format!("lib/systemd/system/{name}"));
     }
-    for dir in ["postfix", "dovecot", "nginx", "www", "opendkim"] {
+    for dir in [
+        "postfix",
+        "dovecot",
+        "nginx",
+        "www",
+        "opendkim",
+        "iroh-relay",
+    ] {
         for entry in fs::read_dir(repo_root().join(dir))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
             files.push(format!("usr/share/chatmail-relay/templates/{dir}/{name}"));

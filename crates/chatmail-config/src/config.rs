@@ -62,6 +62,9 @@ pub struct Config {
     pub passdb_path: PathBuf,
     pub turn_socket_path: PathBuf,
     pub iroh_relay: String,
+    /// Where the relay's own iroh relay listens (plain HTTP, behind
+    /// nginx), when `iroh_relay` names this relay.
+    pub iroh_relay_listen: std::net::SocketAddr,
     pub max_load_1m: f64,
     pub min_available_memory: u64,
     pub min_free_disk_space: u64,
@@ -153,16 +156,18 @@ pub enum MetricsDaemon {
     FiltermailIncoming,
     FiltermailTransport,
     Dovecot,
+    IrohRelay,
 }
 
 impl MetricsDaemon {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Doveauth,
         Self::ChatmailMetadata,
         Self::FiltermailOutgoing,
         Self::FiltermailIncoming,
         Self::FiltermailTransport,
         Self::Dovecot,
+        Self::IrohRelay,
     ];
 
     /// The chatmail.ini key of the daemon's metrics address.
@@ -175,6 +180,7 @@ impl MetricsDaemon {
             Self::FiltermailIncoming => "metrics_listen_filtermail_incoming",
             Self::FiltermailTransport => "metrics_listen_filtermail_transport",
             Self::Dovecot => "metrics_listen_dovecot",
+            Self::IrohRelay => "metrics_listen_iroh_relay",
         }
     }
 
@@ -187,6 +193,7 @@ impl MetricsDaemon {
             Self::FiltermailIncoming => 9154,
             Self::FiltermailTransport => 9155,
             Self::Dovecot => 9156,
+            Self::IrohRelay => 9157,
         }
     }
 }
@@ -275,7 +282,12 @@ impl Config {
             iroh_relay: params.get(
                 "iroh_relay",
                 |text| Ok(text.trim().to_owned()),
-                format!("https://{mail_domain}"),
+                default_iroh_relay(&mail_domain),
+            )?,
+            iroh_relay_listen: params.get(
+                "iroh_relay_listen",
+                value::socket_addr(3340),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 3340)),
             )?,
             max_load_1m: params.get("max_load_1m", value::float, 5.0)?,
             min_available_memory: params.get(
@@ -461,11 +473,48 @@ impl Config {
         index.and_then(|index| self.metrics_listen.get(index).copied().flatten())
     }
 
+    /// Whether `iroh_relay` names this relay (its mail domain, or the
+    /// address its iroh relay listens on, as a local relay serves it), so
+    /// that it runs its own iroh relay; an empty value or another host:
+    /// it does not.
+    #[must_use]
+    pub fn runs_iroh_relay(&self) -> bool {
+        iroh_relay_host(&self.iroh_relay).is_some_and(|host| {
+            host.eq_ignore_ascii_case(&self.mail_domain.to_string())
+                || host.parse::<std::net::IpAddr>().ok() == Some(self.iroh_relay_listen.ip())
+        })
+    }
+
     /// The mailbox directory layout under `mailboxes_dir`.
     #[must_use]
     pub fn mailboxes(&self) -> Mailboxes {
         Mailboxes::new(&self.mailboxes_dir)
     }
+}
+
+/// Delta Chat reaches an iroh relay over HTTPS only with a certificate of
+/// the public web PKI: an IP-only relay, whose certificate is self-signed,
+/// serves its iroh relay over plain HTTP (iroh's own encryption still
+/// protects what it carries).
+fn default_iroh_relay(mail_domain: &MailDomain) -> String {
+    if mail_domain.is_ip() {
+        format!("http://{mail_domain}")
+    } else {
+        format!("https://{mail_domain}")
+    }
+}
+
+/// The host of an `http://` or `https://` URL, without port or brackets.
+fn iroh_relay_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next()?,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// The `[params]` section as raw strings; typed getters consume keys so

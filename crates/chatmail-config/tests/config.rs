@@ -204,7 +204,10 @@ fn ipv4_domain_makes_an_ip_only_relay() {
         config.mailboxes_dir,
         PathBuf::from("/home/vmail/mail/127.0.0.1")
     );
-    assert_eq!(config.iroh_relay, "https://127.0.0.1");
+    // Clients trust only the web PKI: a self-signed relay's iroh relay
+    // is reached over plain HTTP.
+    assert_eq!(config.iroh_relay, "http://127.0.0.1");
+    assert!(config.runs_iroh_relay());
     assert!(config.tls_self_signed);
 }
 
@@ -487,6 +490,7 @@ fn metrics_addresses_default_to_loopback_and_empty_turns_them_off() {
             "FiltermailIncoming Some(127.0.0.1:9154)",
             "FiltermailTransport Some(127.0.0.1:9155)",
             "Dovecot Some(127.0.0.1:9156)",
+            "IrohRelay Some(127.0.0.1:9157)",
         ]
     );
     let set = parse_ok(
@@ -521,4 +525,33 @@ fn metrics_addresses_default_to_loopback_and_empty_turns_them_off() {
         "metrics_listen_doveauth",
         "localhost:9151",
     );
+}
+
+#[test]
+fn the_relay_runs_its_own_iroh_relay_only_when_iroh_relay_names_it() {
+    let runs = |url: &str| {
+        parse_ok(&format!(
+            "mail_domain = chat.example.org\niroh_relay = {url}\n"
+        ))
+        .runs_iroh_relay()
+    };
+    assert!(parse_ok("mail_domain = chat.example.org\n").runs_iroh_relay());
+    assert!(runs("https://chat.example.org"));
+    assert!(runs("https://Chat.Example.org:443/"));
+    assert!(runs("http://chat.example.org:8080"));
+    assert!(!runs("https://iroh.example.org"));
+    assert!(!runs("https://chat.example.org.evil.test"));
+    assert!(!runs("ftp://chat.example.org"));
+    assert!(!runs(""));
+    let ip = parse_ok("mail_domain = 127.0.0.1\niroh_relay = http://127.0.0.1:20080\n");
+    assert!(ip.runs_iroh_relay());
+    // A local domain relay, reached by its address.
+    let local = parse_ok(
+        "mail_domain = alpha.test\niroh_relay = http://127.0.0.3:30080\n\
+         iroh_relay_listen = 127.0.0.3:33340\n",
+    );
+    assert!(local.runs_iroh_relay());
+    assert!(!runs("http://127.0.0.3:30080"));
+    let listen = parse_ok("mail_domain = chat.example.org\niroh_relay_listen = 127.0.0.2\n");
+    assert_eq!(listen.iroh_relay_listen.to_string(), "127.0.0.2:3340");
 }

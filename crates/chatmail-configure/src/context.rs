@@ -36,6 +36,21 @@ pub struct Context {
     /// Where Dovecot's stats service serves OpenMetrics
     /// (metrics_listen_dovecot); none when the key is empty.
     pub dovecot_metrics: Option<MetricsListener>,
+    /// The relay's own iroh relay, when `iroh_relay` names this relay.
+    pub iroh: Option<Iroh>,
+}
+
+/// iroh-relay (0.35, the version Delta Chat's client speaks to): plain
+/// HTTP on loopback behind nginx, no STUN (clients use the relay itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct Iroh {
+    /// `ip:port` it listens on, and nginx proxies to.
+    pub listen: String,
+    /// Where it serves Prometheus metrics (metrics_listen_iroh_relay).
+    pub metrics: Option<String>,
+    /// Whether nginx serves it on plain HTTP too: an IP-only relay's
+    /// certificate is self-signed, which clients do not accept for it.
+    pub over_http: bool,
 }
 
 /// An address and port for a metrics endpoint.
@@ -322,6 +337,13 @@ impl Context {
             privacy_mail: config.privacy_mail.clone(),
             web: web(config, layout),
             delete_mails_after: config.delete_mails_after,
+            iroh: config.runs_iroh_relay().then(|| Iroh {
+                listen: config.iroh_relay_listen.to_string(),
+                metrics: config
+                    .metrics_listen(MetricsDaemon::IrohRelay)
+                    .map(|addr| addr.to_string()),
+                over_http: config.iroh_relay.starts_with("http://"),
+            }),
             dovecot_metrics: config.metrics_listen(MetricsDaemon::Dovecot).map(|addr| {
                 MetricsListener {
                     address: addr.ip().to_string(),

@@ -167,6 +167,10 @@ pub struct Layout {
     pub web: WebLayout,
     /// certbot's directories, for a certificate from an ACME CA.
     pub acme: crate::acme::AcmeLayout,
+    /// The iroh relay's configuration, written while the relay runs its
+    /// own iroh relay and removed otherwise (its unit starts only while
+    /// the file exists).
+    pub iroh_relay_config: PathBuf,
 }
 
 /// Where OpenDKIM's configuration, key and socket are (Debian's opendkim
@@ -293,6 +297,8 @@ impl Layout {
             opendkim: Some(OpenDkimLayout::system()),
             web: WebLayout::system(),
             acme: crate::acme::AcmeLayout::system(),
+            // Where the relay we replace keeps it.
+            iroh_relay_config: "/etc/iroh-relay.toml".into(),
         }
     }
 

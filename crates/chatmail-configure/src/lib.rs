@@ -22,4 +22,4 @@ pub use error::ConfigureError;
 pub use layout::{
     DictSockets, Layout, OpenDkimLayout, PrivateInstance, PublicPorts, Vmail, WebLayout,
 };
-pub use render::{RenderedFile, render_all, render_template, write_files};
+pub use render::{RenderedFile, remove_unused, render_all, render_template, write_files};

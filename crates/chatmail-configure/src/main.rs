@@ -12,7 +12,7 @@ use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
 use chatmail_configure::acme::{self, AcmeLayout};
 use chatmail_configure::{
     Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
-    check_opendkim, check_postfix, dns, ensure_dkim_key, render_all, write_files,
+    check_opendkim, check_postfix, dns, ensure_dkim_key, remove_unused, render_all, write_files,
 };
 use clap::{Parser, Subcommand};
 
@@ -106,6 +106,7 @@ fn run(args: &Args) -> Result<()> {
         layout.web = WebLayout::in_dir(dir, layout.web.fcgiwrap_socket.clone());
         layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
         layout.acme = AcmeLayout::in_dir(&dir.join("acme"));
+        layout.iroh_relay_config = dir.join("iroh-relay.toml");
     }
     let domain = config.mail_domain.address_domain();
     if args.acme {
@@ -148,7 +149,14 @@ fn run(args: &Args) -> Result<()> {
     for path in &written {
         println!("wrote {}", path.display());
     }
-    if written.is_empty() {
+    let removed = remove_unused(&context, &layout)?;
+    for path in &removed {
+        println!(
+            "removed {} (iroh_relay names another relay)",
+            path.display()
+        );
+    }
+    if written.is_empty() && removed.is_empty() {
         println!("configuration unchanged");
     }
     let opendkim = layout.opendkim.as_ref().filter(|_| context.dkim.is_some());
@@ -179,13 +187,22 @@ fn run(args: &Args) -> Result<()> {
     if let Some(enabled) = &layout.web.sites_enabled {
         enable_site(&layout.web.site, enabled)?;
     }
-    if !written.is_empty() && args.output.is_none() {
+    if (!written.is_empty() || !removed.is_empty()) && args.output.is_none() {
+        let mut restart = Vec::new();
         if opendkim.is_some() {
-            println!(
-                "apply it with: systemctl restart opendkim && systemctl reload postfix dovecot nginx"
-            );
-        } else {
+            restart.push("opendkim");
+        }
+        // Its unit starts only while its configuration exists.
+        if context.iroh.is_some() || !removed.is_empty() {
+            restart.push("iroh-relay");
+        }
+        if restart.is_empty() {
             println!("apply it with: systemctl reload postfix dovecot nginx");
+        } else {
+            println!(
+                "apply it with: systemctl restart {} && systemctl reload postfix dovecot nginx",
+                restart.join(" ")
+            );
         }
     }
     Ok(())

@@ -83,6 +83,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "nginx/nginx.conf",
         include_str!("../../../nginx/nginx.conf"),
     ),
+    (
+        "nginx/iroh-relay-locations.conf",
+        include_str!("../../../nginx/iroh-relay-locations.conf"),
+    ),
+    (
+        "iroh-relay/iroh-relay.toml",
+        include_str!("../../../iroh-relay/iroh-relay.toml"),
+    ),
     ("www/index.html", include_str!("../../../www/index.html")),
     ("www/mta-sts.txt", include_str!("../../../www/mta-sts.txt")),
     (
@@ -123,6 +131,7 @@ const INSTALLED: &[&str] = &[
     "opendkim/opendkim.conf",
     "opendkim/KeyTable",
     "opendkim/SigningTable",
+    "iroh-relay/iroh-relay.toml",
 ];
 
 /// One rendered configuration file.
@@ -193,6 +202,10 @@ fn destination(name: &str, layout: &Layout, context: &Context) -> Option<PathBuf
             Some(layout.web.www_dir.join("mta-sts.txt"))
         }
         ("www", file) => Some(layout.web.www_dir.join(file)),
+        ("iroh-relay", _) => {
+            context.iroh.as_ref()?;
+            Some(layout.iroh_relay_config.clone())
+        }
         _ => None,
     }
 }
@@ -241,6 +254,28 @@ pub fn write_files(files: &[RenderedFile]) -> Result<Vec<PathBuf>, ConfigureErro
     Ok(written)
 }
 
+/// Removes the files of parts this relay no longer runs (the iroh relay's
+/// configuration, when `iroh_relay` names another relay) and returns the
+/// paths removed.
+pub fn remove_unused(context: &Context, layout: &Layout) -> Result<Vec<PathBuf>, ConfigureError> {
+    let mut removed = Vec::new();
+    if context.iroh.is_none() {
+        let path = &layout.iroh_relay_config;
+        match fs::remove_file(path) {
+            Ok(()) => removed.push(path.clone()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ConfigureError::Io {
+                    action: "removing",
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -266,11 +301,12 @@ mod tests {
     use crate::layout::{Layout, OpenDkimLayout, Vmail, WebLayout};
 
     fn rendered(dir: &Path) -> Vec<super::RenderedFile> {
-        let config = Config::from_ini_str(
-            "[params]\nmail_domain = example.org\n",
-            Path::new("chatmail.ini"),
-        )
-        .expect("valid test ini");
+        rendered_with(dir, "mail_domain = example.org\n").1
+    }
+
+    fn rendered_with(dir: &Path, ini: &str) -> (Context, Vec<super::RenderedFile>, Layout) {
+        let config = Config::from_ini_str(&format!("[params]\n{ini}"), Path::new("chatmail.ini"))
+            .expect("valid test ini");
         let mut layout = Layout::system(Vmail {
             uid: 5000,
             gid: 5000,
@@ -279,7 +315,89 @@ mod tests {
         layout.dovecot_dir = dir.join("dovecot");
         layout.web = WebLayout::in_dir(dir, "/run/fcgiwrap.socket".into());
         layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
-        render_all(&Context::new(&config, &layout), &layout).expect("templates render")
+        layout.iroh_relay_config = dir.join("iroh-relay").join("iroh-relay.toml");
+        let context = Context::new(&config, &layout);
+        let files = render_all(&context, &layout).expect("templates render");
+        (context, files, layout)
+    }
+
+    fn text_of<'f>(files: &'f [super::RenderedFile], name: &str) -> Option<&'f str> {
+        files
+            .iter()
+            .find(|file| file.path.ends_with(name))
+            .map(|file| file.text.as_str())
+    }
+
+    /// The nginx site's two server blocks: plain HTTP, then HTTPS.
+    fn server_blocks(site: &str) -> (&str, &str) {
+        let https = site.find("listen 443 ssl").unwrap_or(site.len());
+        site.split_at(https)
+    }
+
+    #[test]
+    fn a_domain_relay_runs_its_iroh_relay_behind_nginx_over_https() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, files, _) = rendered_with(dir.path(), "mail_domain = example.org\n");
+        let toml = text_of(&files, "iroh-relay.toml").expect("iroh-relay.toml");
+        for line in [
+            "http_bind_addr = \"127.0.0.1:3340\"",
+            "enable_stun = false",
+            "enable_quic_addr_discovery = false",
+            "enable_metrics = true",
+            "metrics_bind_addr = \"127.0.0.1:9157\"",
+        ] {
+            assert!(toml.lines().any(|each| each == line), "{line} in\n{toml}");
+        }
+        let site = text_of(&files, "chatmail-site.conf").expect("site");
+        let (http, https) = server_blocks(site);
+        for location in [
+            "location = /relay",
+            "location = /ping",
+            "location = /generate_204",
+        ] {
+            assert!(https.contains(location), "{location} in\n{https}");
+            assert!(!http.contains(location), "not over plain HTTP:\n{http}");
+        }
+        assert!(https.contains("proxy_set_header Upgrade $http_upgrade;"));
+        assert!(https.contains("proxy_pass http://127.0.0.1:3340;"));
+    }
+
+    #[test]
+    fn an_ip_only_relay_serves_its_iroh_relay_over_http_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, files, _) = rendered_with(
+            dir.path(),
+            "mail_domain = 192.0.2.1\nmetrics_listen_iroh_relay =\n",
+        );
+        let toml = text_of(&files, "iroh-relay.toml").expect("iroh-relay.toml");
+        assert!(toml.contains("enable_metrics = false"), "{toml}");
+        let site = text_of(&files, "chatmail-site.conf").expect("site");
+        let (http, https) = server_blocks(site);
+        assert!(http.contains("location = /relay"), "{http}");
+        assert!(https.contains("location = /relay"), "{https}");
+    }
+
+    #[test]
+    fn another_iroh_relay_means_none_here_and_its_file_goes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, files, layout) = rendered_with(dir.path(), "mail_domain = example.org\n");
+        write_files(&files).expect("written");
+        assert!(layout.iroh_relay_config.exists());
+        let (context, files, layout) = rendered_with(
+            dir.path(),
+            "mail_domain = example.org\niroh_relay = https://iroh.example.net\n",
+        );
+        assert!(text_of(&files, "iroh-relay.toml").is_none());
+        let site = text_of(&files, "chatmail-site.conf").expect("site");
+        assert!(!site.contains("location = /relay"), "{site}");
+        let removed = super::remove_unused(&context, &layout).expect("removed");
+        assert_eq!(removed, std::slice::from_ref(&layout.iroh_relay_config));
+        assert!(!layout.iroh_relay_config.exists());
+        assert!(
+            super::remove_unused(&context, &layout)
+                .expect("nothing")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -287,14 +405,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let files = rendered(dir.path());
         // Postfix 5, Dovecot 9, the nginx site, the index page and the
-        // MTA-STS policy, OpenDKIM's 3; a system nginx has its own
-        // nginx.conf.
-        assert_eq!(files.len(), 20);
+        // MTA-STS policy, OpenDKIM's 3, the iroh relay's; a system nginx
+        // has its own nginx.conf.
+        assert_eq!(files.len(), 21);
         for file in &files {
             assert!(
-                ["postfix", "dovecot", "nginx", "www", "opendkim"]
-                    .iter()
-                    .any(|dir_name| file.path.starts_with(dir.path().join(dir_name))),
+                [
+                    "postfix",
+                    "dovecot",
+                    "nginx",
+                    "www",
+                    "opendkim",
+                    "iroh-relay"
+                ]
+                .iter()
+                .any(|dir_name| file.path.starts_with(dir.path().join(dir_name))),
                 "{}",
                 file.path.display()
             );

@@ -136,6 +136,7 @@ fn start(args: &Args) -> Result<Running> {
         postfix_dir: None,
     };
     relay.start_daemons(&mut running.processes)?;
+    relay.start_iroh_relay(&mut running.processes)?;
     relay.start_opendkim(&mut running.processes)?;
     relay.start_postfix()?;
     running.postfix_dir = Some(relay.layout.postfix_dir.clone());
@@ -164,6 +165,9 @@ fn print_welcome(address: Ipv4Addr, relay: &LocalRelay) -> Result<()> {
         "  HTTPS https://{address}:{}/ (POST /new hands out accounts; other relays POST /mxdeliv)",
         public.https
     );
+    if let Some(url) = &relay.iroh_relay {
+        println!("  realtime (iroh relay) {url}/relay, through nginx");
+    }
     for (key, addr) in &relay.metrics {
         let name = key.trim_start_matches("metrics_listen_").replace('_', "-");
         println!("  metrics http://{addr}/metrics ({name})");

@@ -14,6 +14,8 @@ pub struct Ports {
     pub transport_lmtp: u16,
     pub reinject: u16,
     pub reinject_incoming: u16,
+    /// The iroh relay, behind nginx (3340 on a real relay).
+    pub iroh_relay: u16,
     /// The metrics endpoints, in the order of [`MetricsDaemon::ALL`]:
     /// `base + 1151` ..., which stays below Linux's ephemeral ports (32768
     /// and up) for the usual bases: there an outgoing connection could
@@ -37,6 +39,7 @@ impl Ports {
             transport_lmtp: at(1083)?,
             reinject: at(1025)?,
             reinject_incoming: at(1026)?,
+            iroh_relay: at(3340)?,
             metrics: [
                 at(1151)?,
                 at(1152)?,
@@ -44,6 +47,7 @@ impl Ports {
                 at(1154)?,
                 at(1155)?,
                 at(1156)?,
+                at(1157)?,
             ],
         })
     }

@@ -60,6 +60,8 @@ pub struct LocalRelay {
     pub metrics: Vec<(&'static str, std::net::SocketAddr)>,
     bin_dir: PathBuf,
     vmail: Vmail,
+    /// The iroh relay's URL for clients, when this relay runs its own.
+    pub iroh_relay: Option<String>,
 }
 
 impl LocalRelay {
@@ -86,6 +88,15 @@ impl LocalRelay {
         // The daemons run as vmail, which may not reach where they were
         // built (a checkout under /root): they run from the state dir.
         let bin_dir = state.install_daemons(&options.bin_dir, VMAIL_DAEMONS)?;
+        if config.runs_iroh_relay() {
+            state
+                .install_daemons(&options.bin_dir, &["iroh-relay"])
+                .context(
+                    "iroh-relay 0.35.0 is needed for realtime channels: build it with \
+                     `bash crates/chatmail-relay/build-iroh-relay` (or run without one: \
+                     --ini iroh_relay=)",
+                )?;
+        }
         let private = PrivateInstance {
             root: state.root.clone(),
             instance_name: format!("chatmail-local-{}", options.address),
@@ -113,6 +124,7 @@ impl LocalRelay {
             acme: chatmail_configure::acme::AcmeLayout::in_dir(&state.root.join("acme")),
             web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
             private: Some(private.clone()),
+            iroh_relay_config: state.root.join("iroh-relay.toml"),
         };
         let context = Context::new(&config, &layout);
         write_files(&render_all(&context, &layout)?)?;
@@ -141,7 +153,28 @@ impl LocalRelay {
             layout,
             bin_dir,
             vmail,
+            iroh_relay: config.runs_iroh_relay().then(|| config.iroh_relay.clone()),
         })
+    }
+
+    /// The iroh relay (webxdc realtime channels), as vmail, when this relay
+    /// runs its own; nginx proxies to it.
+    pub fn start_iroh_relay(&self, processes: &mut Vec<Process>) -> Result<()> {
+        if self.iroh_relay.is_none() {
+            return Ok(());
+        }
+        let config = &self.layout.iroh_relay_config;
+        processes.push(self.start_as_vmail(
+            "iroh-relay",
+            &[OsStr::new("--config-path"), config.as_os_str()],
+        )?);
+        wait_for_port(
+            self.address,
+            self.ports.iroh_relay,
+            "iroh-relay",
+            START_LIMIT,
+        )
+        .with_context(|| log_tail(&self.state.log(), "iroh-relay"))
     }
 
     /// The dict daemons and the filters, as vmail; each is pushed to

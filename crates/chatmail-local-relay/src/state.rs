@@ -174,6 +174,16 @@ impl StateDir {
                 peer_ports.public.https.to_string(),
             ),
             ("appversions_file", appversions.display().to_string()),
+            // Delta Chat trusts only the web PKI for an iroh relay: it is
+            // reached over nginx's plain HTTP port, by address.
+            (
+                "iroh_relay",
+                format!("http://{address}:{}", ports.public.http),
+            ),
+            (
+                "iroh_relay_listen",
+                format!("{address}:{}", ports.iroh_relay),
+            ),
             // A laptop is busier than a relay: never refuse new accounts
             // for load or memory.
             ("max_load_1m", "1000".to_owned()),
