@@ -1,6 +1,7 @@
 """Local relays (chatmail-local-relay), a notification server and Delta
 Chat accounts for the end-to-end tests and the latency benchmark."""
 
+import contextlib
 import http.server
 import imaplib
 import json
@@ -27,6 +28,33 @@ def bin_dir() -> Path:
 
 def random_text(n, alphabet=string.ascii_lowercase + string.digits):
     return "".join(random.choice(alphabet) for _ in range(n))
+
+
+def parse_metrics(text):
+    """Every series of a Prometheus text exposition, with its value."""
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            series[key] = float(value)
+    return series
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """A test that waits for something that never comes fails after
+    `seconds` instead of holding the whole run."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"the test took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class LocalRelay:
@@ -128,13 +156,7 @@ class LocalRelay:
     def scrape(self, name):
         """Every series of `name`'s metrics endpoint, with its value."""
         with urllib.request.urlopen(self.metrics_url(name), timeout=10) as response:
-            text = response.read().decode()
-        series = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                series[key] = float(value)
-        return series
+            return parse_metrics(response.read().decode())
 
     def nginx_pid(self):
         return int((self.state_dir / "nginx" / "nginx.pid").read_text())

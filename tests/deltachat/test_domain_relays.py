@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import relay_settings
-from relay import REPO, LocalRelay, bin_dir, insecure_tls
+from relay import REPO, LocalRelay, bin_dir, insecure_tls, time_limit
 from test_relay import exchange, secure_join
 
 # Their own addresses, beside the IP-only relays of the other tests.
@@ -144,18 +144,9 @@ def certificates_from_pebble(directory: Path):
 
 
 @pytest.fixture(autouse=True)
-def time_limit():
-    """A test that waits for a message that never comes fails instead of
-    holding the whole run."""
-
-    def expire(signum, frame):
-        raise TimeoutError("the test took longer than 180 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(180)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+def limit():
+    with time_limit(180):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,24 +17,16 @@ from pathlib import Path
 import pytest
 from deltachat_rpc_client import DeltaChat, EventType, Rpc
 
-from relay import LocalRelay, NetworkNamespace
+from relay import LocalRelay, NetworkNamespace, parse_metrics, time_limit
 from test_relay import secure_join
 
 PORT_BASE = 30000
 
 
 @pytest.fixture(autouse=True)
-def time_limit():
-    import signal
-
-    def expire(signum, frame):
-        raise TimeoutError("the test took longer than 240 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(240)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+def limit():
+    with time_limit(240):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +63,7 @@ def webxdc_app(directory: Path):
 
 
 def iroh_metrics(netns, relay):
-    text = netns.run("curl", "-s", relay.metrics_url("iroh-relay"))
-    series = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            series[key] = float(value)
-    return series
+    return parse_metrics(netns.run("curl", "-s", relay.metrics_url("iroh-relay")))
 
 
 def test_webxdc_realtime_data_passes_through_our_iroh_relay(isolated, isolated_dc, tmp_path):
