@@ -395,3 +395,28 @@ def test_without_nginx_relays_deliver_over_smtp(relays, online_account):
     moved = {key: value - before[key] for key, value in counts(relays).items()}
     assert moved["transport smtp delivered"] >= 1, moved
     assert "nginx exited" in "".join(relays[1].output)
+
+
+def test_ice_servers_name_our_turn_server_with_working_credentials(relay, online_account):
+    """Delta Chat asks the relay for ICE servers (the `turn` METADATA
+    key, filled by chatmail-turn's credentials socket): it lists the
+    relay's own TURN server, by its bare address, and a TURN client
+    relays UDP with the credentials it got (the local relay allows
+    loopback peers; a relay on the internet does not)."""
+    alice = online_account(relay)
+    servers = alice.ice_servers()
+    ours = [
+        server for server in servers
+        if any(f"{relay.address}:{relay.port(3478)}" in url for url in server.get("urls", []))
+    ]
+    assert ours, servers
+    server = ours[0]
+    assert int(server["username"]) > time.time() + 4 * 24 * 3600, "valid for days"
+    probe = subprocess.run(
+        [str(bin_dir() / "turn-probe"), f"{relay.address}:{relay.port(3478)}",
+         server["username"], server["credential"], relay.address],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert "relayed through" in probe.stdout
+    assert relay.scrape("chatmail-turn")["chatmail_turn_allocations_total"] >= 1

@@ -167,7 +167,7 @@ async fn device_tokens_and_server_keys_over_imap() -> Result<()> {
         "{all}"
     );
     assert!(
-        all.contains(&format!("[127.0.0.1]:3478:{TURN_CREDENTIALS}")),
+        all.contains(&format!("127.0.0.1:3478:{TURN_CREDENTIALS}")),
         "{all}"
     );
     // The shipped file, on one line, in its own key order.

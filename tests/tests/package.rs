@@ -23,6 +23,7 @@ const BINARIES: &[&str] = &[
     "chatmail-quota-expire",
     "chatmail-fsreport",
     "iroh-relay",
+    "chatmail-turn",
 ];
 
 fn package() -> Result<PathBuf> {

@@ -61,6 +61,9 @@ pub struct Config {
     pub mailboxes_dir: PathBuf,
     pub passdb_path: PathBuf,
     pub turn_socket_path: PathBuf,
+    /// chatmail-turn: the addresses it listens on (empty: every address of
+    /// the host but loopback), its port, its secret, and its bounds.
+    pub turn: TurnConfig,
     pub iroh_relay: String,
     /// Where the relay's own iroh relay listens (plain HTTP, behind
     /// nginx), when `iroh_relay` names this relay.
@@ -157,10 +160,11 @@ pub enum MetricsDaemon {
     FiltermailTransport,
     Dovecot,
     IrohRelay,
+    ChatmailTurn,
 }
 
 impl MetricsDaemon {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Doveauth,
         Self::ChatmailMetadata,
         Self::FiltermailOutgoing,
@@ -168,6 +172,7 @@ impl MetricsDaemon {
         Self::FiltermailTransport,
         Self::Dovecot,
         Self::IrohRelay,
+        Self::ChatmailTurn,
     ];
 
     /// The chatmail.ini key of the daemon's metrics address.
@@ -181,6 +186,7 @@ impl MetricsDaemon {
             Self::FiltermailTransport => "metrics_listen_filtermail_transport",
             Self::Dovecot => "metrics_listen_dovecot",
             Self::IrohRelay => "metrics_listen_iroh_relay",
+            Self::ChatmailTurn => "metrics_listen_chatmail_turn",
         }
     }
 
@@ -194,6 +200,7 @@ impl MetricsDaemon {
             Self::FiltermailTransport => 9155,
             Self::Dovecot => 9156,
             Self::IrohRelay => 9157,
+            Self::ChatmailTurn => 9158,
         }
     }
 }
@@ -284,6 +291,24 @@ impl Config {
                 |text| Ok(text.trim().to_owned()),
                 default_iroh_relay(&mail_domain),
             )?,
+            turn: TurnConfig {
+                listen: params.get("turn_listen", value::ip_list, Vec::new())?,
+                port: params.get("turn_port", value::port, 3478)?,
+                secret_path: params.get(
+                    "turn_secret_path",
+                    value::path,
+                    "/var/lib/chatmail-turn/secret".into(),
+                )?,
+                allow_private: params.get("turn_allow_private", value::boolean, false)?,
+                max_allocations: params.number("turn_max_allocations", 2000)?,
+                max_allocations_per_user: params.number("turn_max_allocations_per_user", 10)?,
+                max_lifetime: params.get(
+                    "turn_max_allocation_lifetime",
+                    value::duration,
+                    std::time::Duration::from_secs(12 * 3600),
+                )?,
+                max_bandwidth: params.get("turn_max_bandwidth", value::size, 1 << 20)?,
+            },
             iroh_relay_listen: params.get(
                 "iroh_relay_listen",
                 value::socket_addr(3340),
@@ -490,6 +515,27 @@ impl Config {
     pub fn mailboxes(&self) -> Mailboxes {
         Mailboxes::new(&self.mailboxes_dir)
     }
+}
+
+/// chatmail-turn's settings (see the README's "Calls and realtime").
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Empty: every address of the host but loopback ones.
+    pub listen: Vec<std::net::IpAddr>,
+    pub port: u16,
+    /// The shared secret credentials are signed with; created (0600) at
+    /// the first start.
+    pub secret_path: PathBuf,
+    /// Relaying to loopback, private and other internal addresses (local
+    /// test relays only).
+    pub allow_private: bool,
+    /// Allocations at once, in total and per account (0: no limit).
+    pub max_allocations: u32,
+    pub max_allocations_per_user: u32,
+    /// The longest an allocation relays, however often it is refreshed.
+    pub max_lifetime: std::time::Duration,
+    /// Bytes per second one allocation may relay each way.
+    pub max_bandwidth: u64,
 }
 
 /// Delta Chat reaches an iroh relay over HTTPS only with a certificate of

@@ -89,6 +89,17 @@ pub fn socket_addr(default_port: u16) -> impl FnOnce(&str) -> Result<std::net::S
     }
 }
 
+/// IP addresses separated by commas or spaces; empty for none.
+pub fn ip_list(text: &str) -> Result<Vec<IpAddr>, String> {
+    text.split([',', ' ', '\t'])
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            word.parse()
+                .map_err(|_| format!("{word:?} is not an IP address"))
+        })
+        .collect()
+}
+
 /// A duration such as `8s`, `500ms` or `5h`; a bare number is seconds.
 pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();

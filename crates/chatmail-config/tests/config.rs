@@ -491,6 +491,7 @@ fn metrics_addresses_default_to_loopback_and_empty_turns_them_off() {
             "FiltermailTransport Some(127.0.0.1:9155)",
             "Dovecot Some(127.0.0.1:9156)",
             "IrohRelay Some(127.0.0.1:9157)",
+            "ChatmailTurn Some(127.0.0.1:9158)",
         ]
     );
     let set = parse_ok(
@@ -554,4 +555,27 @@ fn the_relay_runs_its_own_iroh_relay_only_when_iroh_relay_names_it() {
     assert!(!runs("http://127.0.0.3:30080"));
     let listen = parse_ok("mail_domain = chat.example.org\niroh_relay_listen = 127.0.0.2\n");
     assert_eq!(listen.iroh_relay_listen.to_string(), "127.0.0.2:3340");
+}
+
+#[test]
+fn turn_settings() {
+    let defaults = parse_ok("mail_domain = chat.example.org\n").turn;
+    assert!(defaults.listen.is_empty(), "every address but loopback");
+    assert_eq!(defaults.port, 3478);
+    assert!(!defaults.allow_private);
+    assert_eq!(defaults.max_allocations_per_user, 10);
+    let set = parse_ok(
+        "mail_domain = chat.example.org\nturn_listen = 127.0.0.1, ::1\nturn_port = 23478\n\
+         turn_allow_private = true\nturn_max_bandwidth = 2M\n",
+    )
+    .turn;
+    assert_eq!(set.listen.len(), 2);
+    assert_eq!(set.port, 23478);
+    assert!(set.allow_private);
+    assert_eq!(set.max_bandwidth, 2 << 20);
+    assert_bad_value(
+        "mail_domain = chat.example.org\nturn_listen = 127.0.0.1, nowhere\n",
+        "turn_listen",
+        "127.0.0.1, nowhere",
+    );
 }

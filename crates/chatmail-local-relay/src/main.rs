@@ -165,6 +165,10 @@ fn print_welcome(address: Ipv4Addr, relay: &LocalRelay) -> Result<()> {
         "  HTTPS https://{address}:{}/ (POST /new hands out accounts; other relays POST /mxdeliv)",
         public.https
     );
+    println!(
+        "  calls (TURN) {address}:{} (UDP; relays to loopback peers too)",
+        relay.ports.turn
+    );
     if let Some(url) = &relay.iroh_relay {
         println!("  realtime (iroh relay) {url}/relay, through nginx");
     }

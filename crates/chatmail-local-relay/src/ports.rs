@@ -16,6 +16,8 @@ pub struct Ports {
     pub reinject_incoming: u16,
     /// The iroh relay, behind nginx (3340 on a real relay).
     pub iroh_relay: u16,
+    /// chatmail-turn's UDP port (3478 on a real relay).
+    pub turn: u16,
     /// The metrics endpoints, in the order of [`MetricsDaemon::ALL`]:
     /// `base + 1151` ..., which stays below Linux's ephemeral ports (32768
     /// and up) for the usual bases: there an outgoing connection could
@@ -40,6 +42,7 @@ impl Ports {
             reinject: at(1025)?,
             reinject_incoming: at(1026)?,
             iroh_relay: at(3340)?,
+            turn: at(3478)?,
             metrics: [
                 at(1151)?,
                 at(1152)?,
@@ -48,6 +51,7 @@ impl Ports {
                 at(1155)?,
                 at(1156)?,
                 at(1157)?,
+                at(1158)?,
             ],
         })
     }

@@ -33,6 +33,7 @@ const VMAIL_DAEMONS: &[&str] = &[
     "filtermail-transport",
     "chatmail-quota-expire",
     "chatmail-newemail",
+    "chatmail-turn",
 ];
 
 /// What the command line decided.
@@ -197,6 +198,11 @@ impl LocalRelay {
             wait_for_socket(socket, name, START_LIMIT)
                 .with_context(|| log_tail(&self.state.log(), name))?;
         }
+        // TURN credentials for chatmail-metadata's `turn` key.
+        let turn_socket = self.state.run().join("turn.socket");
+        processes.push(self.start_as_vmail("chatmail-turn", &[ini.as_os_str()])?);
+        wait_for_socket(&turn_socket, "chatmail-turn", START_LIMIT)
+            .with_context(|| log_tail(&self.state.log(), "chatmail-turn"))?;
         for (name, port) in [
             ("filtermail-outgoing", self.ports.filter_outgoing),
             ("filtermail-incoming", self.ports.filter_incoming),

@@ -54,6 +54,8 @@ impl StateDir {
         make_dir(&self.root, 0o755)?;
         vmail_owned(&self.mail())?;
         vmail_owned(&self.run())?;
+        // chatmail-turn's secret, made at its first start and kept.
+        vmail_owned(&self.root.join("turn"))?;
         // Sockets left by a relay that was killed would look ready.
         for entry in fs::read_dir(self.run())? {
             let path = entry?.path();
@@ -183,6 +185,19 @@ impl StateDir {
             (
                 "iroh_relay_listen",
                 format!("{address}:{}", ports.iroh_relay),
+            ),
+            // Calls between accounts of local relays relay to loopback
+            // peers, which a relay on the internet never allows.
+            ("turn_listen", address.to_string()),
+            ("turn_port", ports.turn.to_string()),
+            ("turn_allow_private", "true".to_owned()),
+            (
+                "turn_secret_path",
+                self.root.join("turn").join("secret").display().to_string(),
+            ),
+            (
+                "turn_socket_path",
+                self.run().join("turn.socket").display().to_string(),
             ),
             // A laptop is busier than a relay: never refuse new accounts
             // for load or memory.

@@ -11,7 +11,6 @@ use tokio::net::UnixStream;
 
 /// Dovecot's key prefix for server attributes.
 const PREFIX: &str = "vendor/vendor.dovecot/pvt/server/vendor/deltachat/";
-const TURN_PORT: u16 = 3478;
 const TURN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Postfix's default smtpd_recipient_limit.
 const MAX_SMTP_RECIPIENTS: &str = "1000";
@@ -20,6 +19,7 @@ const MAX_APPVERSIONS_BYTES: u64 = 64 * 1024;
 pub struct ServerKeys {
     iroh_relay: String,
     turn_host: String,
+    turn_port: u16,
     turn_socket: PathBuf,
     appversions_file: PathBuf,
 }
@@ -29,9 +29,12 @@ impl ServerKeys {
     pub fn new(config: &Config) -> Self {
         Self {
             iroh_relay: config.iroh_relay.clone(),
-            // `example.org`, or `[1.2.3.4]` on IP-only relays, as the relay
-            // we replace names it.
-            turn_host: config.mail_domain.address_domain(),
+            // `example.org`, or `1.2.3.4` on IP-only relays: Delta Chat
+            // resolves the host with getaddrinfo, which takes no
+            // `[1.2.3.4]` (the relay we replace serves that, and its
+            // IP-only relays give their users no TURN server at all).
+            turn_host: config.mail_domain.to_string(),
+            turn_port: config.turn.port,
             turn_socket: config.turn_socket_path.clone(),
             appversions_file: config.appversions_file.clone(),
         }
@@ -50,7 +53,7 @@ impl ServerKeys {
         }
     }
 
-    /// `host:3478:<credentials>`, the credentials being one line from the
+    /// `host:port:<credentials>`, the credentials being one line from the
     /// TURN server's unix socket.
     async fn turn(&self) -> Option<String> {
         let read = async {
@@ -63,9 +66,12 @@ impl ServerKeys {
             Ok::<_, std::io::Error>(line)
         };
         match tokio::time::timeout(TURN_TIMEOUT, read).await {
-            Ok(Ok(line)) if !line.trim().is_empty() => {
-                Some(format!("{}:{TURN_PORT}:{}", self.turn_host, line.trim()))
-            }
+            Ok(Ok(line)) if !line.trim().is_empty() => Some(format!(
+                "{}:{}:{}",
+                self.turn_host,
+                self.turn_port,
+                line.trim()
+            )),
             Ok(Ok(_)) => {
                 tracing::warn!("the TURN server sent no credentials");
                 None
@@ -144,7 +150,8 @@ mod tests {
                 .lookup(&format!("{PREFIX}irohrelay"))
                 .await
                 .as_deref(),
-            Some("https://1.2.3.4")
+            Some("http://1.2.3.4"),
+            "an IP-only relay's own iroh relay, over plain HTTP"
         );
         // Without the package's file, the compiled-in default.
         let served = defaults
@@ -155,8 +162,8 @@ mod tests {
             serde_json::from_str(DEFAULT_APPVERSIONS).expect("shipped JSON");
         assert_eq!(served, shipped.to_string());
         assert_eq!(
-            defaults.turn_host, "[1.2.3.4]",
-            "IP-only relays name the host so"
+            defaults.turn_host, "1.2.3.4",
+            "a bare address, which getaddrinfo resolves"
         );
     }
 }
