@@ -41,6 +41,11 @@ use crate::auth::Auth;
 use crate::metrics::{Refused, TurnMetrics};
 use crate::peers::PeerFilter;
 
+/// Allocate requests awaiting the server's answer at most: the server
+/// answers each at once, so only a server fault leaves one waiting, and
+/// such leftovers must not pile up.
+const MAX_ASKING: usize = 65_536;
+
 /// Allocations per username, shared by every listener.
 #[derive(Default)]
 pub struct Quota {
@@ -189,6 +194,9 @@ impl Gate {
                 b"Allocation Quota Reached",
                 key,
             );
+        }
+        if quota.asking.len() >= MAX_ASKING {
+            quota.asking.clear();
         }
         quota.asking.insert(five_tuple, username);
         Verdict::Pass
