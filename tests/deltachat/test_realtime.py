@@ -8,6 +8,7 @@ leaves it."""
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -63,7 +64,9 @@ def webxdc_app(directory: Path):
 
 
 def iroh_metrics(netns, relay):
-    return parse_metrics(netns.run("curl", "-s", relay.metrics_url("iroh-relay")))
+    """The iroh relay's metrics, fetched from inside the namespace."""
+    fetch = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+    return parse_metrics(netns.run(sys.executable, "-c", fetch, relay.metrics_url("iroh-relay")))
 
 
 def test_webxdc_realtime_data_passes_through_our_iroh_relay(isolated, isolated_dc, tmp_path):
