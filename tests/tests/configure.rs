@@ -82,6 +82,15 @@ fn a_domain_relay_renders_and_validates() -> Result<()> {
     );
     let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
     assert!(site.contains("location = /relay"), "{site}");
+    // chatmail-turn's secret, made when the relay is configured.
+    let secret_path = dir.path().join("etc/chatmail-turn/secret");
+    let secret = fs::read_to_string(&secret_path)?;
+    assert_eq!(secret.trim().len(), 64, "{secret}");
+    assert_eq!(
+        fs::metadata(&secret_path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(stdout.contains("created the TURN secret"), "{stdout}");
 
     let main = postconf(dir.path(), &["-n"])?;
     for expected in [
@@ -364,11 +373,17 @@ fn rendering_again_changes_nothing() -> Result<()> {
     assert_success(&configure(ini, dir.path())?);
     let main_cf = dir.path().join("etc/postfix/main.cf");
     let before = fs::metadata(&main_cf)?.modified()?;
+    let secret = fs::read_to_string(dir.path().join("etc/chatmail-turn/secret"))?;
     // The certificate is made anew, with the same paths.
     let output = configure(ini, dir.path())?;
     assert_success(&output);
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration unchanged"));
     assert_eq!(fs::metadata(&main_cf)?.modified()?, before);
+    // The TURN secret is never replaced: credentials handed out stay valid.
+    assert_eq!(
+        fs::read_to_string(dir.path().join("etc/chatmail-turn/secret"))?,
+        secret
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod domain;
 mod error;
 mod mailbox;
+mod secret;
 mod size;
 mod value;
 
@@ -18,4 +19,5 @@ pub use config::{Config, DEFAULT_CONFIG_PATH, MetricsDaemon, TurnConfig};
 pub use domain::MailDomain;
 pub use error::{AddressError, ConfigError};
 pub use mailbox::{Mailbox, Mailboxes, day_start, write_atomic};
+pub use secret::ensure_secret;
 pub use size::parse_size;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use chatmail_config::{Config, DEFAULT_CONFIG_PATH};
+use chatmail_config::{Config, DEFAULT_CONFIG_PATH, ensure_secret};
 use chatmail_configure::acme::{self, AcmeLayout};
 use chatmail_configure::{
     Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
@@ -158,6 +158,18 @@ fn run(args: &Args) -> Result<()> {
     }
     if written.is_empty() && removed.is_empty() {
         println!("configuration unchanged");
+    }
+    // chatmail-turn's secret: made once, when the relay is first
+    // configured, and never replaced (credentials handed out stay valid).
+    let turn_secret = match &args.output {
+        Some(dir) => dir.join("chatmail-turn").join("secret"),
+        None => config.turn.secret_path.clone(),
+    };
+    let owner = (args.output.is_none()).then_some((layout.vmail.uid, layout.vmail.gid));
+    if ensure_secret(&turn_secret, owner)
+        .with_context(|| format!("creating {} (turn_secret_path)", turn_secret.display()))?
+    {
+        println!("created the TURN secret {}", turn_secret.display());
     }
     let opendkim = layout.opendkim.as_ref().filter(|_| context.dkim.is_some());
     if let Some(opendkim) = opendkim {

@@ -1,49 +1,23 @@
-//! The shared secret TURN credentials are signed with: random, made once
-//! (mode 0600) and kept across restarts and upgrades, so that credentials
-//! handed out stay valid for their five days.
+//! The shared secret TURN credentials are signed with: made by
+//! chatmail-configure when the relay is configured, or here at the first
+//! start when it was not (see [`chatmail_config::ensure_secret`]), and
+//! refused when others may read it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 
-/// Random bytes of a new secret (256 bits).
-const SECRET_BYTES: usize = 32;
-
-/// Reads the secret at `path`, creating it first when there is none.
+/// Reads the secret at `path`, making it first when there is none.
 pub fn load_or_create(path: &Path) -> Result<String> {
-    match fs::read_to_string(path) {
-        Ok(text) => return check(path, text),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    if chatmail_config::ensure_secret(path, None)
+        .with_context(|| format!("creating {}", path.display()))?
+    {
+        tracing::info!(path = %path.display(), "created the TURN secret");
     }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut bytes = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            file.write_all(format!("{secret}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(path = %path.display(), "created the TURN secret");
-            Ok(secret)
-        }
-        // Another start made it meanwhile: use that one.
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            check(path, fs::read_to_string(path)?)
-        }
-        Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
-    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    check(path, text)
 }
 
 fn check(path: &Path, text: String) -> Result<String> {
