@@ -25,6 +25,7 @@ mod smtp;
 mod starttls_sink;
 mod tls;
 mod transport;
+mod turn_client;
 mod workdir;
 
 pub use daemon::{Daemon, Ready, daemon_binary, workspace_binary};
@@ -48,6 +49,7 @@ pub use smtp::{SmtpClient, SmtpReply, send_mail};
 pub use starttls_sink::StarttlsSink;
 pub use tls::{SelfSignedCert, TestCa};
 pub use transport::{TransportDaemon, TransportSetup, black_hole};
+pub use turn_client::turn_client;
 pub use workdir::{VmailUser, WorkDir};
 
 /// A shared test mail (`tests/data/mail/NAME`) from `from` to `to`, its

@@ -9,14 +9,13 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use relay_tests::{Daemon, Ready, Scrape, free_port};
+use relay_tests::{Daemon, Ready, Scrape, free_port, turn_client};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{UdpSocket, UnixStream};
-use turn::client::{Client, ClientConfig};
+use turn::client::Client;
 use webrtc_util::Conn as _;
 
 const REALM: &str = "127.0.0.1";
@@ -81,22 +80,8 @@ impl Turn {
     }
 
     async fn client(&self, username: &str, password: &str) -> Result<Client> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let server = format!("127.0.0.1:{}", self.port);
-        let client = Client::new(ClientConfig {
-            stun_serv_addr: server.clone(),
-            turn_serv_addr: server,
-            username: username.to_owned(),
-            password: password.to_owned(),
-            realm: REALM.to_owned(),
-            software: String::new(),
-            rto_in_ms: 100,
-            conn: Arc::new(socket),
-            vnet: None,
-        })
-        .await?;
-        client.listen().await?;
-        Ok(client)
+        turn_client(&server, username, password, REALM, 100).await
     }
 
     async fn scrape(&self) -> Result<Scrape> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use relay_tests::turn_client;
 use tokio::net::UdpSocket;
-use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn as _;
 
 #[derive(Parser)]
@@ -60,19 +60,7 @@ async fn main() -> Result<()> {
     let (username, password) = chatmail_turn::credentials::expiring_at(&args.secret, expiry);
     let mut relays = Vec::new();
     for _ in 0..args.clients {
-        let client = Client::new(ClientConfig {
-            stun_serv_addr: args.server.clone(),
-            turn_serv_addr: args.server.clone(),
-            username: username.clone(),
-            password: password.clone(),
-            realm: args.realm.clone(),
-            software: String::new(),
-            rto_in_ms: 200,
-            conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
-            vnet: None,
-        })
-        .await?;
-        client.listen().await?;
+        let client = turn_client(&args.server, &username, &password, &args.realm, 200).await?;
         // coturn picks relay ports at random and fails an allocation now
         // and then when the port it picked is taken: try again.
         let mut attempt = 0;

@@ -5,12 +5,11 @@
 //!
 //!   turn-probe HOST:PORT USERNAME PASSWORD REALM
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use relay_tests::turn_client;
 use tokio::net::UdpSocket;
-use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn as _;
 
 #[tokio::main(flavor = "current_thread")]
@@ -19,19 +18,7 @@ async fn main() -> Result<()> {
     let [server, username, password, realm] = args.as_slice() else {
         bail!("usage: turn-probe HOST:PORT USERNAME PASSWORD REALM");
     };
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: server.clone(),
-        turn_serv_addr: server.clone(),
-        username: username.clone(),
-        password: password.clone(),
-        realm: realm.clone(),
-        software: String::new(),
-        rto_in_ms: 200,
-        conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
-        vnet: None,
-    })
-    .await?;
-    client.listen().await?;
+    let client = turn_client(server, username, password, realm, 200).await?;
     let relayed = client.allocate().await.context("allocating")?;
     let echo = UdpSocket::bind("127.0.0.1:0").await?;
     let peer = echo.local_addr()?;
