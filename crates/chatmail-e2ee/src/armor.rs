@@ -139,7 +139,7 @@ fn checksum_line_start(text: &[u8]) -> usize {
 
 /// Base64 characters decoded at a time: a multiple of four, so every
 /// batch but the last is whole base64 quanta.
-const BATCH: usize = 4096;
+const BATCH: usize = 1024;
 const BATCH_OCTETS: usize = BATCH / 4 * 3;
 
 /// The binary data of base64 text, decoded a batch at a time as the
