@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chatmail_config::Config;
 use chatmail_configure::acme::{AcmeLayout, AcmeRequest, obtain};
 use chatmail_configure::{
-    Context, Layout, PrivateInstance, Vmail, WebLayout, render_all, write_files,
+    BehindHttps, Context, Layout, PrivateInstance, Vmail, WebLayout, render_all, write_files,
 };
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -112,6 +112,13 @@ fn start_site(dir: &Path, ini: &str) -> Result<Site> {
     layout.acme = AcmeLayout::in_dir(&dir.join("acme"));
     layout.listen = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     (layout.ports.http, layout.ports.https) = (http, https);
+    // What nginx passes port `https` on to (the site here; Dovecot and
+    // Postfix are not running).
+    layout.ports.behind_https = BehindHttps {
+        web: free_port()?,
+        imaps: free_port()?,
+        smtps: free_port()?,
+    };
     (layout.tls_cert, layout.tls_key) = (cert.cert_path.clone(), cert.key_path.clone());
     let private = PrivateInstance {
         root: dir.join("private"),
@@ -146,7 +153,11 @@ async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
     let dir = tempfile::tempdir()?;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
     let dns = DnsServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    for name in ["alpha.test.", "mta-sts.alpha.test."] {
+    for name in [
+        "alpha.test.",
+        "mta-sts.alpha.test.",
+        "autoconfig.alpha.test.",
+    ] {
         dns.add_ip(name, IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
@@ -253,6 +264,16 @@ async fn certificate_from_pebble_is_served_by_the_relay() -> Result<()> {
         policy.contains("mode: enforce\nmx: alpha.test\n"),
         "{policy}"
     );
+    // Mail clients' autoconfig, under its own name too.
+    let autoconfig = https_get_after_reload(
+        https,
+        "autoconfig.alpha.test",
+        root_pem.as_bytes(),
+        "/mail/config-v1.1.xml",
+    )
+    .await?;
+    assert!(autoconfig.starts_with("HTTP/1.1 200"), "{autoconfig}");
+    assert!(autoconfig.contains("<port>993</port>"), "{autoconfig}");
     Ok(())
 }
 

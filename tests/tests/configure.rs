@@ -312,16 +312,29 @@ fn the_settings_of_the_relay_we_replace_are_rendered() -> Result<()> {
 
     // The web front door: nginx -t accepted it (chatmail-configure checks),
     // and it routes what the relay we replace routes.
+    // Port 443 takes mail clients too, by ALPN, and passes the rest to
+    // the site.
+    let nginx = fs::read_to_string(dir.path().join("etc/nginx/nginx.conf"))?;
+    for expected in [
+        "listen 443;",
+        "listen [::]:443;",
+        "ssl_preread on;",
+        "~\\bimap\\b 127.0.0.1:8993;",
+        "~\\bsmtp\\b 127.0.0.1:8465;",
+        "default 127.0.0.1:8443;",
+    ] {
+        assert!(nginx.contains(expected), "{expected} missing in\n{nginx}");
+    }
     let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
     for expected in [
-        "listen 443 ssl http2;",
-        "listen [::]:443 ssl http2;",
-        "server_name chat.example.org;",
+        "listen 127.0.0.1:8443 ssl http2 proxy_protocol;",
+        "server_name chat.example.org mta-sts.chat.example.org autoconfig.chat.example.org;",
         "location = /mxdeliv {",
         "server 127.0.0.1:10082;",
         "proxy_pass http://chatmail_mxdeliv;",
         "client_max_body_size 3048576;",
-        "location = /new {",
+        "location ~ ^/(new|cgi-bin/newemail\\.py)$ {",
+        "return 302 dcaccount:https://chat.example.org/new;",
         "limit_req zone=chatmail_new",
         "fastcgi_param SCRIPT_FILENAME /usr/bin/chatmail-newemail;",
         "return 301 https://chat.example.org$request_uri;",
@@ -338,7 +351,8 @@ fn the_settings_of_the_relay_we_replace_are_rendered() -> Result<()> {
         index.contains("DCACCOUNT:https://chat.example.org/new"),
         "{index}"
     );
-    assert!(index.contains("privacy@chat.example.org"), "{index}");
+    let privacy = fs::read_to_string(dir.path().join("etc/www/privacy.html"))?;
+    assert!(privacy.contains("privacy@chat.example.org"), "{privacy}");
 
     // COMPRESS=DEFLATE sessions cannot hibernate.
     let compressed = tempfile::tempdir()?;
@@ -472,7 +486,7 @@ async fn dns_records_are_printed_and_checked() -> Result<()> {
     );
     let site = fs::read_to_string(dir.path().join("etc/nginx/chatmail-site.conf"))?;
     assert!(
-        site.contains("server_name alpha.test mta-sts.alpha.test;"),
+        site.contains("server_name alpha.test mta-sts.alpha.test autoconfig.alpha.test;"),
         "{site}"
     );
     assert!(

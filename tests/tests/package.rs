@@ -79,6 +79,10 @@ fn expected_files() -> Result<Vec<String>> {
             files.push(format!("usr/share/chatmail-relay/templates/{dir}/{name}"));
         }
     }
+    // journald: the template of chatmail-configure's override, and the
+    // package's own drop-in (logs in memory, 3 days).
+    files.push("usr/share/chatmail-relay/templates/journald/chatmail.conf".into());
+    files.push("usr/lib/systemd/journald.conf.d/chatmail.conf".into());
     files.push("usr/share/chatmail-relay/appversions.json".into());
     files.push("usr/share/doc/chatmail-relay/examples/chatmail.ini".into());
     files.push("usr/share/doc/chatmail-relay/copyright".into());
@@ -102,6 +106,7 @@ fn the_package_holds_every_daemon_unit_and_template() -> Result<()> {
         "dovecot-lmtpd",
         "adduser",
         "nginx",
+        "libnginx-mod-stream",
         "fcgiwrap",
     ] {
         assert!(info.contains(dependency), "{dependency} missing in\n{info}");

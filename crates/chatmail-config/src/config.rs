@@ -23,8 +23,59 @@ const SECTION: &str = "params";
 
 /// Keys used by the deployment tooling rather than by a daemon. They are
 /// accepted so that one chatmail.ini serves both, and otherwise ignored.
-const DEPLOYMENT_KEYS: &[&str] = &["www_folder", "mtail_address", "tls_external_cert_and_key"];
+const DEPLOYMENT_KEYS: &[&str] = &["mtail_address", "tls_external_cert_and_key"];
 const DEPLOYMENT_PREFIXES: &[&str] = &["privacy_"];
+
+/// The relay's web pages.
+#[derive(Debug, Clone, Default)]
+pub struct SiteConfig {
+    /// A directory of the operator's own pages: a file there replaces the
+    /// shipped page of its name (`*.html` are templates, as the shipped
+    /// ones), other files are served as they are.
+    pub www_folder: Option<PathBuf>,
+    /// For the privacy policy: who runs the relay (postal address), the
+    /// supervisory authority, the data protection officer.
+    pub privacy_postal: Option<String>,
+    pub privacy_supervisor: Option<String>,
+    pub privacy_pdo: Option<String>,
+}
+
+/// journald's storage of the machine's logs (connection logs name
+/// addresses; a relay that keeps almost no state keeps them briefly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub storage: LogStorage,
+    /// journald's MaxRetentionSec.
+    pub max_age: std::time::Duration,
+}
+
+/// journald's `Storage=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStorage {
+    /// In memory only (/run/log/journal): gone at reboot.
+    Volatile,
+    /// On disk (/var/log/journal).
+    Persistent,
+}
+
+impl LogStorage {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "volatile" => Ok(Self::Volatile),
+            "persistent" => Ok(Self::Persistent),
+            _ => Err("expected volatile or persistent".into()),
+        }
+    }
+
+    /// The value of journald's `Storage=`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Volatile => "volatile",
+            Self::Persistent => "persistent",
+        }
+    }
+}
 
 /// Every setting of chatmail.ini, typed, with the defaults of the relay we
 /// replace. Sizes are bytes, ages are days.
@@ -93,6 +144,10 @@ pub struct Config {
     /// Where users reach the operator about privacy (privacy_mail); IMAP
     /// names it as the server's admin.
     pub privacy_mail: Option<String>,
+    /// What the relay's web pages say and where operators' own pages are.
+    pub site: SiteConfig,
+    /// How long journald keeps logs, and where.
+    pub logs: LogConfig,
     /// The address the relay's ACME account is registered with (expiry
     /// warnings of the certificate authority); `None` registers without.
     pub acme_email: Option<String>,
@@ -346,6 +401,20 @@ impl Config {
             dns_dnssec_validation: params.get("dns_dnssec_validation", value::boolean, true)?,
             dns_trust_anchor: params.optional("dns_trust_anchor", value::path)?,
             privacy_mail: params.optional("privacy_mail", value::contact_address)?,
+            site: SiteConfig {
+                www_folder: params.optional("www_folder", value::path)?,
+                privacy_postal: params.optional("privacy_postal", value::page_text)?,
+                privacy_supervisor: params.optional("privacy_supervisor", value::page_text)?,
+                privacy_pdo: params.optional("privacy_pdo", value::page_text)?,
+            },
+            logs: LogConfig {
+                storage: params.get("log_storage", LogStorage::parse, LogStorage::Volatile)?,
+                max_age: params.get(
+                    "log_max_age",
+                    value::duration,
+                    std::time::Duration::from_secs(3 * 86_400),
+                )?,
+            },
             acme_email: params.optional("acme_email", value::contact_address)?,
             dkim_selector: params.get("dkim_selector", value::dns_label, "opendkim".into())?,
             filtermail_refused_mail_dir: params

@@ -15,7 +15,9 @@ mod size;
 mod value;
 
 pub use address::{AddressRefusal, EnvelopeAddress, canonical_address, is_account_name};
-pub use config::{Config, DEFAULT_CONFIG_PATH, MetricsDaemon, TurnConfig};
+pub use config::{
+    Config, DEFAULT_CONFIG_PATH, LogConfig, LogStorage, MetricsDaemon, SiteConfig, TurnConfig,
+};
 pub use domain::MailDomain;
 pub use error::{AddressError, ConfigError};
 pub use mailbox::{Mailbox, Mailboxes, day_start, write_atomic};

@@ -157,6 +157,16 @@ pub fn dns_label(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A line of text for a web page (HTML-escaped where it is shown): no
+/// control characters.
+pub fn page_text(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.chars().any(char::is_control) {
+        return Err("expected one line of text".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// A contact address such as `privacy@example.org` (it goes into server
 /// configuration files, so nothing that could end a line or a value).
 pub fn contact_address(text: &str) -> Result<String, String> {

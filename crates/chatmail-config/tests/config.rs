@@ -579,3 +579,49 @@ fn turn_settings() {
         "127.0.0.1, nowhere",
     );
 }
+
+#[test]
+fn page_and_log_settings() {
+    let config = parse_ok("mail_domain = example.org\n");
+    assert_eq!(config.logs.storage, chatmail_config::LogStorage::Volatile);
+    assert_eq!(
+        config.logs.max_age,
+        std::time::Duration::from_secs(3 * 86_400)
+    );
+    assert_eq!(config.site.www_folder, None);
+    assert_eq!(config.site.privacy_postal, None);
+    let config = parse_ok(
+        "mail_domain = example.org\nlog_storage = persistent\nlog_max_age = 30d\n\
+         www_folder = /etc/chatmail/www\nprivacy_postal = Relay e.V., Street 1\n\
+         privacy_supervisor = The Commissioner\nprivacy_pdo = Jane Doe\n",
+    );
+    assert_eq!(config.logs.storage, chatmail_config::LogStorage::Persistent);
+    assert_eq!(
+        config.logs.max_age,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(
+        config.site.www_folder.as_deref(),
+        Some(std::path::Path::new("/etc/chatmail/www"))
+    );
+    assert_eq!(
+        config.site.privacy_postal.as_deref(),
+        Some("Relay e.V., Street 1")
+    );
+    assert_eq!(
+        config.site.privacy_supervisor.as_deref(),
+        Some("The Commissioner")
+    );
+    assert_eq!(config.site.privacy_pdo.as_deref(), Some("Jane Doe"));
+    assert!(config.unknown_keys.is_empty(), "{:?}", config.unknown_keys);
+    assert_bad_value(
+        "mail_domain = x.org\nlog_storage = disk\n",
+        "log_storage",
+        "disk",
+    );
+    assert_bad_value(
+        "mail_domain = x.org\nlog_max_age = soon\n",
+        "log_max_age",
+        "soon",
+    );
+}

@@ -52,7 +52,8 @@ impl AcmeLayout {
 
 /// What to ask the CA for.
 pub struct AcmeRequest<'a> {
-    /// The relay's domain; the certificate also names `mta-sts.<domain>`.
+    /// The relay's domain; the certificate also names `mta-sts.<domain>`
+    /// and `autoconfig.<domain>`.
     pub domain: &'a str,
     pub email: Option<&'a str>,
     /// The CA's ACME directory URL.
@@ -78,7 +79,7 @@ pub fn obtain(
         .arg("--webroot-path")
         .arg(request.webroot)
         .args(["--cert-name", request.domain, "--domains"])
-        .arg(format!("{0},mta-sts.{0}", request.domain))
+        .arg(format!("{0},mta-sts.{0},autoconfig.{0}", request.domain))
         .args([
             "--server",
             request.server,

@@ -78,29 +78,15 @@ pub fn nginx(config_file: &Path, error_log: &Path) -> Result<(), ConfigureError>
     .map(drop)
 }
 
-/// Checks a site file alone: `nginx -t` on a minimal nginx.conf that
-/// includes it, written (with nginx's scratch files) into `scratch`.
-pub fn nginx_site(site: &Path, scratch: &Path) -> Result<(), ConfigureError> {
-    let io_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ConfigureError::Io {
-            action: "writing",
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(scratch).map_err(io_error(scratch))?;
-    let dir = scratch.display();
-    let wrapper = scratch.join("nginx.conf");
-    let text = format!(
-        "pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n\
-         client_body_temp_path {dir}/body;\nproxy_temp_path {dir}/proxy;\n\
-         fastcgi_temp_path {dir}/fastcgi;\nuwsgi_temp_path {dir}/uwsgi;\n\
-         scgi_temp_path {dir}/scgi;\ninclude {};\n}}\n",
-        site.display()
-    );
-    std::fs::write(&wrapper, text).map_err(io_error(&wrapper))?;
-    nginx(&wrapper, &scratch.join("error.log"))
+/// Checks a rendered main nginx.conf (which includes the site), with
+/// nginx's start-up log in `scratch`.
+pub fn nginx_site(nginx_conf: &Path, scratch: &Path) -> Result<(), ConfigureError> {
+    std::fs::create_dir_all(scratch).map_err(|source| ConfigureError::Io {
+        action: "writing",
+        path: scratch.to_owned(),
+        source,
+    })?;
+    nginx(nginx_conf, &scratch.join("error.log"))
 }
 
 /// `opendkim -n`: OpenDKIM parses the configuration (and opens its key

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use chatmail_config::{Config, MetricsDaemon};
+use chatmail_config::{Config, LogStorage, MetricsDaemon};
 use serde::Serialize;
 
 use crate::layout::{Layout, PublicPorts};
@@ -33,11 +33,20 @@ pub struct Context {
     pub web: Web,
     /// delete_mails_after of chatmail.ini, in days, for the index page.
     pub delete_mails_after: u32,
+    pub delete_inactive_users_after: u32,
+    /// What the privacy policy names (privacy_* of chatmail.ini).
+    pub site: Site,
+    /// journald's storage of logs, for the package's drop-in and the
+    /// privacy policy.
+    pub logs: Logs,
     /// Where Dovecot's stats service serves OpenMetrics
     /// (metrics_listen_dovecot); none when the key is empty.
     pub dovecot_metrics: Option<MetricsListener>,
     /// The relay's own iroh relay, when `iroh_relay` names this relay.
     pub iroh: Option<Iroh>,
+    /// The operator's own pages (www_folder of chatmail.ini).
+    #[serde(skip)]
+    pub www_folder: Option<std::path::PathBuf>,
 }
 
 /// iroh-relay (0.35, the version Delta Chat's client speaks to): plain
@@ -53,6 +62,69 @@ pub struct Iroh {
     pub over_http: bool,
 }
 
+/// The privacy policy's parties.
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub privacy_postal: Option<String>,
+    pub privacy_supervisor: Option<String>,
+    pub privacy_pdo: Option<String>,
+}
+
+/// journald's settings without a word in chatmail.ini: those of the
+/// package's drop-in.
+const DEFAULT_LOG_MAX_AGE_SECONDS: u64 = 3 * 86_400;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Logs {
+    /// Whether journald keeps logs in memory only.
+    pub volatile: bool,
+    pub storage: &'static str,
+    /// MaxRetentionSec, in seconds and in whole days (at least 1).
+    pub max_age_seconds: u64,
+    pub max_age_days: u64,
+}
+
+impl Logs {
+    /// Whether these are the package's own settings, which need no file
+    /// of chatmail-configure's.
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        self.volatile && self.max_age_seconds == DEFAULT_LOG_MAX_AGE_SECONDS
+    }
+}
+
+/// How a new user gets an account, for the index page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    /// `DCACCOUNT:https://<domain>/new` on relays with a certificate from
+    /// a public CA, where Delta Chat asks /new for an account.
+    pub link: Option<String>,
+    /// That link as an inline SVG QR code.
+    pub qr_svg: Option<String>,
+    /// Where browsers that open /new are sent (`dcaccount:...`, or the
+    /// index page where an IP-only relay's page makes a login link).
+    pub new_redirect: String,
+    /// For the login links an IP-only relay's page makes: the host and
+    /// implicit-TLS ports, and the lengths chatmail.ini allows.
+    pub host: String,
+    pub imaps_port: u16,
+    pub smtps_port: u16,
+    pub name_length: usize,
+    pub password_length: usize,
+    pub password_min_length: usize,
+}
+
+/// One server of the autoconfig file.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoconfigServer {
+    /// `incoming` or `outgoing`.
+    pub kind: &'static str,
+    pub protocol: &'static str,
+    pub port: u16,
+    /// `SSL` or `STARTTLS`.
+    pub socket: &'static str,
+}
+
 /// An address and port for a metrics endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsListener {
@@ -63,8 +135,7 @@ pub struct MetricsListener {
 /// The nginx site: the web front door.
 #[derive(Debug, Clone, Serialize)]
 pub struct Web {
-    /// nginx `listen` values for HTTPS and for plain HTTP.
-    pub https_listen: Vec<String>,
+    /// nginx `listen` values for plain HTTP.
     pub http_listen: Vec<String>,
     /// nginx's server_name: the domain, or the address of an IP-only relay.
     pub server_name: String,
@@ -83,6 +154,33 @@ pub struct Web {
     pub site: String,
     /// The MTA-STS policy a domain relay serves (none for IP-only relays).
     pub mta_sts_policy: Option<String>,
+    /// Port 443 and what is behind it.
+    pub front: Front,
+    /// nginx's worker_connections.
+    pub worker_connections: u32,
+    /// Whether the site answers for `autoconfig.<domain>` too (a domain
+    /// relay; an IP-only one has no such name).
+    pub autoconfig: bool,
+    /// The servers autoconfig names: IMAP 993, 143, 443; SMTP 465, 587, 443.
+    pub autoconfig_servers: Vec<AutoconfigServer>,
+    pub account: Account,
+}
+
+/// nginx's stream block on port 443, which passes each connection on by
+/// its ALPN, and the internal listeners it passes them to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Front {
+    /// nginx `listen` values for 443.
+    pub listen: Vec<String>,
+    /// `address:port` of the HTTPS site, Dovecot's and Postfix's
+    /// listeners behind 443.
+    pub web: String,
+    pub imaps: String,
+    pub smtps: String,
+    /// The loopback address they listen on, and their ports.
+    pub address: String,
+    pub imaps_port: u16,
+    pub smtps_port: u16,
 }
 
 /// OpenDKIM: what it signs with, and where it listens.
@@ -155,6 +253,8 @@ pub struct Services {
     pub smtp: String,
     pub submission: String,
     pub smtps: String,
+    /// Implicit-TLS submission behind port 443 (PROXY protocol first).
+    pub smtps_behind_https: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -236,6 +336,18 @@ fn listen_values(listen: Option<IpAddr>, ipv6: bool, port: u16) -> Vec<String> {
     }
 }
 
+/// The address the listeners behind port 443 use: the relay's own
+/// (private instances on their loopback address), else IPv4 loopback.
+fn backend_address(listen: Option<IpAddr>) -> IpAddr {
+    listen.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// `address:port`, with brackets around an IPv6 address (as nginx and
+/// Postfix's master.cf write it).
+fn socket_address(address: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(address, port).to_string()
+}
+
 fn text(path: &Path) -> String {
     path.display().to_string()
 }
@@ -288,6 +400,10 @@ impl Context {
                     "submission",
                 ),
                 smtps: service(layout.listen, ports.smtps, standard.smtps, "smtps"),
+                smtps_behind_https: socket_address(
+                    backend_address(layout.listen),
+                    ports.behind_https.smtps,
+                ),
             },
             ports: Ports {
                 imap: ports.imap,
@@ -337,6 +453,18 @@ impl Context {
             privacy_mail: config.privacy_mail.clone(),
             web: web(config, layout),
             delete_mails_after: config.delete_mails_after,
+            delete_inactive_users_after: config.delete_inactive_users_after,
+            site: Site {
+                privacy_postal: config.site.privacy_postal.clone(),
+                privacy_supervisor: config.site.privacy_supervisor.clone(),
+                privacy_pdo: config.site.privacy_pdo.clone(),
+            },
+            logs: Logs {
+                volatile: config.logs.storage == LogStorage::Volatile,
+                storage: config.logs.storage.as_str(),
+                max_age_seconds: config.logs.max_age.as_secs(),
+                max_age_days: config.logs.max_age.as_secs().div_ceil(86_400).max(1),
+            },
             iroh: config.runs_iroh_relay().then(|| Iroh {
                 listen: config.iroh_relay_listen.to_string(),
                 metrics: config
@@ -350,6 +478,7 @@ impl Context {
                     port: addr.port(),
                 }
             }),
+            www_folder: config.site.www_folder.clone(),
             private: layout.private.as_ref().map(|instance| Private {
                 root: text(&instance.root),
                 queue_dir: text(&instance.postfix_queue()),
@@ -404,10 +533,8 @@ fn web(config: &Config, layout: &Layout) -> Web {
     };
     let ipv6 = !config.disable_ipv6;
     Web {
-        https_listen: listen_values(layout.listen, ipv6, layout.ports.https),
         http_listen: listen_values(layout.listen, ipv6, layout.ports.http),
         server_name,
-        url_authority,
         incoming_http: config.filtermail_http_port_incoming,
         // Headers and the line-ending slack of a message at the limit.
         max_body: config.max_message_size + 1024 * 1024,
@@ -418,6 +545,75 @@ fn web(config: &Config, layout: &Layout) -> Web {
         site: text(&layout.web.site),
         mta_sts_policy: (!config.mail_domain.is_ip())
             .then(|| crate::dns::mta_sts_policy(&config.mail_domain.address_domain())),
+        front: front(layout, ipv6),
+        worker_connections: if layout.private.is_some() { 1024 } else { 8192 },
+        autoconfig: !config.mail_domain.is_ip(),
+        autoconfig_servers: autoconfig_servers(layout.ports),
+        account: account(config, layout, &url_authority),
+        url_authority,
+    }
+}
+
+fn autoconfig_servers(ports: PublicPorts) -> Vec<AutoconfigServer> {
+    let server = |kind, protocol, port, socket| AutoconfigServer {
+        kind,
+        protocol,
+        port,
+        socket,
+    };
+    vec![
+        server("incoming", "imap", ports.imaps, "SSL"),
+        server("incoming", "imap", ports.imap, "STARTTLS"),
+        server("incoming", "imap", ports.https, "SSL"),
+        server("outgoing", "smtp", ports.smtps, "SSL"),
+        server("outgoing", "smtp", ports.submission, "STARTTLS"),
+        server("outgoing", "smtp", ports.https, "SSL"),
+    ]
+}
+
+/// Passwords an IP-only relay's page makes are this much longer than
+/// doveauth's minimum (as chatmail-newemail's).
+const PASSWORD_EXTRA_LENGTH: usize = 3;
+
+fn account(config: &Config, layout: &Layout, url_authority: &str) -> Account {
+    // DCACCOUNT needs a certificate Delta Chat accepts without being told.
+    let link = (!config.tls_self_signed).then(|| format!("DCACCOUNT:https://{url_authority}/new"));
+    let qr_svg = link
+        .as_deref()
+        .and_then(|link| crate::qr::svg(link, "QR code of the account link"));
+    let new_redirect = match &link {
+        Some(_) => format!("dcaccount:https://{url_authority}/new"),
+        None => format!("https://{url_authority}/"),
+    };
+    let host = match (layout.listen, &config.mail_domain) {
+        (Some(address), _) => address.to_string(),
+        (None, chatmail_config::MailDomain::Ipv4(address)) => address.to_string(),
+        (None, _) => config.mail_domain.to_string(),
+    };
+    Account {
+        link,
+        qr_svg,
+        new_redirect,
+        host,
+        imaps_port: layout.ports.imaps,
+        smtps_port: layout.ports.smtps,
+        name_length: config.username_max_length,
+        password_length: config.password_min_length + PASSWORD_EXTRA_LENGTH,
+        password_min_length: config.password_min_length,
+    }
+}
+
+fn front(layout: &Layout, ipv6: bool) -> Front {
+    let address = backend_address(layout.listen);
+    let behind = layout.ports.behind_https;
+    Front {
+        listen: listen_values(layout.listen, ipv6, layout.ports.https),
+        web: socket_address(address, behind.web),
+        imaps: socket_address(address, behind.imaps),
+        smtps: socket_address(address, behind.smtps),
+        address: address.to_string(),
+        imaps_port: behind.imaps,
+        smtps_port: behind.smtps,
     }
 }
 

@@ -108,6 +108,13 @@ pub fn zone(config: &Config, input: &ZoneInput<'_>) -> String {
         "TXT",
         &txt(&format!("v=STSv1; id={policy_id}")),
     );
+    record(
+        "Mail clients' automatic configuration (autoconfig), served by the \
+         relay's nginx site at autoconfig.<domain>.",
+        &format!("autoconfig.{fqdn}"),
+        "CNAME",
+        &fqdn,
+    );
     let reports = config
         .privacy_mail
         .clone()
@@ -273,6 +280,7 @@ mod tests {
             ("_dmarc.chat.example.org.", RecordType::TXT),
             ("opendkim._domainkey.chat.example.org.", RecordType::TXT),
             ("mta-sts.chat.example.org.", RecordType::CNAME),
+            ("autoconfig.chat.example.org.", RecordType::CNAME),
             ("_mta-sts.chat.example.org.", RecordType::TXT),
             ("_smtp._tls.chat.example.org.", RecordType::TXT),
             ("_submission._tcp.chat.example.org.", RecordType::SRV),

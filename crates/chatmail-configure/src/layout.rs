@@ -18,6 +18,21 @@ pub struct PublicPorts {
     /// nginx: HTTPS for /new and /mxdeliv, HTTP for redirects (and ACME).
     pub https: u16,
     pub http: u16,
+    /// Where nginx's stream block on `https` passes connections on, by
+    /// ALPN: internal listeners on loopback that take a PROXY protocol
+    /// header first.
+    pub behind_https: BehindHttps,
+}
+
+/// The internal listeners behind port 443.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BehindHttps {
+    /// nginx's HTTPS site.
+    pub web: u16,
+    /// Dovecot, implicit TLS (ALPN `imap`).
+    pub imaps: u16,
+    /// Postfix's submission, implicit TLS (ALPN `smtp`).
+    pub smtps: u16,
 }
 
 impl PublicPorts {
@@ -29,6 +44,11 @@ impl PublicPorts {
         imaps: 993,
         https: 443,
         http: 80,
+        behind_https: BehindHttps {
+            web: 8443,
+            imaps: 8993,
+            smtps: 8465,
+        },
     };
 
     /// The standard ports moved up by `base` (25 -> base + 25, ...), for
@@ -46,6 +66,13 @@ impl PublicPorts {
             imaps: shift(993)?,
             https: shift(443)?,
             http: shift(80)?,
+            // base + 1443 ... rather than base + 8443: below Linux's
+            // ephemeral ports for the usual bases.
+            behind_https: BehindHttps {
+                web: shift(1443)?,
+                imaps: shift(1993)?,
+                smtps: shift(1465)?,
+            },
         })
     }
 }
@@ -171,6 +198,10 @@ pub struct Layout {
     /// own iroh relay and removed otherwise (its unit starts only while
     /// the file exists).
     pub iroh_relay_config: PathBuf,
+    /// journald's drop-in that overrides the package's log settings
+    /// (Storage=volatile, MaxRetentionSec=3d) when chatmail.ini asks for
+    /// others; none for private instances, which log into their own files.
+    pub journald_override: Option<PathBuf>,
 }
 
 /// Where OpenDKIM's configuration, key and socket are (Debian's opendkim
@@ -241,9 +272,9 @@ impl OpenDkimLayout {
 pub struct WebLayout {
     /// The rendered nginx site.
     pub site: PathBuf,
-    /// The directory nginx reads sites from, where the site gets a link
-    /// (Debian's sites-enabled), if any.
-    pub sites_enabled: Option<PathBuf>,
+    /// nginx's main configuration, which includes the site and holds the
+    /// stream block of port 443 (a private instance has its own).
+    pub nginx_conf: PathBuf,
     /// The index page's directory (nginx's root).
     pub www_dir: PathBuf,
     /// fcgiwrap's socket, which runs chatmail-newemail as CGI.
@@ -256,19 +287,18 @@ impl WebLayout {
     pub fn system() -> Self {
         Self {
             site: "/etc/nginx/sites-available/chatmail".into(),
-            sites_enabled: Some("/etc/nginx/sites-enabled".into()),
+            nginx_conf: "/etc/nginx/nginx.conf".into(),
             www_dir: "/var/www/chatmail".into(),
             fcgiwrap_socket: "/run/fcgiwrap.socket".into(),
         }
     }
 
-    /// All under `dir` (`--output`, private instances): the site and the
-    /// page, nothing enabled.
+    /// All under `dir` (`--output`, private instances).
     #[must_use]
     pub fn in_dir(dir: &Path, fcgiwrap_socket: PathBuf) -> Self {
         Self {
             site: dir.join("nginx").join("chatmail-site.conf"),
-            sites_enabled: None,
+            nginx_conf: dir.join("nginx").join("nginx.conf"),
             www_dir: dir.join("www"),
             fcgiwrap_socket,
         }
@@ -299,6 +329,9 @@ impl Layout {
             acme: crate::acme::AcmeLayout::system(),
             // Where the relay we replace keeps it.
             iroh_relay_config: "/etc/iroh-relay.toml".into(),
+            // Same name as the package's drop-in in /usr/lib, which a file
+            // in /etc replaces.
+            journald_override: Some("/etc/systemd/journald.conf.d/chatmail.conf".into()),
         }
     }
 

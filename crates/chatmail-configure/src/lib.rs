@@ -10,6 +10,7 @@ mod dkim_key;
 pub mod dns;
 mod error;
 mod layout;
+mod qr;
 mod render;
 
 pub use check::{
@@ -20,6 +21,9 @@ pub use context::Context;
 pub use dkim_key::{dns_record as dkim_dns_record, ensure_key as ensure_dkim_key};
 pub use error::ConfigureError;
 pub use layout::{
-    DictSockets, Layout, OpenDkimLayout, PrivateInstance, PublicPorts, Vmail, WebLayout,
+    BehindHttps, DictSockets, Layout, OpenDkimLayout, PrivateInstance, PublicPorts, Vmail,
+    WebLayout,
 };
-pub use render::{RenderedFile, remove_unused, render_all, render_template, write_files};
+pub use render::{
+    RenderedFile, copy_www_files, remove_unused, render_all, render_template, write_files,
+};

@@ -4,7 +4,7 @@
 //! prints the DNS records the relay needs, or checks them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -12,7 +12,8 @@ use chatmail_config::{Config, DEFAULT_CONFIG_PATH, ensure_secret};
 use chatmail_configure::acme::{self, AcmeLayout};
 use chatmail_configure::{
     Context, Layout, OpenDkimLayout, Vmail, WebLayout, check_dovecot, check_nginx_site,
-    check_opendkim, check_postfix, dns, ensure_dkim_key, remove_unused, render_all, write_files,
+    check_opendkim, check_postfix, copy_www_files, dns, ensure_dkim_key, remove_unused, render_all,
+    write_files,
 };
 use clap::{Parser, Subcommand};
 
@@ -107,6 +108,7 @@ fn run(args: &Args) -> Result<()> {
         layout.opendkim = Some(OpenDkimLayout::in_dir(&dir.join("opendkim")));
         layout.acme = AcmeLayout::in_dir(&dir.join("acme"));
         layout.iroh_relay_config = dir.join("iroh-relay.toml");
+        layout.journald_override = Some(dir.join("journald").join("chatmail.conf"));
     }
     let domain = config.mail_domain.address_domain();
     if args.acme {
@@ -146,15 +148,13 @@ fn run(args: &Args) -> Result<()> {
         let context = Context::new(&config, &layout);
         written.extend(write_files(&render_all(&context, &layout)?)?);
     }
+    written.extend(copy_www_files(&context, &layout)?);
     for path in &written {
         println!("wrote {}", path.display());
     }
     let removed = remove_unused(&context, &layout)?;
     for path in &removed {
-        println!(
-            "removed {} (iroh_relay names another relay)",
-            path.display()
-        );
+        println!("removed {} (no longer used)", path.display());
     }
     if written.is_empty() && removed.is_empty() {
         println!("configuration unchanged");
@@ -187,17 +187,14 @@ fn run(args: &Args) -> Result<()> {
             .context("the rendered Dovecot configuration")?;
         let scratch =
             std::env::temp_dir().join(format!("chatmail-configure-nginx-{}", std::process::id()));
-        let checked = check_nginx_site(&layout.web.site, &scratch);
+        let checked = check_nginx_site(&layout.web.nginx_conf, &scratch);
         // Only nginx's scratch files are in there.
         let _ = std::fs::remove_dir_all(&scratch);
-        checked.context("the rendered nginx site")?;
+        checked.context("the rendered nginx configuration")?;
         if let Some(opendkim) = opendkim {
             check_opendkim(&opendkim.conf).context("the rendered OpenDKIM configuration")?;
         }
         println!("postconf, doveconf and nginx accept the configuration");
-    }
-    if let Some(enabled) = &layout.web.sites_enabled {
-        enable_site(&layout.web.site, enabled)?;
     }
     if (!written.is_empty() || !removed.is_empty()) && args.output.is_none() {
         let mut restart = Vec::new();
@@ -208,6 +205,13 @@ fn run(args: &Args) -> Result<()> {
         if context.iroh.is_some() || !removed.is_empty() {
             restart.push("iroh-relay");
         }
+        if written
+            .iter()
+            .chain(&removed)
+            .any(|path| Some(path) == layout.journald_override.as_ref())
+        {
+            restart.push("systemd-journald");
+        }
         if restart.is_empty() {
             println!("apply it with: systemctl reload postfix dovecot nginx");
         } else {
@@ -217,22 +221,6 @@ fn run(args: &Args) -> Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-/// Links the site into nginx's sites-enabled (as Debian's packages do),
-/// unless a file of that name is already there.
-fn enable_site(site: &Path, enabled_dir: &Path) -> Result<()> {
-    let Some(name) = site.file_name() else {
-        return Ok(());
-    };
-    let link = enabled_dir.join(name);
-    if link.symlink_metadata().is_ok() || !enabled_dir.is_dir() {
-        return Ok(());
-    }
-    std::os::unix::fs::symlink(site, &link)
-        .with_context(|| format!("linking {} to {}", link.display(), site.display()))?;
-    println!("enabled the nginx site: {}", link.display());
     Ok(())
 }
 

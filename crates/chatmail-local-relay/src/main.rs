@@ -154,15 +154,17 @@ fn print_welcome(address: Ipv4Addr, relay: &LocalRelay) -> Result<()> {
     println!("chatmail relay {domain} is running.");
     println!();
     println!(
-        "  IMAP  {address}:{} (TLS), {address}:{} (STARTTLS)",
-        public.imaps, public.imap
+        "  IMAP  {address}:{} (TLS), {address}:{} (STARTTLS), {address}:{} (TLS, ALPN imap)",
+        public.imaps, public.imap, public.https
     );
     println!(
-        "  SMTP  {address}:{} (TLS), {address}:{} (STARTTLS), {address}:{} (from other relays)",
-        public.smtps, public.submission, public.smtp
+        "  SMTP  {address}:{} (TLS), {address}:{} (STARTTLS), {address}:{} (TLS, ALPN smtp), \
+         {address}:{} (from other relays)",
+        public.smtps, public.submission, public.https, public.smtp
     );
     println!(
-        "  HTTPS https://{address}:{}/ (POST /new hands out accounts; other relays POST /mxdeliv)",
+        "  HTTPS https://{address}:{}/ (the relay's pages; POST /new hands out accounts; \
+         other relays POST /mxdeliv)",
         public.https
     );
     println!(

@@ -12,7 +12,8 @@ use anyhow::{Context as _, Result};
 use chatmail_config::{Config, MetricsDaemon};
 use chatmail_configure::{
     Context, DictSockets, Layout, OpenDkimLayout, PrivateInstance, Vmail, WebLayout, check_dovecot,
-    check_nginx, check_opendkim, check_postfix, ensure_dkim_key, render_all, write_files,
+    check_nginx, check_opendkim, check_postfix, copy_www_files, ensure_dkim_key, render_all,
+    write_files,
 };
 
 use crate::loopback;
@@ -126,9 +127,11 @@ impl LocalRelay {
             web: WebLayout::in_dir(&state.root, state.run().join("fcgiwrap.socket")),
             private: Some(private.clone()),
             iroh_relay_config: state.root.join("iroh-relay.toml"),
+            journald_override: None,
         };
         let context = Context::new(&config, &layout);
         write_files(&render_all(&context, &layout)?)?;
+        copy_www_files(&context, &layout)?;
         if let Some(opendkim) = &layout.opendkim {
             ensure_dkim_key(opendkim, &config.dkim_selector)?;
             check_opendkim(&opendkim.conf)?;
