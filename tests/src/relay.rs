@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chatmail_config::MetricsDaemon;
 use chatmail_configure::{
-    Context, DictSockets, Layout, OpenDkimLayout, Vmail, ensure_dkim_key, render_template,
+    BehindHttps, Context, DictSockets, Layout, OpenDkimLayout, Vmail, ensure_dkim_key,
+    render_template,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -159,6 +160,13 @@ impl Relay {
         layout.ports.smtp = mx_port;
         layout.ports.submission = starttls_port;
         layout.ports.smtps = submission_port;
+        // Postfix's submission behind port 443 (no nginx here): a port of
+        // its own, as every instance runs beside others.
+        layout.ports.behind_https = BehindHttps {
+            web: free_port()?,
+            imaps: free_port()?,
+            smtps: free_port()?,
+        };
         layout.opendkim = options
             .opendkim
             .then(|| OpenDkimLayout::in_dir(&work.path().join("opendkim")));
@@ -201,6 +209,7 @@ impl Relay {
                 "submission_header_cleanup",
                 "sender_login_map",
                 "lmtp_header_cleanup",
+                "vrfy_command_filter",
             ] {
                 fs::write(
                     layout.postfix_dir.join(map),

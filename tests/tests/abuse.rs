@@ -816,6 +816,16 @@ async fn vrfy_tells_nobody_which_accounts_exist() -> Result<()> {
     let unknown = client
         .command(&format!("VRFY <{}>", w.addr("nobody123")))
         .await?;
+    // Whatever it names, as the relay we replace answers (Postfix alone
+    // would apply RCPT's checks: 504 for a bare word, 554 elsewhere).
+    let mut others = Vec::new();
+    for argument in ["echo", "<echo>", "nobody@example.org", "two words", ""] {
+        let reply = client.command(&format!("VRFY {argument}")).await?;
+        others.push((argument, reply.code, reply.text));
+    }
+    // A bare recipient is still refused in a transaction.
+    client.command("MAIL FROM:<someone@example.org>").await?;
+    let bare_recipient = client.command("RCPT TO:<echo>").await?;
     client.quit().await;
     assert_eq!(
         (known.code, unknown.code),
@@ -823,5 +833,10 @@ async fn vrfy_tells_nobody_which_accounts_exist() -> Result<()> {
         "{known:?} {unknown:?}"
     );
     assert!(known.text.starts_with("252 2.0.0"), "{known:?}");
+    for (argument, code, text) in &others {
+        assert_eq!(*code, 252, "VRFY {argument}: {text}");
+        assert!(text.starts_with("252 2.0.0"), "VRFY {argument}: {text}");
+    }
+    assert_eq!(bare_recipient.code, 504, "{bare_recipient:?}");
     Ok(())
 }
