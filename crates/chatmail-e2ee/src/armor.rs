@@ -141,6 +141,11 @@ fn checksum_line_start(text: &[u8]) -> usize {
 /// batch but the last is whole base64 quanta.
 const BATCH: usize = 1024;
 const BATCH_OCTETS: usize = BATCH / 4 * 3;
+/// The first batch is smaller: it holds the session keys (PKESK packets,
+/// read octet by octet) and the encrypted packet's header, and what
+/// follows, the encrypted content, is only checked, not decoded. In a
+/// chat message that is most of the payload.
+const FIRST_BATCH: usize = 256;
 
 /// The binary data of base64 text, decoded a batch at a time as the
 /// packet walk reads it: memory stays the same for any size of message,
@@ -153,6 +158,8 @@ struct Base64Octets<'a> {
     /// Whether whitespace other than line ends was met inside a line:
     /// then each character is looked at, else only line ends are.
     spaced: bool,
+    /// The size of the next batch: FIRST_BATCH, then BATCH.
+    limit: usize,
     batch: [u8; BATCH],
     decoded: [u8; BATCH_OCTETS],
     position: usize,
@@ -165,6 +172,7 @@ impl<'a> Base64Octets<'a> {
         Self {
             text,
             spaced: false,
+            limit: FIRST_BATCH,
             batch: [0; BATCH],
             decoded: [0; BATCH_OCTETS],
             position: 0,
@@ -207,7 +215,7 @@ impl<'a> Base64Octets<'a> {
     /// line ends (all whitespace once `spaced`); how many.
     fn fill(&mut self) -> usize {
         let mut filled = 0;
-        while filled < BATCH {
+        while filled < self.limit {
             let Some(start) = self
                 .text
                 .iter()
@@ -223,7 +231,7 @@ impl<'a> Base64Octets<'a> {
                 memchr::memchr2(b'\n', b'\r', text)
             }
             .unwrap_or(text.len());
-            let taken = run.min(BATCH - filled);
+            let taken = run.min(self.limit - filled);
             let (from, after) = text.split_at(taken);
             self.batch
                 .get_mut(filled..filled + taken)
@@ -240,12 +248,14 @@ impl<'a> Base64Octets<'a> {
     /// `skipping` covers them all; returns the octets skipped.
     fn take_batch(&mut self, filled: usize, skipping: usize) -> Result<usize, Refusal> {
         let batch = self.batch.get(..filled).unwrap_or_default();
-        // A full batch with more after it decodes exactly when every
-        // character is of the alphabet: the bulk of a large message, the
-        // encrypted content, is only checked.
-        if filled == BATCH && !self.finished && skipping >= BATCH_OCTETS {
+        self.limit = BATCH;
+        // A full batch with more after it (whole quanta) decodes exactly
+        // when every character is of the alphabet: the bulk of a message,
+        // the encrypted content, is only checked.
+        let octets = filled / 4 * 3;
+        if !self.finished && skipping >= octets {
             return if is_base64(batch) {
-                Ok(BATCH_OCTETS)
+                Ok(octets)
             } else {
                 Err("malformed armor")
             };
@@ -255,12 +265,42 @@ impl<'a> Base64Octets<'a> {
         if !self.finished && batch.contains(&b'=') {
             return Err("malformed armor");
         }
+        // The last batch, when the skip covers it all (the end of a
+        // chat message's encrypted content): counted, not decoded.
+        if self.finished {
+            let length = decoded_length(batch).ok_or("malformed armor")?;
+            if skipping >= length {
+                self.available = 0;
+                self.position = 0;
+                return Ok(length);
+            }
+        }
         self.available = ARMOR_BASE64
             .decode_slice(batch, &mut self.decoded)
             .map_err(|_| "malformed armor")?;
         self.position = 0;
         Ok(0)
     }
+}
+
+/// The octets the last base64 `characters` of a payload decode to, or
+/// `None` if they do not decode, by the rules of [`ARMOR_BASE64`]: the
+/// alphabet, then at most as much `=` padding as completes the last
+/// quantum, which never holds a single character; the bits left over
+/// need not be zero. (`batches_decide_as_the_whole_would` holds this to
+/// the decoder.)
+fn decoded_length(characters: &[u8]) -> Option<usize> {
+    let data_end = characters
+        .iter()
+        .rposition(|&c| c != b'=')
+        .map_or(0, |last| last + 1);
+    let (data, padding) = characters.split_at(data_end);
+    let partial = data.len() % 4;
+    let missing = (4 - partial) % 4;
+    if !is_base64(data) || partial == 1 || padding.len() > missing {
+        return None;
+    }
+    Some(data.len() / 4 * 3 + partial.saturating_sub(1))
 }
 
 /// Whether every character is of the base64 alphabet (no padding),
@@ -313,8 +353,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::{
-        ARMOR_BASE64, BATCH, BATCH_OCTETS, BEGIN, END, check_payload, count_markers, is_base64,
-        trim,
+        ARMOR_BASE64, BATCH, BATCH_OCTETS, BEGIN, END, FIRST_BATCH, check_payload, count_markers,
+        decoded_length, is_base64, trim,
     };
     use crate::packets::check_encrypted_message;
 
@@ -378,8 +418,8 @@ mod tests {
     #[test]
     fn a_packet_cut_short_in_a_skipped_batch_is_refused() {
         let engine = base64::engine::general_purpose::STANDARD;
-        // The first batch holds the header and the first 3066 octets.
-        let claimed = 3066 + 2 * BATCH_OCTETS;
+        // The first batch holds the header and the first octets.
+        let claimed = FIRST_BATCH / 4 * 3 - 6 + 2 * BATCH_OCTETS;
         // 99 octets past the last full batch: no padding at the end.
         for present in [claimed, claimed - BATCH_OCTETS + 99] {
             let mut binary = vec![0xc0 | 18, 255];
@@ -398,22 +438,32 @@ mod tests {
 
     /// Padding that ends a batch but not the base64 is malformed, as it
     /// is in the whole, even when the two halves decoded apart would make
-    /// a well-framed message.
+    /// a well-framed message: at the end of the first batch and of the
+    /// second, in a part that is read and in one that is skipped.
     #[test]
     fn padding_inside_the_base64_is_refused_at_a_batch_end() {
         let seipd = [&[1u8][..], &[0xaa; 5000]].concat();
-        let binary = [packet(1, &[3, 7, 7]), packet(18, &seipd)].concat();
         let engine = base64::engine::general_purpose::STANDARD;
-        assert!(check_payload(&armored(engine.encode(&binary).as_bytes()), false).is_ok());
-        // The first part takes exactly one batch, ending in "==".
-        let split = BATCH / 4 * 3 - 2;
-        let (first, second) = binary.split_at(split);
-        let first = engine.encode(first);
-        assert_eq!(first.len(), BATCH);
-        assert!(first.ends_with("=="));
-        let padded_inside = [first, engine.encode(second)].concat();
-        assert!(!whole_decode_check(&armored(padded_inside.as_bytes())));
-        assert!(check_payload(&armored(padded_inside.as_bytes()), false).is_err());
+        // A version 3 session key packet, short or long enough to be read
+        // across the first batch's end.
+        let long_key = [&[3u8][..], &[7; 199]].concat();
+        for (batch_end, session_key) in [
+            (FIRST_BATCH, &[3u8, 7, 7][..]),
+            (FIRST_BATCH, &long_key[..]),
+            (FIRST_BATCH + BATCH, &[3u8, 7, 7][..]),
+        ] {
+            let binary = [packet(1, session_key), packet(18, &seipd)].concat();
+            assert!(check_payload(&armored(engine.encode(&binary).as_bytes()), false).is_ok());
+            // The first part takes exactly the batches, ending in "==".
+            let split = batch_end / 4 * 3 - 2;
+            let (first, second) = binary.split_at(split);
+            let first = engine.encode(first);
+            assert_eq!(first.len(), batch_end);
+            assert!(first.ends_with("=="));
+            let padded_inside = [first, engine.encode(second)].concat();
+            assert!(!whole_decode_check(&armored(padded_inside.as_bytes())));
+            assert!(check_payload(&armored(padded_inside.as_bytes()), false).is_err());
+        }
     }
 
     /// Strings of dashes, marker letters and others: the markers counted
@@ -433,6 +483,29 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&text)
             );
+        }
+    }
+
+    /// Every string of up to 8 characters from letters, padding and a
+    /// stray: counted as the decoder decodes it, or refused as it is.
+    #[test]
+    fn the_last_batch_is_counted_as_the_decoder_reads_it() {
+        let characters = *b"AB/=-";
+        let mut text = Vec::new();
+        for length in 0..=8u32 {
+            for mut index in 0..characters.len().pow(length) {
+                text.clear();
+                for _ in 0..length {
+                    text.push(characters[index % characters.len()]);
+                    index /= characters.len();
+                }
+                assert_eq!(
+                    decoded_length(&text),
+                    ARMOR_BASE64.decode(&text).ok().map(|data| data.len()),
+                    "{}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
         }
     }
 
@@ -457,7 +530,10 @@ mod tests {
                 // The packet headers and version take 16 octets: whole
                 // messages that end right at, just before or just after a
                 // batch.
-                1 => rng.random_range(BATCH / 4 * 3 - 24..BATCH / 4 * 3 - 8),
+                1 => {
+                    let end = [FIRST_BATCH, FIRST_BATCH + BATCH][rng.random_range(0..2)] / 4 * 3;
+                    rng.random_range(end - 24..end - 8)
+                }
                 _ => rng.random_range(0..4 * BATCH),
             };
             let mut seipd = vec![rng.random_range(1..=2)];
