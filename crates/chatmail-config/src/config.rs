@@ -261,6 +261,14 @@ impl MetricsDaemon {
 }
 
 impl Config {
+    /// The length of the passwords the relay makes for new accounts
+    /// (chatmail-newemail, an IP-only relay's login-link page): a little
+    /// longer than doveauth's minimum.
+    #[must_use]
+    pub fn new_account_password_length(&self) -> usize {
+        self.password_min_length + 3
+    }
+
     /// Reads and parses `path`, warning once about unknown keys.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();

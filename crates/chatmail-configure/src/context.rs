@@ -76,8 +76,7 @@ const DEFAULT_LOG_MAX_AGE_SECONDS: u64 = 3 * 86_400;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Logs {
-    /// Whether journald keeps logs in memory only.
-    pub volatile: bool,
+    /// journald's `Storage=`: `volatile` (in memory only) or `persistent`.
     pub storage: &'static str,
     /// MaxRetentionSec, in seconds and in whole days (at least 1).
     pub max_age_seconds: u64,
@@ -89,7 +88,8 @@ impl Logs {
     /// of chatmail-configure's.
     #[must_use]
     pub fn is_default(&self) -> bool {
-        self.volatile && self.max_age_seconds == DEFAULT_LOG_MAX_AGE_SECONDS
+        self.storage == LogStorage::Volatile.as_str()
+            && self.max_age_seconds == DEFAULT_LOG_MAX_AGE_SECONDS
     }
 }
 
@@ -460,7 +460,6 @@ impl Context {
                 privacy_pdo: config.site.privacy_pdo.clone(),
             },
             logs: Logs {
-                volatile: config.logs.storage == LogStorage::Volatile,
                 storage: config.logs.storage.as_str(),
                 max_age_seconds: config.logs.max_age.as_secs(),
                 max_age_days: config.logs.max_age.as_secs().div_ceil(86_400).max(1),
@@ -571,10 +570,6 @@ fn autoconfig_servers(ports: PublicPorts) -> Vec<AutoconfigServer> {
     ]
 }
 
-/// Passwords an IP-only relay's page makes are this much longer than
-/// doveauth's minimum (as chatmail-newemail's).
-const PASSWORD_EXTRA_LENGTH: usize = 3;
-
 fn account(config: &Config, layout: &Layout, url_authority: &str) -> Account {
     // DCACCOUNT needs a certificate Delta Chat accepts without being told.
     let link = (!config.tls_self_signed).then(|| format!("DCACCOUNT:https://{url_authority}/new"));
@@ -598,7 +593,7 @@ fn account(config: &Config, layout: &Layout, url_authority: &str) -> Account {
         imaps_port: layout.ports.imaps,
         smtps_port: layout.ports.smtps,
         name_length: config.username_max_length,
-        password_length: config.password_min_length + PASSWORD_EXTRA_LENGTH,
+        password_length: config.new_account_password_length(),
         password_min_length: config.password_min_length,
     }
 }

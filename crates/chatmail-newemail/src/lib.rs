@@ -12,8 +12,6 @@ const USERNAME_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// and Dovecot (through doveauth's escaping) take it whole.
 const PASSWORD_ALPHABET: &[u8] =
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~";
-/// Passwords are a little longer than doveauth's minimum.
-const PASSWORD_EXTRA_LENGTH: usize = 3;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NewAccount {
@@ -35,11 +33,7 @@ impl NewAccount {
     #[must_use]
     pub fn generate(config: &Config, rng: &mut impl Rng) -> Self {
         let local = random_text(rng, USERNAME_ALPHABET, config.username_max_length);
-        let password = random_text(
-            rng,
-            PASSWORD_ALPHABET,
-            config.password_min_length + PASSWORD_EXTRA_LENGTH,
-        );
+        let password = random_text(rng, PASSWORD_ALPHABET, config.new_account_password_length());
         let email = format!("{local}@{}", config.mail_domain.address_domain());
         let dclogin = config
             .tls_self_signed
