@@ -67,10 +67,12 @@ impl ImapClient {
         use tokio::io::AsyncReadExt as _;
         let tag = format!("a{}", self.next_tag);
         self.next_tag += 1;
-        self.stream
-            .get_mut()
+        let stream = self.stream.get_mut();
+        stream
             .write_all(format!("{tag} {command}\r\n").as_bytes())
             .await?;
+        // Over TLS, written bytes may wait in rustls's buffer until flushed.
+        stream.flush().await?;
         let prefix = format!("{tag} ");
         let mut responses = Vec::new();
         let mut current = String::new();

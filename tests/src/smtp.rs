@@ -123,16 +123,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
 
     /// Sends one command line (CRLF added) and returns the reply.
     pub async fn command(&mut self, line: &str) -> Result<SmtpReply> {
-        self.stream
-            .get_mut()
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await?;
+        self.write_raw(format!("{line}\r\n").as_bytes()).await?;
         self.read_reply().await
     }
 
-    /// Writes bytes exactly as given, for protocol abuse tests.
+    /// Writes bytes exactly as given (for protocol abuse tests too) and
+    /// flushes them: over TLS, the last records of a write that found the
+    /// socket full wait in rustls's buffer until a flush.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream.get_mut().write_all(bytes).await?;
+        let stream = self.stream.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
         Ok(())
     }
 
@@ -169,10 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if data.code != 354 {
             return Ok(data);
         }
-        self.stream
-            .get_mut()
-            .write_all(data_block(message).as_bytes())
-            .await?;
+        self.write_raw(data_block(message).as_bytes()).await?;
         self.read_reply().await
     }
 
@@ -206,10 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if data.code != 354 {
             return Ok(vec![data; to.len()]);
         }
-        self.stream
-            .get_mut()
-            .write_all(data_block(message).as_bytes())
-            .await?;
+        self.write_raw(data_block(message).as_bytes()).await?;
         let mut out = Vec::with_capacity(to.len());
         for refused in replies {
             match refused {

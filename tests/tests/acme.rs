@@ -55,6 +55,7 @@ async fn https_get(port: u16, name: &str, roots: &[u8], path: &str) -> Result<St
         format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await?;
+    tls.flush().await?;
     let mut response = Vec::new();
     // nginx closes after the answer; rustls may see no close_notify.
     let _ = tls.read_to_end(&mut response).await;

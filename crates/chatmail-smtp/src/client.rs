@@ -82,8 +82,7 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        timed(self.stream.get_mut().write_all(bytes)).await??;
-        Ok(())
+        write_command(self.stream.get_mut(), bytes).await
     }
 
     async fn read_reply(&mut self) -> Result<(Reply, Vec<u8>), ClientError> {
@@ -346,6 +345,22 @@ fn enhanced_code(code: [u8; 3]) -> Cow<'static, str> {
     }
 }
 
+/// Writes `bytes` and flushes them within the step timeout. The flush
+/// matters on TLS: a write that finds the socket full leaves the last
+/// records in rustls's buffer, and the server would wait for them while
+/// we wait for its reply.
+pub async fn write_command<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> Result<(), ClientError> {
+    timed(async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    })
+    .await??;
+    Ok(())
+}
+
 async fn timed<F: std::future::Future>(future: F) -> Result<F::Output, ClientError> {
     tokio::time::timeout(STEP_TIMEOUT, future)
         .await
@@ -385,10 +400,12 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 /// are written piece by piece, never copied whole.
 const STUFF_IN_ONE_WRITE: usize = 64 * 1024;
 
-/// Writes `message` in DATA form (see [`dot_stuff`]).
+/// Writes `message` in DATA form (see [`dot_stuff`]) and flushes it (see
+/// [`write_command`]).
 pub async fn write_data<W: AsyncWrite + Unpin>(writer: &mut W, message: &[u8]) -> io::Result<()> {
     if message.len() <= STUFF_IN_ONE_WRITE {
-        return writer.write_all(&dot_stuff(message)).await;
+        writer.write_all(&dot_stuff(message)).await?;
+        return writer.flush().await;
     }
     let mut written = 0;
     for start in dot_line_starts(message) {
@@ -406,7 +423,8 @@ pub async fn write_data<W: AsyncWrite + Unpin>(writer: &mut W, message: &[u8]) -
     } else {
         b"\r\n.\r\n"
     };
-    writer.write_all(end).await
+    writer.write_all(end).await?;
+    writer.flush().await
 }
 
 /// Sends messages to one SMTP server, keeping idle connections for reuse.
@@ -581,6 +599,58 @@ mod tests {
                 expected.extend_from_slice(b"\r\n");
             }
             assert_eq!(read, Some(Ok(expected)));
+        }
+    }
+
+    /// A stream that, as TLS does when the socket is full, takes bytes
+    /// into a buffer and passes them on only when flushed.
+    #[derive(Default)]
+    struct WriteBehind {
+        buffered: Vec<u8>,
+        sent: Vec<u8>,
+    }
+
+    impl tokio::io::AsyncWrite for WriteBehind {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bytes: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.get_mut().buffered.extend_from_slice(bytes);
+            std::task::Poll::Ready(Ok(bytes.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            this.sent.append(&mut this.buffered);
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_and_messages_leave_the_buffers() {
+        let mut stream = WriteBehind::default();
+        super::write_command(&mut stream, b"DATA\r\n")
+            .await
+            .expect("write");
+        assert_eq!(stream.sent, b"DATA\r\n");
+        for message in [b"small\r\n".to_vec(), b"large\r\n".repeat(20_000)] {
+            let mut stream = WriteBehind::default();
+            super::write_data(&mut stream, &message)
+                .await
+                .expect("write");
+            assert!(stream.buffered.is_empty());
+            assert_eq!(stream.sent, dot_stuff(&message));
         }
     }
 

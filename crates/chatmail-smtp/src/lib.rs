@@ -12,7 +12,9 @@ mod reply;
 mod server;
 mod session;
 
-pub use client::{ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_data};
+pub use client::{
+    ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_command, write_data,
+};
 pub use counters::{SessionCounters, reinjection_outcome};
 pub use data::{DataError, DataReader};
 pub use rate::MinRate;

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chatmail_smtp::{ClientError, Reply, read_reply, write_data};
+use chatmail_smtp::{ClientError, Reply, read_reply, write_command, write_data};
 use rustls::ClientConfig;
 use smtp_proto::{EXT_CHUNKING, EXT_PIPELINING, EXT_START_TLS, EhloResponse};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -307,10 +307,7 @@ fn merge(rcpt_replies: &[Reply], outcome: &Reply) -> Vec<Reply> {
 }
 
 async fn write<S: Io>(stream: &mut BufReader<S>, bytes: &[u8]) -> Result<(), ClientError> {
-    tokio::time::timeout(Duration::from_secs(30), stream.get_mut().write_all(bytes))
-        .await
-        .map_err(|_| ClientError::Timeout)??;
-    Ok(())
+    write_command(stream.get_mut(), bytes).await
 }
 
 /// Sends EHLO; returns the capability flags.
