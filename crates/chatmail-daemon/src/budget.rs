@@ -57,6 +57,9 @@ struct State {
     /// Bytes held per named client; a client holding nothing has no
     /// entry, so the map is no larger than the messages in progress.
     per_client: HashMap<Arc<str>, usize>,
+    /// Reservations waiting for bytes to come free: a release wakes
+    /// them only if there are any (a wake-up takes another lock).
+    waiting: usize,
 }
 
 impl MessageBudget {
@@ -195,6 +198,13 @@ impl Reservation {
         if self.bytes + wanted > limit {
             return false;
         }
+        // Most reservations find room at once, and need no wake-up.
+        match self.try_take(&inner, wanted) {
+            None => return true,
+            Some(Turn::GiveUp) => return false,
+            Some(Turn::Wait) => {}
+        }
+        let _waiting = Waiting::count(&inner);
         let deadline = tokio::time::Instant::now() + inner.wait;
         loop {
             // Registered before the check, so a release in between wakes us.
@@ -265,7 +275,7 @@ impl Drop for Reservation {
         if self.bytes == 0 {
             return;
         }
-        {
+        let wake = {
             let mut state = inner.lock();
             state.in_use -= self.bytes;
             if let Some(ticket) = self.ticket {
@@ -279,8 +289,30 @@ impl Drop for Reservation {
                     state.per_client.remove(client);
                 }
             }
+            state.waiting > 0
+        };
+        if wake {
+            inner.freed.notify_waiters();
         }
-        inner.freed.notify_waiters();
+    }
+}
+
+/// Counts a reservation among the waiting ones while it lives. Counted
+/// before the waiter registers for a wake-up and checks again: a release
+/// that does not see the count happened before that check, which then
+/// sees the bytes it freed.
+struct Waiting<'a>(&'a Inner);
+
+impl<'a> Waiting<'a> {
+    fn count(inner: &'a Inner) -> Self {
+        inner.lock().waiting += 1;
+        Self(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
     }
 }
 
