@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write as _};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::reply::Reply;
+use crate::step::{step_timer, within};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -45,6 +48,8 @@ struct Connection {
     pipelining: bool,
     /// RFC 3030 BDAT, which Postfix's smtpd offers by default.
     chunking: bool,
+    /// The time limit of each read (see [`crate::step`]).
+    reads: Pin<Box<Sleep>>,
 }
 
 /// Where the failure happened: before the message was committed (safe to
@@ -62,6 +67,7 @@ impl Connection {
             stream: BufReader::new(stream),
             pipelining: false,
             chunking: false,
+            reads: Box::pin(step_timer()),
         };
         let (greeting, _) = connection.read_reply().await?;
         if greeting.code != 220 {
@@ -86,7 +92,7 @@ impl Connection {
     }
 
     async fn read_reply(&mut self) -> Result<(Reply, Vec<u8>), ClientError> {
-        read_reply(&mut self.stream).await
+        read_reply_on(&mut self.stream, self.reads.as_mut()).await
     }
 
     /// The answer to a transaction's first command. A 421 there refuses
@@ -303,6 +309,16 @@ impl EnvelopeCommands {
 pub async fn read_reply<R: AsyncBufRead + Unpin>(
     stream: &mut R,
 ) -> Result<(Reply, Vec<u8>), ClientError> {
+    let timer = step_timer();
+    tokio::pin!(timer);
+    read_reply_on(stream, timer.as_mut()).await
+}
+
+/// As [`read_reply`], on a timer the caller keeps.
+async fn read_reply_on<R: AsyncBufRead + Unpin>(
+    stream: &mut R,
+    mut timer: Pin<&mut Sleep>,
+) -> Result<(Reply, Vec<u8>), ClientError> {
     // Room for a usual one-line reply.
     let mut raw = Vec::with_capacity(64);
     loop {
@@ -310,7 +326,11 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(
         // One byte more than allowed tells an overrun from a reply that
         // fills the limit exactly.
         let allowed = (MAX_REPLY_BYTES + 1 - before) as u64;
-        let read = timed((&mut *stream).take(allowed).read_until(b'\n', &mut raw)).await??;
+        let mut limited = (&mut *stream).take(allowed);
+        let line = limited.read_until(b'\n', &mut raw);
+        let read = within(timer.as_mut(), STEP_TIMEOUT, line)
+            .await
+            .ok_or(ClientError::Timeout)??;
         if read == 0 {
             return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
         }

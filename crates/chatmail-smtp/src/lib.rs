@@ -11,6 +11,7 @@ mod rate;
 mod reply;
 mod server;
 mod session;
+mod step;
 
 pub use client::{
     ClientError, MAX_REPLY_BYTES, Reinjector, dot_stuff, read_reply, write_command, write_data,

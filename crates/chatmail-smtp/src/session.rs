@@ -17,6 +17,7 @@ use crate::data::{DataError, DataReader};
 use crate::line::{Line, LineFramer};
 use crate::rate::MinRate;
 use crate::reply::Reply;
+use crate::step::{step_timer, within};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -231,16 +232,24 @@ where
     if !write_within(stream, greeting.as_bytes(), config.write_timeout).await {
         return;
     }
+    // One timer for all reads (see `crate::step`). Writes keep a timer of
+    // their own each: it is registered only if the write waits, and
+    // replies rarely do.
+    let reads = step_timer();
+    tokio::pin!(reads);
     let mut lines = LineFramer::default();
     let mut state = State::Command;
-    let mut buffer = vec![0u8; READ_BUFFER];
+    // Read into without zeroing it first: Postfix's before-queue filter
+    // connections often carry one message each.
+    let mut buffer = Vec::with_capacity(READ_BUFFER);
     loop {
         let wait = match state {
             State::Command => config.command_timeout,
             State::Data(_) => config.data_timeout.min(session.data_rate_deadline()),
         };
-        let read = match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
-            Err(_) => {
+        buffer.clear();
+        let read = match within(reads.as_mut(), wait, stream.read_buf(&mut buffer)).await {
+            None => {
                 let reply = match state {
                     State::Data(_) if wait < config.data_timeout => {
                         config.counters.too_slow.inc();
@@ -252,13 +261,13 @@ where
                 let _ = write_within(stream, &session.out, config.write_timeout).await;
                 return;
             }
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(read)) => read,
+            Some(Ok(0) | Err(_)) => return,
+            Some(Ok(read)) => read,
         };
         if matches!(state, State::Data(_)) {
             session.data_received = session.data_received.saturating_add(read);
         }
-        let mut input = buffer.get(..read).unwrap_or_default().iter();
+        let mut input = buffer.iter();
         let mut step = Step::Continue;
         while matches!(step, Step::Continue) && !input.as_slice().is_empty() {
             step = match &mut state {
