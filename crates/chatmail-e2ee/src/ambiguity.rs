@@ -94,21 +94,23 @@ impl<'a> HeaderFields<'a> {
         let mut current: Option<(&'a [u8], usize, usize)> = None;
         let mut start = 0;
         let mut ended = false;
-        // Lines are found by memchr (this runs on every message), CRs
-        // with them: every CR must end a line.
-        for line_end in memchr::memchr2_iter(b'\n', b'\r', block) {
-            if block.get(line_end) == Some(&b'\r') {
-                if block.get(line_end + 1) != Some(&b'\n') {
-                    return Err("lone CR in a header block");
-                }
-                continue;
-            }
+        // Lines are found by memchr (this runs on every message). Every
+        // CR must end a line: the CRs counted at once must be as many as
+        // the lines that end in CRLF.
+        let mut crlf_lines = 0;
+        for line_end in memchr::memchr_iter(b'\n', block) {
             let line = block.get(start..line_end).unwrap_or_default();
             let line_start = std::mem::replace(&mut start, line_end + 1);
             if ended {
                 return Err("header block goes on after its empty line");
             }
-            let text = line.strip_suffix(b"\r").unwrap_or(line);
+            let text = match line.strip_suffix(b"\r") {
+                Some(text) => {
+                    crlf_lines += 1;
+                    text
+                }
+                None => line,
+            };
             if text.is_empty() {
                 ended = true;
                 continue;
@@ -135,6 +137,9 @@ impl<'a> HeaderFields<'a> {
         }
         if !ended || start != block.len() {
             return Err("header block without an empty line");
+        }
+        if memchr::memchr_iter(b'\r', block).count() != crlf_lines {
+            return Err("lone CR in a header block");
         }
         if let Some(field) = current {
             fields.keep(block, field, &mut mime_version_seen)?;
@@ -484,6 +489,11 @@ mod tests {
         assert!(fields(b"A: b\n \n\n").is_err());
         assert!(fields(b"A: b\nno colon\n\n").is_err());
         assert!(fields(b"A: b\rC: d\n\n").is_err());
+        // A CR anywhere but before LF, in a value, a folded line, a name.
+        assert!(fields(b"A: b\r\r\n\r\n").is_err());
+        assert!(fields(b"A: b\r\n c\rd\r\n\r\n").is_err());
+        assert!(fields(b"A\r: b\r\n\r\n").is_err());
+        assert!(fields(b"A: b\r\n\r\n").is_ok());
         assert!(fields(b"A: b\n").is_err());
         assert!(fields(b"Content-Type: a/b\ncontent-type: a/b\n\n").is_err());
         assert!(fields(b"MIME-Version: 1.0\nMime-Version: 1.0\n\n").is_err());
