@@ -184,7 +184,7 @@ pub fn canonical_address(
 /// account for, length rules aside.
 #[must_use]
 pub fn is_account_name(local: &str) -> bool {
-    dot_atom_of(local, ACCOUNT).is_some_and(|atoms| atoms.all_in_class)
+    is_dot_atom_of(local, ACCOUNT)
 }
 
 fn check_local_part(local: &str) -> Result<(), AddressRefusal> {
@@ -194,7 +194,7 @@ fn check_local_part(local: &str) -> Result<(), AddressRefusal> {
     if local.len() > MAX_LOCAL_PART {
         return Err(AddressRefusal::TooLong);
     }
-    let atoms = dot_atom_of(local, ATEXT);
+    let dot_atom = is_dot_atom_of(local, ATEXT);
     // Postfix would route these elsewhere (allow_percent_hack,
     // swap_bangpath); an `@` left in the local part came out of quotes.
     if local.contains('%') {
@@ -206,14 +206,17 @@ fn check_local_part(local: &str) -> Result<(), AddressRefusal> {
     if local.contains('@') {
         return Err(AddressRefusal::Quoted);
     }
-    if !atoms.is_some_and(|atoms| atoms.all_in_class) {
+    if !dot_atom {
         return Err(AddressRefusal::BadLocalPart);
     }
     Ok(())
 }
 
-/// Byte classes of address syntax, looked up rather than tested rule by
-/// rule: every address of every message passes here, several times.
+// Classes of bytes in addresses, looked up in one table rather than
+// tested rule by rule: every address of every message passes here, and
+// a message has several.
+
+/// RFC 5322 3.2.3 atext.
 const ATEXT: u8 = 1;
 /// What doveauth puts in an account name, dots aside: `[a-z0-9_-]`.
 const ACCOUNT: u8 = 2;
@@ -223,7 +226,6 @@ const LABEL: u8 = 4;
 const fn byte_class(byte: u8) -> u8 {
     let alphanumeric = byte.is_ascii_alphanumeric();
     let mut class = 0;
-    // RFC 5322 3.2.3 atext.
     if alphanumeric
         || matches!(
             byte,
@@ -275,30 +277,24 @@ fn in_class(byte: u8, class: u8) -> bool {
         .is_some_and(|classes| classes & class != 0)
 }
 
-/// What one pass over a dot-atom found.
-struct DotAtom {
-    /// Whether every byte but the dots is in the class asked for.
-    all_in_class: bool,
-}
-
-/// `text` read as a dot-atom (dots only between non-empty atoms), or
-/// `None` if it is none.
-fn dot_atom_of(text: &str, class: u8) -> Option<DotAtom> {
-    let mut all_in_class = true;
+/// Whether `text` is a dot-atom (dots only between non-empty atoms)
+/// whose other bytes are all in `class`; in one pass.
+fn is_dot_atom_of(text: &str, class: u8) -> bool {
     // A dot first would end an empty atom.
     let mut after_dot = true;
     for byte in text.bytes() {
         if byte == b'.' {
             if after_dot {
-                return None;
+                return false;
             }
             after_dot = true;
-        } else {
+        } else if in_class(byte, class) {
             after_dot = false;
-            all_in_class &= in_class(byte, class);
+        } else {
+            return false;
         }
     }
-    (!after_dot).then_some(DotAtom { all_in_class })
+    !after_dot
 }
 
 /// A checked domain part, with its canonical text (the address's own
@@ -488,6 +484,20 @@ mod tests {
             ("victim@[127.0.0.2]", remote("victim@[127.0.0.2]"), "another relay"),
             ("victim%[127.0.0.1]@[127.0.0.1]", Err(Refused::PercentHack), "percent hack"),
         ]);
+    }
+
+    #[test]
+    fn byte_classes_are_the_rfc_sets() {
+        for byte in 0..=255u8 {
+            let alphanumeric = byte.is_ascii_alphanumeric();
+            let atext = alphanumeric || b"!#$%&'*+-/=?^_`{|}~".contains(&byte);
+            let account =
+                byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"_-".contains(&byte);
+            let label = alphanumeric || b"_-".contains(&byte);
+            assert_eq!(super::in_class(byte, super::ATEXT), atext, "{byte}");
+            assert_eq!(super::in_class(byte, super::ACCOUNT), account, "{byte}");
+            assert_eq!(super::in_class(byte, super::LABEL), label, "{byte}");
+        }
     }
 
     #[test]
